@@ -1,0 +1,3 @@
+DROP TABLE outbox_relay_lease;
+DROP TABLE processed_events;
+DROP TABLE outbox;

@@ -1,0 +1,332 @@
+//! Idempotent event consumption. For each message: decode, and in one local
+//! transaction check `(consumer, event_id)`, apply the handler's effects
+//! (which may publish events through the outbox) and record the pair; only
+//! after that commit is the offset committed. A redelivered event therefore
+//! changes nothing. Messages that cannot be decoded, that the handler
+//! rejects, or that keep failing go to `<topic>.dlq` with the reason.
+
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::util::Timeout;
+use shared_events::{Decoded, Envelope, EventType, Topic};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::ConsumerSettings;
+use crate::db::{Db, DbError, Tx};
+use crate::kafka::{headers, Kafka};
+use crate::metrics::Metrics;
+use crate::outbox::now;
+use crate::schema::processed_events;
+use crate::telemetry;
+
+/// A service's reaction to other services' events.
+pub trait EventHandler: Send + Sync + 'static {
+    /// The consumer's name: its consumer group and its key in `processed_events`.
+    fn name(&self) -> &str;
+    fn topics(&self) -> Vec<Topic>;
+    /// Event types this handler reacts to; others are skipped without a transaction.
+    fn handles(&self, event_type: EventType) -> bool;
+    /// Applies `event` inside `tx`. Business refusals are not errors: publish
+    /// the refusal as an event. Errors are retried, except [`HandlerError::Rejected`].
+    fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The event can never be applied here; retrying will not help.
+    #[error("rejected: {0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<DieselError> for HandlerError {
+    fn from(error: DieselError) -> HandlerError {
+        HandlerError::Db(DbError::Query(error))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+}
+
+/// Runs `handler` inside one transaction unless `(consumer, event_id)` was
+/// already recorded. Public so that tests can deliver an event twice directly.
+pub async fn apply_once(
+    db: &Db,
+    handler: Arc<dyn EventHandler>,
+    event: Arc<Envelope>,
+) -> Result<Outcome, HandlerError> {
+    db.transaction(move |tx| {
+        let consumer = handler.name().to_string();
+        let event_id = event.event_id.to_string();
+        let seen: i64 = processed_events::table
+            .filter(processed_events::consumer.eq(&consumer))
+            .filter(processed_events::event_id.eq(&event_id))
+            .count()
+            .get_result(tx.conn())?;
+        if seen > 0 {
+            return Ok(Outcome::Duplicate);
+        }
+        handler.handle(tx, &event)?;
+        diesel::insert_into(processed_events::table)
+            .values((
+                processed_events::consumer.eq(&consumer),
+                processed_events::event_id.eq(&event_id),
+                processed_events::processed_at.eq(now()),
+            ))
+            .execute(tx.conn())?;
+        Ok(Outcome::Applied)
+    })
+    .await
+}
+
+pub struct EventConsumer {
+    db: Db,
+    kafka: Kafka,
+    settings: ConsumerSettings,
+    metrics: Metrics,
+    handler: Arc<dyn EventHandler>,
+}
+
+impl EventConsumer {
+    pub fn new(
+        db: Db,
+        kafka: Kafka,
+        settings: ConsumerSettings,
+        metrics: Metrics,
+        handler: Arc<dyn EventHandler>,
+    ) -> EventConsumer {
+        EventConsumer {
+            db,
+            kafka,
+            settings,
+            metrics,
+            handler,
+        }
+    }
+
+    /// Subscribes and processes messages until `stop`.
+    pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let consumer: StreamConsumer = self.kafka.consumer_config(self.handler.name()).create()?;
+        let topics: Vec<String> = self
+            .handler
+            .topics()
+            .into_iter()
+            .map(|t| self.kafka.topic_name(t))
+            .collect();
+        let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topic_refs)?;
+        tracing::info!(consumer = self.handler.name(), ?topics, "consuming");
+        loop {
+            let message = tokio::select! {
+                _ = stop.cancelled() => break,
+                message = consumer.recv() => message,
+            };
+            match message {
+                Ok(message) => {
+                    if !self.process(&message, &stop).await {
+                        break;
+                    }
+                    // Only now, after the local commit (or the dead letter's
+                    // acknowledgement), may the position move past it.
+                    if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
+                        tracing::warn!(%error, "offset commit failed; the event may be redelivered");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one message to a defined end. Returns false if stopped midway
+    /// (the offset is then not committed and the message comes again).
+    async fn process(&self, message: &BorrowedMessage<'_>, stop: &CancellationToken) -> bool {
+        let consumer = self.handler.name().to_string();
+        let payload = message.payload().unwrap_or_default();
+        let envelope = match Envelope::decode(payload) {
+            Ok(Decoded::Known(envelope)) => Arc::new(*envelope),
+            Ok(Decoded::UnknownType {
+                event_type,
+                event_id,
+            }) => {
+                tracing::debug!(%event_type, %event_id, "skipping unknown event type");
+                self.count(&consumer, &event_type, "unknown_type");
+                return true;
+            }
+            Err(error) => {
+                let reason = if payload.is_empty() {
+                    "empty message".to_string()
+                } else {
+                    error.to_string()
+                };
+                return self.dead_letter(message, &reason, 0, stop).await;
+            }
+        };
+        let event_type = envelope.event_type();
+        if !self.handler.handles(event_type) {
+            self.count(&consumer, event_type.as_str(), "ignored");
+            return true;
+        }
+
+        let span = tracing::info_span!(
+            "event.consume",
+            consumer = %consumer,
+            event_type = %event_type,
+            event_id = %envelope.event_id,
+            correlation_id = %envelope.correlation_id,
+        );
+        if let Some(traceparent) = header(message, headers::TRACEPARENT) {
+            telemetry::continue_trace(&span, &traceparent);
+        }
+        let mut attempt = 0u32;
+        let mut backoff = Duration::from_millis(self.settings.backoff_initial_ms.max(1));
+        loop {
+            let started = Instant::now();
+            let result = apply_once(&self.db, self.handler.clone(), envelope.clone())
+                .instrument(span.clone())
+                .await;
+            self.metrics
+                .handler_duration
+                .with_label_values(&[&consumer])
+                .observe(started.elapsed().as_secs_f64());
+            let error = match result {
+                Ok(Outcome::Applied) => {
+                    self.count(&consumer, event_type.as_str(), "applied");
+                    return true;
+                }
+                Ok(Outcome::Duplicate) => {
+                    self.count(&consumer, event_type.as_str(), "duplicate");
+                    return true;
+                }
+                Err(HandlerError::Rejected(reason)) => {
+                    return self.dead_letter(message, &reason, attempt + 1, stop).await;
+                }
+                Err(error) => error,
+            };
+            // A database that is down is not this event's fault: wait without
+            // spending the event's attempts.
+            let infrastructure = matches!(&error, HandlerError::Db(DbError::Unavailable(_)));
+            if !infrastructure {
+                attempt += 1;
+            }
+            if attempt >= self.settings.max_attempts {
+                let reason = format!("failed {attempt} times; last error: {error:#}");
+                return self.dead_letter(message, &reason, attempt, stop).await;
+            }
+            tracing::warn!(parent: &span, attempt, error = %format!("{error:#}"), "event handling failed; retrying");
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(self.settings.backoff_max_ms));
+        }
+    }
+
+    /// Publishes the message unchanged to `<topic>.dlq` with the reason and
+    /// origin in headers, retrying until the broker acknowledges it.
+    async fn dead_letter(
+        &self,
+        message: &BorrowedMessage<'_>,
+        reason: &str,
+        attempts: u32,
+        stop: &CancellationToken,
+    ) -> bool {
+        let consumer = self.handler.name();
+        let dlq = self.kafka.dead_letter_name(message.topic());
+        let event_type = header(message, headers::EVENT_TYPE).unwrap_or_else(|| "unknown".into());
+        tracing::error!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            %reason,
+            "sending message to dead-letter topic"
+        );
+        let partition = message.partition().to_string();
+        let offset = message.offset().to_string();
+        let attempts = attempts.to_string();
+        let failed_at = Utc::now().to_rfc3339();
+        let mut backoff = Duration::from_millis(self.settings.backoff_initial_ms.max(1));
+        loop {
+            let mut dlq_headers = OwnedHeaders::new();
+            if let Some(original) = message.headers() {
+                for h in original.iter() {
+                    dlq_headers = dlq_headers.insert(Header {
+                        key: h.key,
+                        value: h.value,
+                    });
+                }
+            }
+            for (key, value) in [
+                (headers::DLQ_REASON, reason),
+                (headers::DLQ_CONSUMER, consumer),
+                (headers::DLQ_ORIGIN_TOPIC, message.topic()),
+                (headers::DLQ_ORIGIN_PARTITION, partition.as_str()),
+                (headers::DLQ_ORIGIN_OFFSET, offset.as_str()),
+                (headers::DLQ_ATTEMPTS, attempts.as_str()),
+                ("dlq.failed_at", failed_at.as_str()),
+            ] {
+                dlq_headers = dlq_headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq)
+                .payload(message.payload().unwrap_or_default())
+                .headers(dlq_headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            match self
+                .kafka
+                .producer()
+                .send(record, Timeout::After(Duration::from_secs(30)))
+                .await
+            {
+                Ok(_) => {
+                    self.count(consumer, &event_type, "dead_lettered");
+                    return true;
+                }
+                Err((error, _)) => {
+                    tracing::warn!(%error, "dead-letter publish failed; retrying");
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_millis(self.settings.backoff_max_ms));
+        }
+    }
+
+    fn count(&self, consumer: &str, event_type: &str, outcome: &str) {
+        self.metrics
+            .events_consumed
+            .with_label_values(&[consumer, event_type, outcome])
+            .inc();
+    }
+}
+
+fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {
+    message.headers().and_then(|hs| {
+        hs.iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
+}

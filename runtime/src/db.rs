@@ -1,0 +1,324 @@
+//! One database per service: SQLite (the embedded default, one file) or
+//! PostgreSQL, picked by the URL. Queries are written once against
+//! [`AnyConnection`]; blocking diesel work runs on tokio's blocking pool.
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use shared_events::Envelope;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+use crate::config::DatabaseSettings;
+use crate::outbox;
+
+/// A connection to whichever backend the URL named.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(diesel::PgConnection),
+    Sqlite(diesel::SqliteConnection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A service's schema, once per backend (the SQL dialects differ).
+pub struct Migrations {
+    pub sqlite: EmbeddedMigrations,
+    pub postgres: EmbeddedMigrations,
+}
+
+const RUNTIME_MIGRATIONS: Migrations = Migrations {
+    sqlite: diesel_migrations::embed_migrations!("migrations/sqlite"),
+    postgres: diesel_migrations::embed_migrations!("migrations/postgres"),
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Query(#[from] DieselError),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database task panicked")]
+    Panicked,
+}
+
+impl DbError {
+    /// Worth another try: the database was busy, gone for a moment, or a
+    /// concurrent transaction won a race the database resolved by aborting us.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) => true,
+            DbError::Query(e) => is_transient(e),
+            DbError::Migration(_) | DbError::Panicked => false,
+        }
+    }
+}
+
+pub(crate) fn is_transient(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(kind, info) => match kind {
+            DatabaseErrorKind::SerializationFailure | DatabaseErrorKind::ClosedConnection => true,
+            _ => {
+                let message = info.message();
+                message.contains("database is locked")
+                    || message.contains("deadlock detected")
+                    || message.contains("busy")
+            }
+        },
+        _ => false,
+    }
+}
+
+/// A database transaction in progress. Events published through it are
+/// written to the outbox in the same transaction as the state they describe.
+pub struct Tx<'c> {
+    conn: &'c mut AnyConnection,
+    published: usize,
+}
+
+impl Tx<'_> {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        self.conn
+    }
+
+    /// Stores `envelope` in the outbox; it leaves only if this transaction commits.
+    pub fn publish(&mut self, envelope: &Envelope) -> Result<(), DieselError> {
+        outbox::enqueue(self.conn, envelope)?;
+        self.published += 1;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<ConnectionManager<AnyConnection>>,
+    backend: Backend,
+    outbox_signal: Arc<Notify>,
+}
+
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<AnyConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut AnyConnection) -> Result<(), diesel::r2d2::Error> {
+        // WAL lets readers run beside the writer; busy_timeout makes writers
+        // queue instead of failing; NORMAL sync is durable across app crashes.
+        conn.batch_execute(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Splits a database URL into the backend and what diesel connects to.
+pub fn parse_url(url: &str) -> (Backend, String) {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        (Backend::Postgres, url.to_string())
+    } else {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        (Backend::Sqlite, path.to_string())
+    }
+}
+
+impl Db {
+    /// Opens the pool and brings the schema up to date: the runtime's own
+    /// tables (outbox, processed events) first, then the service's.
+    pub async fn connect(settings: &DatabaseSettings, schema: Migrations) -> Result<Db, DbError> {
+        let (backend, target) = parse_url(settings.url.expose());
+        let pool_size = settings.pool_size.max(1);
+        let timeout = Duration::from_millis(settings.connect_timeout_ms);
+        let pool = tokio::task::spawn_blocking(move || {
+            if backend == Backend::Sqlite {
+                if let Some(parent) = std::path::Path::new(&target).parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        DbError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+            }
+            let mut builder = Pool::builder()
+                .max_size(pool_size)
+                .min_idle(Some(1))
+                .connection_timeout(timeout);
+            if backend == Backend::Sqlite {
+                builder = builder.connection_customizer(Box::new(SqlitePragmas));
+            }
+            builder
+                .build(ConnectionManager::<AnyConnection>::new(target))
+                .map_err(|e| DbError::Unavailable(e.to_string()))
+        })
+        .await
+        .map_err(|_| DbError::Panicked)??;
+
+        let db = Db {
+            pool,
+            backend,
+            outbox_signal: Arc::new(Notify::new()),
+        };
+        db.run(move |conn| {
+            migrate(conn, RUNTIME_MIGRATIONS)?;
+            migrate(conn, schema)
+        })
+        .await?;
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Woken after every commit that published events.
+    pub(crate) fn outbox_signal(&self) -> Arc<Notify> {
+        self.outbox_signal.clone()
+    }
+
+    fn checkout(&self) -> Result<PooledConnection<ConnectionManager<AnyConnection>>, DbError> {
+        self.pool
+            .get()
+            .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    /// Runs blocking diesel code on the blocking pool, inside the caller's span.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T, E> + Send + 'static,
+    {
+        let db = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let mut conn = db.checkout()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|_| E::from(DbError::Panicked))?
+    }
+
+    /// Runs `f` in one transaction (an immediate one on SQLite, so that
+    /// writers queue instead of failing to upgrade a read lock), retrying a
+    /// few times when the database aborts it for a transient reason.
+    pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + From<DieselError> + Send + 'static,
+        F: FnMut(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let signal = self.outbox_signal.clone();
+        self.run(move |conn| {
+            let (value, published) = transaction_with_retry(conn, f)?;
+            if published > 0 {
+                signal.notify_one();
+            }
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Whether the database answers a trivial query now.
+    pub async fn ping(&self) -> bool {
+        self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from))
+            .await
+            .is_ok()
+    }
+}
+
+fn migrate(conn: &mut AnyConnection, migrations: Migrations) -> Result<(), DbError> {
+    let result = match conn {
+        AnyConnection::Sqlite(c) => c.run_pending_migrations(migrations.sqlite).map(|_| ()),
+        AnyConnection::Postgresql(c) => c.run_pending_migrations(migrations.postgres).map(|_| ()),
+    };
+    result.map_err(|e| DbError::Migration(e.to_string()))
+}
+
+const TRANSACTION_ATTEMPTS: u32 = 5;
+
+fn transaction_with_retry<T, E, F>(conn: &mut AnyConnection, mut f: F) -> Result<(T, usize), E>
+where
+    E: From<DbError> + From<DieselError>,
+    F: FnMut(&mut Tx<'_>) -> Result<T, E>,
+{
+    let mut attempt = 1;
+    loop {
+        match run_in_transaction(conn, &mut f) {
+            Err(TxFailure::Database(e)) if is_transient(&e) && attempt < TRANSACTION_ATTEMPTS => {
+                tracing::debug!(attempt, error = %e, "transaction aborted, retrying");
+                std::thread::sleep(Duration::from_millis(5 << attempt));
+                attempt += 1;
+            }
+            Err(TxFailure::Database(e)) => return Err(E::from(e)),
+            Err(TxFailure::Body(e)) => return Err(e),
+            Ok(done) => return Ok(done),
+        }
+    }
+}
+
+enum TxFailure<E> {
+    /// BEGIN or COMMIT failed: the whole transaction may be retried.
+    Database(DieselError),
+    Body(E),
+}
+
+fn run_in_transaction<T, E, F>(
+    conn: &mut AnyConnection,
+    f: &mut F,
+) -> Result<(T, usize), TxFailure<E>>
+where
+    F: FnMut(&mut Tx<'_>) -> Result<T, E>,
+{
+    let begin = match conn {
+        AnyConnection::Sqlite(_) => "BEGIN IMMEDIATE",
+        AnyConnection::Postgresql(_) => "BEGIN",
+    };
+    conn.batch_execute(begin).map_err(TxFailure::Database)?;
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut tx = Tx {
+            conn: &mut *conn,
+            published: 0,
+        };
+        f(&mut tx).map(|value| (value, tx.published))
+    }));
+    match outcome {
+        Ok(Ok(done)) => match conn.batch_execute("COMMIT") {
+            Ok(()) => Ok(done),
+            Err(e) => {
+                let _ = conn.batch_execute("ROLLBACK");
+                Err(TxFailure::Database(e))
+            }
+        },
+        Ok(Err(e)) => {
+            let _ = conn.batch_execute("ROLLBACK");
+            Err(TxFailure::Body(e))
+        }
+        Err(panic) => {
+            let _ = conn.batch_execute("ROLLBACK");
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// Runs `body` against the concrete connection, for the few clauses diesel's
+/// multi-backend connection cannot express (`ON CONFLICT`, batch inserts).
+/// The body is compiled once per backend.
+#[macro_export]
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::AnyConnection::Sqlite($c) => $body,
+            $crate::AnyConnection::Postgresql($c) => $body,
+        }
+    };
+}

@@ -1,0 +1,278 @@
+//! The HTTP side every service shares: health and metrics endpoints, JSON
+//! errors `{code, message}`, body limits, request ids and request spans.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::time::Instant;
+use tracing::Instrument;
+
+use crate::config::HttpSettings;
+use crate::db::{Db, DbError};
+use crate::kafka::Kafka;
+use crate::metrics::Metrics;
+use crate::{outbox, telemetry};
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// An error response with a machine-readable code.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// A failure that is not the client's: log the whole cause chain, answer
+    /// 503 when the database is unavailable and 500 otherwise, without details.
+    pub fn unexpected(error: &(dyn std::error::Error + 'static)) -> ApiError {
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        tracing::error!(error = %chain, "unexpected error");
+        let unavailable = matches!(
+            error.downcast_ref::<DbError>(),
+            Some(DbError::Unavailable(_))
+        );
+        if unavailable {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the service is temporarily unavailable; retry shortly",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "an unexpected error occurred",
+            )
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(ErrorBody {
+            code: self.code.to_string(),
+            message: self.message.clone(),
+        })
+    }
+}
+
+fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+    let api = match &error {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                error.to_string(),
+            )
+        }
+        JsonPayloadError::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            e.to_string(),
+        ),
+        _ => ApiError::bad_request("malformed_json", error.to_string()),
+    };
+    api.into()
+}
+
+fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_path", error.to_string()).into()
+}
+
+fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request("invalid_query", error.to_string()).into()
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("route_not_found", "no such endpoint"))
+}
+
+/// What the shared endpoints need.
+#[derive(Clone)]
+pub struct Probes {
+    pub service: &'static str,
+    pub db: Db,
+    pub kafka: Kafka,
+    pub metrics: Metrics,
+}
+
+async fn live(probes: web::Data<Probes>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "live", "service": probes.service }))
+}
+
+async fn ready(probes: web::Data<Probes>) -> HttpResponse {
+    let (database, broker) = tokio::join!(probes.db.ping(), probes.kafka.is_reachable());
+    let body = serde_json::json!({
+        "status": if database && broker { "ready" } else { "not_ready" },
+        "service": probes.service,
+        "checks": {
+            "database": if database { "up" } else { "down" },
+            "broker": if broker { "up" } else { "down" },
+        },
+    });
+    if database && broker {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+async fn metrics(probes: web::Data<Probes>) -> HttpResponse {
+    if let Ok(pending) = probes
+        .db
+        .run(|conn| outbox::pending_count(conn).map_err(DbError::from))
+        .await
+    {
+        probes.metrics.outbox_pending.set(pending);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(probes.metrics.render())
+}
+
+/// One span per request, parented on an incoming `traceparent`; a request
+/// id taken from `X-Request-Id` (or made) and echoed on the response.
+async fn trace_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.is_ascii())
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = %method,
+        http.route = %route,
+        http.target = %req.path(),
+        request_id = %request_id,
+        http.status = tracing::field::Empty,
+    );
+    if let Some(traceparent) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        telemetry::continue_trace(&span, traceparent);
+    }
+    let metrics = req
+        .app_data::<web::Data<Probes>>()
+        .map(|p| p.metrics.clone());
+    let started = Instant::now();
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    let status = response.status();
+    span.record("http.status", status.as_u16());
+    if let Some(metrics) = metrics {
+        metrics
+            .http_requests
+            .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+            .inc();
+        metrics
+            .http_duration
+            .with_label_values(&[method.as_str(), route.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    Ok(response)
+}
+
+/// Binds the listener (port 0 picks a free port) and starts the server with
+/// the shared endpoints plus the service's own routes from `configure`.
+pub fn serve<F>(
+    settings: &HttpSettings,
+    probes: Probes,
+    configure: F,
+) -> std::io::Result<(actix_web::dev::Server, SocketAddr)>
+where
+    F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+{
+    let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
+    let addr = listener.local_addr()?;
+    let body_limit = settings.body_limit_bytes;
+    let probes = web::Data::new(probes);
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(trace_requests))
+            .app_data(probes.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(body_limit)
+                    .error_handler(json_error),
+            )
+            .app_data(web::PayloadConfig::new(body_limit))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .route("/health/live", web::get().to(live))
+            .route("/health/ready", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics))
+            .configure(configure.clone())
+            .default_service(web::to(not_found))
+    })
+    .listen(listener)?
+    .disable_signals()
+    .shutdown_timeout(5)
+    .run();
+    Ok((server, addr))
+}

@@ -1,0 +1,151 @@
+//! Kafka clients: one producer per service (outbox relay and dead letters),
+//! consumers per handler, and idempotent topic creation at start-up.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use shared_events::{dead_letter_topic, Topic};
+use std::time::Duration;
+
+use crate::config::KafkaSettings;
+
+/// Headers the runtime writes on every message.
+pub mod headers {
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const EVENT_ID: &str = "event_id";
+    pub const EVENT_TYPE: &str = "event_type";
+    pub const DLQ_REASON: &str = "dlq.reason";
+    pub const DLQ_CONSUMER: &str = "dlq.consumer";
+    pub const DLQ_ORIGIN_TOPIC: &str = "dlq.origin.topic";
+    pub const DLQ_ORIGIN_PARTITION: &str = "dlq.origin.partition";
+    pub const DLQ_ORIGIN_OFFSET: &str = "dlq.origin.offset";
+    pub const DLQ_ATTEMPTS: &str = "dlq.attempts";
+}
+
+#[derive(Clone)]
+pub struct Kafka {
+    settings: KafkaSettings,
+    client_id: String,
+    producer: FutureProducer,
+}
+
+impl Kafka {
+    pub fn connect(settings: &KafkaSettings, client_id: &str) -> Result<Kafka, KafkaError> {
+        let mut config = base_config(settings, client_id);
+        config
+            .set("acks", "all")
+            .set(
+                "enable.idempotence",
+                settings.enable_idempotence.to_string(),
+            )
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "10000");
+        Ok(Kafka {
+            settings: settings.clone(),
+            client_id: client_id.to_string(),
+            producer: config.create()?,
+        })
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    pub fn settings(&self) -> &KafkaSettings {
+        &self.settings
+    }
+
+    /// The topic's name on this cluster (with the configured prefix).
+    pub fn topic_name(&self, topic: Topic) -> String {
+        format!("{}{}", self.settings.topic_prefix, topic.name())
+    }
+
+    pub fn prefixed(&self, name: &str) -> String {
+        format!("{}{}", self.settings.topic_prefix, name)
+    }
+
+    pub fn dead_letter_name(&self, topic_on_cluster: &str) -> String {
+        dead_letter_topic(topic_on_cluster)
+    }
+
+    /// A consumer group id, namespaced like the topics.
+    pub fn group_id(&self, consumer: &str) -> String {
+        format!("{}{}", self.settings.topic_prefix, consumer)
+    }
+
+    /// Settings for a consumer that commits offsets itself, after its work.
+    pub fn consumer_config(&self, consumer: &str) -> ClientConfig {
+        let mut config = base_config(&self.settings, &format!("{}-{consumer}", self.client_id));
+        config
+            .set("group.id", self.group_id(consumer))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "100")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        config
+    }
+
+    /// Creates every contract topic and its dead-letter twin; existing ones are kept.
+    pub async fn ensure_topics(&self) -> Result<(), KafkaError> {
+        let mut names: Vec<String> = Vec::new();
+        for topic in Topic::ALL {
+            let name = self.topic_name(topic);
+            names.push(dead_letter_topic(&name));
+            names.push(name);
+        }
+        self.create_topics(&names).await
+    }
+
+    pub async fn create_topics(&self, names: &[String]) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> =
+            base_config(&self.settings, &self.client_id).create()?;
+        let new_topics: Vec<NewTopic<'_>> = names
+            .iter()
+            .map(|name| {
+                NewTopic::new(
+                    name,
+                    self.settings.partitions,
+                    TopicReplication::Fixed(self.settings.replication_factor),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in admin.create_topics(&new_topics, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    tracing::error!(topic = %name, error = %code, "topic creation failed");
+                    return Err(KafkaError::AdminOp(code));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a broker answers a metadata request within a second.
+    pub async fn is_reachable(&self) -> bool {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(1))
+                .is_ok()
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set("client.id", client_id)
+        .set("log_level", "4");
+    config
+}

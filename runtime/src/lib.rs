@@ -1,0 +1,28 @@
+//! What every ticketing service shares. A service brings its schema, its
+//! event handlers and its routes; this crate brings configuration, the
+//! database (SQLite or PostgreSQL), the transactional outbox, idempotent
+//! consumption with dead-lettering, tracing across Kafka and HTTP, health
+//! and metrics endpoints.
+
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod outbox;
+pub mod pass;
+pub mod schema;
+pub mod service;
+pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use config::{NoServiceSettings, Secret, Settings};
+pub use consumer::{EventHandler, HandlerError};
+pub use db::{AnyConnection, Backend, Db, DbError, Migrations, Tx};
+pub use http::{ApiError, ErrorBody};
+pub use kafka::Kafka;
+pub use metrics::Metrics;
+pub use service::{RunningService, ServiceRuntime};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,172 @@
+//! Assembles a service process: database and migrations, broker and topics,
+//! outbox relay, event consumers, background jobs and the HTTP server.
+
+use actix_web::web;
+use shared_events::Service;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::consumer::{EventConsumer, EventHandler};
+use crate::db::{Db, Migrations};
+use crate::http::{self, Probes};
+use crate::kafka::Kafka;
+use crate::metrics::Metrics;
+use crate::outbox::OutboxRelay;
+
+/// A service whose infrastructure is up but whose HTTP server is not yet.
+pub struct ServiceRuntime<T> {
+    pub service: Service,
+    pub settings: Settings<T>,
+    pub db: Db,
+    pub kafka: Kafka,
+    pub metrics: Metrics,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl<T> ServiceRuntime<T> {
+    pub async fn start(
+        service: Service,
+        settings: Settings<T>,
+        schema: Migrations,
+    ) -> anyhow::Result<ServiceRuntime<T>> {
+        let db = Db::connect(&settings.database, schema).await?;
+        let kafka = Kafka::connect(&settings.kafka, service.as_str())?;
+        let mut delay = Duration::from_millis(100);
+        while let Err(error) = kafka.ensure_topics().await {
+            tracing::warn!(%error, brokers = %settings.kafka.brokers, "broker not ready; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        let metrics = Metrics::new(service.as_str());
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let relay = OutboxRelay::new(
+            db.clone(),
+            kafka.clone(),
+            settings.outbox.clone(),
+            metrics.clone(),
+        );
+        tasks.spawn(relay.run(stop.clone()));
+        tracing::info!(%service, backend = ?db.backend(), "infrastructure ready");
+        Ok(ServiceRuntime {
+            service,
+            settings,
+            db,
+            kafka,
+            metrics,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Starts consuming for `handler` in the background.
+    pub fn consume(&mut self, handler: Arc<dyn EventHandler>) {
+        let consumer = EventConsumer::new(
+            self.db.clone(),
+            self.kafka.clone(),
+            self.settings.consumer.clone(),
+            self.metrics.clone(),
+            handler,
+        );
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            if let Err(error) = consumer.run(stop).await {
+                tracing::error!(%error, "consumer stopped");
+            }
+        });
+    }
+
+    /// Runs a background job (a sweeper, say) until the service stops.
+    pub fn spawn<F, Fut>(&mut self, job: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(job(self.stop.clone()));
+    }
+
+    /// Starts the HTTP server with the service's routes.
+    pub fn serve<F>(self, configure: F) -> anyhow::Result<RunningService>
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        let probes = Probes {
+            service: self.service.as_str(),
+            db: self.db.clone(),
+            kafka: self.kafka.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let (server, addr) = http::serve(&self.settings.http, probes, configure)?;
+        let handle = server.handle();
+        let server = tokio::spawn(server);
+        tracing::info!(service = %self.service, %addr, "listening");
+        Ok(RunningService {
+            addr,
+            handle,
+            server,
+            stop: self.stop,
+            tasks: self.tasks,
+        })
+    }
+}
+
+pub struct RunningService {
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl RunningService {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops gracefully.
+    pub async fn run_until_signalled(self) -> anyhow::Result<()> {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("stopping");
+        self.stop().await;
+        Ok(())
+    }
+
+    /// Stops taking requests, lets in-flight work finish, stops background tasks.
+    pub async fn stop(mut self) {
+        self.handle.stop(true).await;
+        let _ = self.server.await;
+        self.stop.cancel();
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// A service process's `main`: settings from the environment, telemetry,
+/// `start`, then run until SIGINT or SIGTERM.
+pub async fn run_main<T, F, Fut>(service: Service, defaults: &str, start: F) -> anyhow::Result<()>
+where
+    T: serde::de::DeserializeOwned,
+    F: FnOnce(Settings<T>) -> Fut,
+    Fut: Future<Output = anyhow::Result<RunningService>>,
+{
+    let settings = Settings::<T>::load(defaults)?;
+    let _telemetry = crate::telemetry::init(service.as_str(), &settings.telemetry)?;
+    let running = start(settings).await?;
+    running.run_until_signalled().await
+}

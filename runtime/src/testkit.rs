@@ -1,0 +1,239 @@
+//! Real infrastructure for tests: a Kafka-protocol broker (the one in
+//! `KAFKA_BROKERS`, or a private `nisshi` started once per test process),
+//! fresh SQLite files and fresh PostgreSQL databases. Each test gets its own
+//! topic prefix, so tests sharing a broker never see each other's events.
+
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+use serde::de::DeserializeOwned;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+use crate::config::{Layers, Settings, TelemetrySettings};
+use crate::telemetry;
+
+/// Where `PostgreSQL` test databases are created (`TEST_POSTGRES_URL` overrides).
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A scratch directory under the system temp dir.
+pub fn temp_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir()
+        .join("ticketing-tests")
+        .join(format!("{label}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Finds the `nisshi` broker binary: `NISSHI_BIN`, then `PATH`, then cargo's bin dir.
+pub fn nisshi_binary() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("NISSHI_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let from_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nisshi"))
+            .find(|candidate| candidate.is_file())
+    });
+    from_path.or_else(|| {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+        let candidate = home.join("bin").join("nisshi");
+        candidate.is_file().then_some(candidate)
+    })
+}
+
+/// The bootstrap address of a broker for this test process.
+pub fn broker() -> &'static str {
+    static BROKER: OnceLock<String> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        if let Ok(brokers) = std::env::var("KAFKA_BROKERS") {
+            return brokers;
+        }
+        start_private_broker()
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_private_broker() -> String {
+    let binary = nisshi_binary()
+        .expect("no Kafka broker: set KAFKA_BROKERS, or install nisshi with scripts/setup.sh");
+    let port = free_port();
+    let dir = temp_dir("broker");
+    let listener = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("broker.log")).expect("broker log");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    // The broker dies with this thread (PR_SET_PDEATHSIG), so the thread
+    // parks forever: the broker lives exactly as long as the test process.
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(&binary);
+        command
+            .args(["--kafka-listener-url", &listener])
+            .args(["--kafka-advertised-listener-url", &listener])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe and touches no Rust state.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let spawned = command.spawn().map(|_child| ());
+        let failed = spawned.is_err();
+        sender.send(spawned).expect("test thread waits");
+        if !failed {
+            loop {
+                std::thread::park();
+            }
+        }
+    });
+    receiver
+        .recv()
+        .expect("broker thread answers")
+        .expect("nisshi starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nisshi did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    format!("127.0.0.1:{port}")
+}
+
+/// A PostgreSQL database that exists for one test and is dropped after it.
+pub struct TestDatabase {
+    pub url: String,
+    name: Option<String>,
+}
+
+impl TestDatabase {
+    pub fn sqlite(label: &str) -> TestDatabase {
+        let path = temp_dir(label).join(format!("{label}.db"));
+        TestDatabase {
+            url: format!("sqlite://{}", path.display()),
+            name: None,
+        }
+    }
+
+    pub fn postgres(label: &str) -> TestDatabase {
+        let name = format!("test_{label}_{}", uuid::Uuid::new_v4().simple())
+            .replace('-', "_")
+            .to_ascii_lowercase();
+        let admin = postgres_admin_url();
+        let mut conn = diesel::PgConnection::establish(&admin)
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
+        conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .expect("create test database");
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        TestDatabase {
+            url: format!("{base}/{name}"),
+            name: Some(name),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = &self.name {
+            if let Ok(mut conn) = diesel::PgConnection::establish(&postgres_admin_url()) {
+                let _ =
+                    conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+            }
+        }
+    }
+}
+
+/// Settings for a service under test: the test broker, a private topic
+/// prefix, port 0, short timings.
+pub fn settings<T: DeserializeOwned>(
+    service_defaults: &str,
+    database_url: &str,
+    topic_prefix: &str,
+) -> Settings<T> {
+    Layers::new(service_defaults)
+        .expect("valid service defaults")
+        .set("http.port", 0)
+        .set("database.url", database_url)
+        .set("database.pool_size", 4)
+        .set("kafka.brokers", broker())
+        .set("kafka.topic_prefix", topic_prefix)
+        .set("kafka.partitions", 2)
+        .set("outbox.sweep_interval_ms", 200)
+        .set("consumer.max_attempts", 3)
+        .set("consumer.backoff_initial_ms", 10)
+        .set("consumer.backoff_max_ms", 100)
+        .build()
+        .expect("valid test settings")
+}
+
+/// A topic prefix no other test uses.
+pub fn unique_prefix() -> String {
+    format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Logs to the test harness (shown for failing tests), with OpenTelemetry
+/// span contexts so trace propagation can be asserted. Idempotent.
+pub fn init_tracing() {
+    // Kept for the life of the process: dropping it would stop span ids.
+    static PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
+    PROVIDER.get_or_init(|| {
+        let settings = TelemetrySettings {
+            log_filter: "warn".into(),
+            log_format: "text".into(),
+            otlp_endpoint: None,
+        };
+        let provider = telemetry::tracer_provider("tests", &settings).expect("tracer provider");
+        use opentelemetry::trace::TracerProvider as _;
+        let tracer = provider.tracer("tests");
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::registry()
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+            )
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_test_writer()
+                    .with_filter(filter),
+            )
+            .try_init();
+        provider
+    });
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

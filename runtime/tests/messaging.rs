@@ -1,0 +1,507 @@
+//! The runtime against a real broker and real databases: outbox to consumer
+//! exactly once, the relay's crash window, dead letters, trace propagation.
+
+use diesel::prelude::*;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::FutureRecord;
+use shared_events::{BalanceCharged, Envelope, Event, EventType, Service, Topic};
+use std::sync::Arc;
+use std::time::Duration;
+use ticket_runtime::consumer::apply_once;
+use ticket_runtime::outbox::{pending_count, OutboxRelay};
+use ticket_runtime::testkit::{self, eventually, TestDatabase};
+use ticket_runtime::{
+    Db, DbError, EventHandler, HandlerError, Migrations, NoServiceSettings, ServiceRuntime,
+    Settings, Tx,
+};
+use uuid::Uuid;
+
+diesel::table! {
+    charges (id) {
+        id -> Text,
+        amount -> BigInt,
+    }
+}
+
+diesel::table! {
+    effects (event_id) {
+        event_id -> Text,
+        amount -> BigInt,
+        position -> BigInt,
+        trace_id -> Nullable<Text>,
+    }
+}
+
+const SCHEMA: Migrations = Migrations {
+    sqlite: diesel_migrations::embed_migrations!("tests/migrations"),
+    postgres: diesel_migrations::embed_migrations!("tests/migrations"),
+};
+
+/// An amount the consumer can never apply: it fails every attempt.
+const POISON: i64 = 13;
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Recorder {
+    name: String,
+}
+
+impl EventHandler for Recorder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::BalanceEvents]
+    }
+
+    fn handles(&self, event_type: EventType) -> bool {
+        event_type == EventType::BalanceCharged
+    }
+
+    fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let Event::BalanceCharged(charge) = &event.event else {
+            return Err(HandlerError::Rejected("not a charge".into()));
+        };
+        if charge.amount == POISON {
+            return Err(anyhow::anyhow!("amount {POISON} is poison").into());
+        }
+        let position: i64 = effects::table.count().get_result(tx.conn())?;
+        diesel::insert_into(effects::table)
+            .values((
+                effects::event_id.eq(event.event_id.to_string()),
+                effects::amount.eq(charge.amount),
+                effects::position.eq(position + 1),
+                effects::trace_id.eq(ticket_runtime::telemetry::current_trace_id()),
+            ))
+            .execute(tx.conn())?;
+        Ok(())
+    }
+}
+
+struct Cluster {
+    a: ServiceRuntime<NoServiceSettings>,
+    b: ServiceRuntime<NoServiceSettings>,
+    consumer: String,
+    _databases: (TestDatabase, TestDatabase),
+}
+
+fn settings(db: &TestDatabase, prefix: &str) -> Settings<NoServiceSettings> {
+    testkit::settings("", &db.url, prefix)
+}
+
+async fn cluster(postgres: bool) -> Cluster {
+    testkit::init_tracing();
+    let make = |label: &str| {
+        if postgres {
+            TestDatabase::postgres(label)
+        } else {
+            TestDatabase::sqlite(label)
+        }
+    };
+    let (db_a, db_b) = (make("a"), make("b"));
+    let prefix = testkit::unique_prefix();
+    let a = ServiceRuntime::start(Service::MemberBalance, settings(&db_a, &prefix), SCHEMA)
+        .await
+        .expect("service A starts");
+    let mut b = ServiceRuntime::start(Service::Payment, settings(&db_b, &prefix), SCHEMA)
+        .await
+        .expect("service B starts");
+    let consumer = "recorder".to_string();
+    b.consume(Arc::new(Recorder {
+        name: consumer.clone(),
+    }));
+    Cluster {
+        a,
+        b,
+        consumer,
+        _databases: (db_a, db_b),
+    }
+}
+
+fn charge(amount: i64, key: &str) -> Envelope {
+    Envelope::new(
+        BalanceCharged {
+            user_id: Uuid::now_v7(),
+            entry_id: Uuid::now_v7(),
+            amount,
+            balance_after: amount,
+        },
+        key,
+    )
+}
+
+/// Service A's local transaction: a row change and its event, together.
+async fn charge_in_a(db: &Db, envelope: Envelope) {
+    db.transaction(move |tx| {
+        diesel::insert_into(charges::table)
+            .values((
+                charges::id.eq(envelope.event_id.to_string()),
+                charges::amount.eq(match &envelope.event {
+                    Event::BalanceCharged(c) => c.amount,
+                    _ => 0,
+                }),
+            ))
+            .execute(tx.conn())?;
+        tx.publish(&envelope)?;
+        Ok::<_, DbError>(())
+    })
+    .await
+    .expect("local transaction commits");
+}
+
+async fn effects_in(db: &Db) -> Vec<(String, i64, i64, Option<String>)> {
+    db.run(|conn| {
+        effects::table
+            .order(effects::position)
+            .load::<(String, i64, i64, Option<String>)>(conn)
+            .map_err(DbError::from)
+    })
+    .await
+    .unwrap()
+}
+
+fn consumed(cluster: &Cluster, outcome: &str) -> u64 {
+    cluster
+        .b
+        .metrics
+        .events_consumed
+        .with_label_values(&[&cluster.consumer, "BalanceCharged", outcome])
+        .get()
+}
+
+async fn outbox_empty(db: &Db) -> bool {
+    db.run(|conn| pending_count(conn).map_err(DbError::from))
+        .await
+        .unwrap()
+        == 0
+}
+
+async fn exactly_once_in_order(postgres: bool) {
+    let cluster = cluster(postgres).await;
+    let first = charge(1000, "member-1");
+    let first_id = first.event_id.to_string();
+    charge_in_a(&cluster.a.db, first).await;
+
+    let applied = eventually(WAIT, "the effect in B", || async {
+        let rows = effects_in(&cluster.b.db).await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(applied.len(), 1);
+    assert_eq!(applied[0].0, first_id);
+    assert_eq!(applied[0].1, 1000);
+    eventually(WAIT, "A's outbox to drain", || async {
+        outbox_empty(&cluster.a.db).await.then_some(())
+    })
+    .await;
+
+    // The broker delivers the same event again (as after a lost offset
+    // commit): the consumer sees it and changes nothing.
+    let again = cluster
+        .a
+        .db
+        .run(|conn| {
+            diesel::sql_query("UPDATE outbox SET sent_at = NULL")
+                .execute(conn)
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    assert_eq!(again, 1);
+    eventually(WAIT, "the redelivery to be seen", || async {
+        (consumed(&cluster, "duplicate") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(effects_in(&cluster.b.db).await.len(), 1, "applied once");
+    assert_eq!(consumed(&cluster, "applied"), 1);
+
+    // Many events for one key, each in its own transaction, arrive in order.
+    let amounts: Vec<i64> = (1..=30).map(|n| 100 + n).collect();
+    for amount in &amounts {
+        charge_in_a(&cluster.a.db, charge(*amount, "member-2")).await;
+    }
+    let rows = eventually(WAIT, "30 more effects", || async {
+        let rows = effects_in(&cluster.b.db).await;
+        (rows.len() == 31).then_some(rows)
+    })
+    .await;
+    let seen: Vec<i64> = rows[1..].iter().map(|r| r.1).collect();
+    assert_eq!(seen, amounts, "per-key order kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_event_is_applied_exactly_once_in_order_sqlite() {
+    exactly_once_in_order(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_event_is_applied_exactly_once_in_order_postgres() {
+    exactly_once_in_order(true).await;
+}
+
+async fn relay_crash_after_ack(postgres: bool) {
+    let cluster = cluster(postgres).await;
+    let a_settings = &cluster.a.settings;
+    // A second service A process whose relay dies between the broker's
+    // acknowledgement and marking the row sent: its database is its own, so
+    // the running relay of `cluster.a` does not interfere.
+    let db = if postgres {
+        TestDatabase::postgres("crash")
+    } else {
+        TestDatabase::sqlite("crash")
+    };
+    let mut crash_settings = settings(&db, &a_settings.kafka.topic_prefix);
+    crash_settings.outbox.sweep_interval_ms = 60_000;
+    let store = Db::connect(&crash_settings.database, SCHEMA).await.unwrap();
+    let kafka = ticket_runtime::Kafka::connect(&crash_settings.kafka, "crash-test").unwrap();
+    let metrics = ticket_runtime::Metrics::new("crash-test");
+    let dying = OutboxRelay::new(
+        store.clone(),
+        kafka.clone(),
+        crash_settings.outbox.clone(),
+        metrics.clone(),
+    );
+
+    let event = charge(2500, "member-3");
+    let event_id = event.event_id.to_string();
+    charge_in_a(&store, event).await;
+    let batch = dying.claim_batch().await.unwrap();
+    assert_eq!(batch.len(), 1);
+    let acked = dying.publish(&batch).await;
+    assert_eq!(acked, vec![batch[0].seq], "broker acknowledged");
+    drop(dying); // dies here: never marks the row sent
+    assert!(!outbox_empty(&store).await, "still pending after the crash");
+
+    eventually(WAIT, "the first delivery", || async {
+        (effects_in(&cluster.b.db).await.len() == 1).then_some(())
+    })
+    .await;
+
+    let restarted = OutboxRelay::new(store.clone(), kafka, crash_settings.outbox.clone(), metrics);
+    assert_eq!(
+        restarted.drain().await.unwrap(),
+        1,
+        "published again after restart"
+    );
+    assert!(outbox_empty(&store).await);
+    eventually(WAIT, "the second delivery to be seen", || async {
+        (consumed(&cluster, "duplicate") == 1).then_some(())
+    })
+    .await;
+    let rows = effects_in(&cluster.b.db).await;
+    assert_eq!(rows.len(), 1, "the effect happened once");
+    assert_eq!(rows[0].0, event_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_killed_after_ack_delivers_again_but_applies_once_sqlite() {
+    relay_crash_after_ack(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_killed_after_ack_delivers_again_but_applies_once_postgres() {
+    relay_crash_after_ack(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_poison_go_to_the_dead_letter_topic_and_consumption_goes_on() {
+    let cluster = cluster(false).await;
+    let topic = cluster.a.kafka.topic_name(Topic::BalanceEvents);
+    cluster
+        .a
+        .kafka
+        .producer()
+        .send(
+            FutureRecord::<str, str>::to(&topic)
+                .key("member-9")
+                .payload("{this is not json"),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("garbage produced");
+    charge_in_a(&cluster.a.db, charge(POISON, "member-9")).await;
+    let good = charge(4200, "member-9");
+    let good_id = good.event_id.to_string();
+    charge_in_a(&cluster.a.db, good).await;
+
+    let rows = eventually(WAIT, "the good event after the bad ones", || async {
+        let rows = effects_in(&cluster.b.db).await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, good_id);
+
+    let dlq: StreamConsumer = cluster
+        .a
+        .kafka
+        .consumer_config(&format!("dlq-reader-{}", Uuid::new_v4()))
+        .create()
+        .unwrap();
+    dlq.subscribe(&[&format!("{topic}.dlq")]).unwrap();
+    let mut reasons = Vec::new();
+    while reasons.len() < 2 {
+        let message = tokio::time::timeout(WAIT, dlq.recv())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        let header = |name: &str| {
+            message
+                .headers()
+                .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("dlq.origin.topic"), topic);
+        assert_eq!(header("dlq.consumer"), cluster.consumer);
+        assert!(!header("dlq.origin.offset").is_empty());
+        reasons.push((header("dlq.reason"), message.payload().map(<[u8]>::to_vec)));
+    }
+    reasons.sort();
+    assert!(
+        reasons[0].0.contains("failed 3 times"),
+        "{:?}",
+        reasons[0].0
+    );
+    assert!(reasons[0].0.contains("poison"), "{:?}", reasons[0].0);
+    assert!(
+        reasons[1].0.contains("not a valid event envelope"),
+        "{:?}",
+        reasons[1].0
+    );
+    assert_eq!(
+        reasons[1].1.as_deref(),
+        Some(&b"{this is not json"[..]),
+        "payload kept as is"
+    );
+    assert_eq!(consumed(&cluster, "dead_lettered"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_changes_nothing_even_when_applied_directly() {
+    let cluster = cluster(false).await;
+    let handler: Arc<dyn EventHandler> = Arc::new(Recorder {
+        name: "direct".into(),
+    });
+    let event = Arc::new(charge(700, "member-5"));
+    use ticket_runtime::consumer::Outcome;
+    let first = apply_once(&cluster.b.db, handler.clone(), event.clone())
+        .await
+        .unwrap();
+    let second = apply_once(&cluster.b.db, handler, event).await.unwrap();
+    assert_eq!((first, second), (Outcome::Applied, Outcome::Duplicate));
+    assert_eq!(effects_in(&cluster.b.db).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceparent_from_http_reaches_the_consumer_span() {
+    use actix_web::{web, HttpResponse};
+    let cluster = cluster(false).await;
+    let db = cluster.a.db.clone();
+    let running = cluster
+        .a
+        .serve(move |cfg: &mut web::ServiceConfig| {
+            let db = db.clone();
+            cfg.route(
+                "/charges",
+                web::post().to(move || {
+                    let db = db.clone();
+                    async move {
+                        charge_in_a(&db, charge(900, "member-7")).await;
+                        HttpResponse::Created().finish()
+                    }
+                }),
+            );
+        })
+        .unwrap();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let http = reqwest::Client::new();
+    let response = http
+        .post(format!("{}/charges", running.url()))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        response.headers()["x-request-id"],
+        "req-42",
+        "request id echoed"
+    );
+
+    let rows = eventually(WAIT, "the traced effect", || async {
+        let rows = effects_in(&cluster.b.db).await;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        rows[0].3.as_deref(),
+        Some(trace_id),
+        "one trace from HTTP to consumer"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_json_errors() {
+    let cluster = cluster(false).await;
+    let running = cluster
+        .a
+        .serve(|_cfg: &mut actix_web::web::ServiceConfig| {})
+        .unwrap();
+    let http = reqwest::Client::new();
+
+    let live = http
+        .get(format!("{}/health/live", running.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let ready = http
+        .get(format!("{}/health/ready", running.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["database"], "up");
+    assert_eq!(body["checks"]["broker"], "up");
+    assert!(ready_has_request_id(&http, &running.url()).await);
+
+    let missing = http
+        .get(format!("{}/nope", running.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let error: ticket_runtime::ErrorBody = missing.json().await.unwrap();
+    assert_eq!(error.code, "route_not_found");
+
+    let metrics = http
+        .get(format!("{}/metrics", running.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("outbox_pending"), "{text}");
+    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/health/ready\""), "{text}");
+    running.stop().await;
+}
+
+async fn ready_has_request_id(http: &reqwest::Client, url: &str) -> bool {
+    let response = http
+        .get(format!("{url}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .is_some()
+}

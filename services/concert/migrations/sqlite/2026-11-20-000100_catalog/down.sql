@@ -1,0 +1,1 @@
+DROP TABLE seats; DROP TABLE schedules; DROP TABLE concerts;

@@ -1,0 +1,235 @@
+//! Catalog rules: what a valid concert is, and how seats are priced.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+pub const SEATS_PER_SCHEDULE: u32 = 50;
+pub const MAX_SEAT_PRICE: i64 = 10_000_000;
+const MAX_SCHEDULES: usize = 100;
+const MAX_TEXT: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatStatus {
+    Available,
+    Held,
+    Sold,
+}
+
+impl SeatStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeatStatus::Available => "AVAILABLE",
+            SeatStatus::Held => "HELD",
+            SeatStatus::Sold => "SOLD",
+        }
+    }
+}
+
+/// The body of `POST /v1/admin/concerts`, as received.
+#[derive(Debug, Deserialize)]
+pub struct ConcertRequest {
+    pub title: String,
+    pub venue: String,
+    pub schedules: Vec<ScheduleRequest>,
+    /// Price of every seat no grade covers.
+    pub seat_price: i64,
+    #[serde(default)]
+    pub grades: Vec<GradeRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ScheduleRequest {
+    pub starts_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GradeRequest {
+    pub name: String,
+    pub first_seat: u32,
+    pub last_seat: u32,
+    pub price: i64,
+}
+
+/// One seat of every schedule: its number, grade and price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeatPlanEntry {
+    pub seat_no: u32,
+    pub grade: String,
+    pub price: i64,
+}
+
+/// A concert that passed validation.
+#[derive(Debug, Clone)]
+pub struct NewConcert {
+    pub title: String,
+    pub venue: String,
+    pub schedules: Vec<DateTime<Utc>>,
+    pub seat_plan: Vec<SeatPlanEntry>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidConcert {
+    #[error("{0} must be 1 to {MAX_TEXT} characters")]
+    Text(&'static str),
+    #[error("a concert needs 1 to {MAX_SCHEDULES} schedules")]
+    ScheduleCount,
+    #[error("schedule start times must be distinct")]
+    DuplicateSchedule,
+    #[error("prices must be between 1 and {MAX_SEAT_PRICE}")]
+    Price,
+    #[error("grade {0} must cover seats within 1..={SEATS_PER_SCHEDULE}, first <= last")]
+    GradeRange(String),
+    #[error("seat {0} is in two grades")]
+    GradeOverlap(u32),
+}
+
+fn text(field: &'static str, value: String) -> Result<String, InvalidConcert> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() || trimmed.chars().count() > MAX_TEXT {
+        return Err(InvalidConcert::Text(field));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn price(value: i64) -> Result<i64, InvalidConcert> {
+    if (1..=MAX_SEAT_PRICE).contains(&value) {
+        Ok(value)
+    } else {
+        Err(InvalidConcert::Price)
+    }
+}
+
+impl TryFrom<ConcertRequest> for NewConcert {
+    type Error = InvalidConcert;
+
+    fn try_from(request: ConcertRequest) -> Result<NewConcert, InvalidConcert> {
+        let title = text("title", request.title)?;
+        let venue = text("venue", request.venue)?;
+        if request.schedules.is_empty() || request.schedules.len() > MAX_SCHEDULES {
+            return Err(InvalidConcert::ScheduleCount);
+        }
+        let mut schedules: Vec<DateTime<Utc>> =
+            request.schedules.iter().map(|s| s.starts_at).collect();
+        schedules.sort();
+        if schedules.windows(2).any(|w| w[0] == w[1]) {
+            return Err(InvalidConcert::DuplicateSchedule);
+        }
+        let standard = price(request.seat_price)?;
+        let mut seat_plan: Vec<SeatPlanEntry> = (1..=SEATS_PER_SCHEDULE)
+            .map(|seat_no| SeatPlanEntry {
+                seat_no,
+                grade: "STANDARD".into(),
+                price: standard,
+            })
+            .collect();
+        let mut graded = [false; SEATS_PER_SCHEDULE as usize];
+        for grade in request.grades {
+            let name = text("grade name", grade.name)?;
+            if grade.first_seat < 1
+                || grade.last_seat > SEATS_PER_SCHEDULE
+                || grade.first_seat > grade.last_seat
+            {
+                return Err(InvalidConcert::GradeRange(name));
+            }
+            let grade_price = price(grade.price)?;
+            for seat_no in grade.first_seat..=grade.last_seat {
+                let index = (seat_no - 1) as usize;
+                if graded[index] {
+                    return Err(InvalidConcert::GradeOverlap(seat_no));
+                }
+                graded[index] = true;
+                seat_plan[index] = SeatPlanEntry {
+                    seat_no,
+                    grade: name.clone(),
+                    price: grade_price,
+                };
+            }
+        }
+        Ok(NewConcert {
+            title,
+            venue,
+            schedules,
+            seat_plan,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(grades: Vec<GradeRequest>) -> ConcertRequest {
+        ConcertRequest {
+            title: " Winter Live ".into(),
+            venue: "Olympic Hall".into(),
+            schedules: vec![ScheduleRequest {
+                starts_at: "2026-12-24T19:00:00Z".parse().unwrap(),
+            }],
+            seat_price: 100_000,
+            grades,
+        }
+    }
+
+    fn grade(name: &str, first_seat: u32, last_seat: u32, price: i64) -> GradeRequest {
+        GradeRequest {
+            name: name.into(),
+            first_seat,
+            last_seat,
+            price,
+        }
+    }
+
+    #[test]
+    fn grades_price_their_seats_and_the_rest_is_standard() {
+        let concert = NewConcert::try_from(request(vec![grade("VIP", 1, 10, 200_000)])).unwrap();
+        assert_eq!(concert.title, "Winter Live");
+        assert_eq!(concert.seat_plan.len(), 50);
+        assert_eq!(concert.seat_plan[0].price, 200_000);
+        assert_eq!(concert.seat_plan[9].grade, "VIP");
+        assert_eq!(concert.seat_plan[10].price, 100_000);
+        assert_eq!(concert.seat_plan[49].grade, "STANDARD");
+    }
+
+    #[test]
+    fn invalid_concerts_are_refused() {
+        let cases = vec![
+            (
+                request(vec![grade("VIP", 0, 10, 1)]),
+                InvalidConcert::GradeRange("VIP".into()),
+            ),
+            (
+                request(vec![grade("VIP", 5, 51, 1)]),
+                InvalidConcert::GradeRange("VIP".into()),
+            ),
+            (
+                request(vec![grade("A", 1, 5, 1), grade("B", 5, 9, 1)]),
+                InvalidConcert::GradeOverlap(5),
+            ),
+            (request(vec![grade("A", 1, 5, 0)]), InvalidConcert::Price),
+            (
+                ConcertRequest {
+                    seat_price: -1,
+                    ..request(vec![])
+                },
+                InvalidConcert::Price,
+            ),
+            (
+                ConcertRequest {
+                    title: "  ".into(),
+                    ..request(vec![])
+                },
+                InvalidConcert::Text("title"),
+            ),
+            (
+                ConcertRequest {
+                    schedules: vec![],
+                    ..request(vec![])
+                },
+                InvalidConcert::ScheduleCount,
+            ),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(NewConcert::try_from(input).unwrap_err(), expected);
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! Catalog storage. Functions take a connection or a transaction; the
+//! caller decides the transaction boundary.
+
+mod schema;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use shared_events::{ConcertScheduled, Envelope};
+use ticket_runtime::{AnyConnection, Db, DbError, Tx};
+use uuid::Uuid;
+
+use crate::domain::{NewConcert, SeatPlanEntry, SeatStatus, SEATS_PER_SCHEDULE};
+use schema::{concerts, schedules, seats};
+
+#[derive(Debug, Clone, Queryable, serde::Serialize)]
+pub struct Concert {
+    pub id: String,
+    pub title: String,
+    pub venue: String,
+    #[serde(with = "utc")]
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Schedule {
+    pub id: String,
+    pub concert_id: String,
+    pub starts_at: DateTime<Utc>,
+    pub available_seats: i64,
+}
+
+#[derive(Debug, Clone, Queryable, serde::Serialize)]
+pub struct Seat {
+    pub seat_no: i32,
+    pub grade: String,
+    pub price: i64,
+    pub status: String,
+}
+
+/// Timestamps are stored as UTC without a zone; they leave as RFC 3339 UTC.
+pub(crate) mod utc {
+    use chrono::NaiveDateTime;
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(at: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(
+            &at.and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+    }
+}
+
+fn now() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}
+
+/// Stores the concert with its schedules and seats, and publishes one
+/// `ConcertScheduled` per schedule, in the same transaction.
+pub fn insert_concert(
+    tx: &mut Tx<'_>,
+    concert: &NewConcert,
+) -> QueryResult<(Concert, Vec<Schedule>)> {
+    let created = Concert {
+        id: Uuid::now_v7().to_string(),
+        title: concert.title.clone(),
+        venue: concert.venue.clone(),
+        created_at: now(),
+    };
+    diesel::insert_into(concerts::table)
+        .values((
+            concerts::id.eq(&created.id),
+            concerts::title.eq(&created.title),
+            concerts::venue.eq(&created.venue),
+            concerts::created_at.eq(created.created_at),
+        ))
+        .execute(tx.conn())?;
+    let mut created_schedules = Vec::with_capacity(concert.schedules.len());
+    for starts_at in &concert.schedules {
+        let schedule_id = Uuid::now_v7();
+        diesel::insert_into(schedules::table)
+            .values((
+                schedules::id.eq(schedule_id.to_string()),
+                schedules::concert_id.eq(&created.id),
+                schedules::starts_at.eq(starts_at.naive_utc()),
+            ))
+            .execute(tx.conn())?;
+        insert_seats(tx.conn(), &schedule_id.to_string(), &concert.seat_plan)?;
+        let concert_id = Uuid::parse_str(&created.id).expect("own uuid");
+        tx.publish(&Envelope::new(
+            ConcertScheduled {
+                concert_id,
+                schedule_id,
+                starts_at: *starts_at,
+                seat_count: SEATS_PER_SCHEDULE,
+            },
+            schedule_id.to_string(),
+        ))?;
+        created_schedules.push(Schedule {
+            id: schedule_id.to_string(),
+            concert_id: created.id.clone(),
+            starts_at: *starts_at,
+            available_seats: i64::from(SEATS_PER_SCHEDULE),
+        });
+    }
+    Ok((created, created_schedules))
+}
+
+fn insert_seats(
+    conn: &mut AnyConnection,
+    schedule_id: &str,
+    plan: &[SeatPlanEntry],
+) -> QueryResult<()> {
+    let at = now();
+    // One statement per seat: diesel's multi-backend connection has no batch insert.
+    for seat in plan {
+        diesel::insert_into(seats::table)
+            .values((
+                seats::schedule_id.eq(schedule_id),
+                seats::seat_no.eq(seat.seat_no as i32),
+                seats::grade.eq(&seat.grade),
+                seats::price.eq(seat.price),
+                seats::status.eq(SeatStatus::Available.as_str()),
+                seats::updated_at.eq(at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+pub fn list_concerts(conn: &mut AnyConnection) -> QueryResult<Vec<Concert>> {
+    concerts::table
+        .order((concerts::created_at, concerts::id))
+        .load(conn)
+}
+
+pub fn concert_exists(conn: &mut AnyConnection, concert_id: &str) -> QueryResult<bool> {
+    let found: i64 = concerts::table
+        .filter(concerts::id.eq(concert_id))
+        .count()
+        .get_result(conn)?;
+    Ok(found > 0)
+}
+
+/// A concert's schedules with how many seats are still AVAILABLE.
+pub fn schedules_of(conn: &mut AnyConnection, concert_id: &str) -> QueryResult<Vec<Schedule>> {
+    let rows: Vec<(String, NaiveDateTime)> = schedules::table
+        .filter(schedules::concert_id.eq(concert_id))
+        .order(schedules::starts_at)
+        .select((schedules::id, schedules::starts_at))
+        .load(conn)?;
+    let ids: Vec<&String> = rows.iter().map(|(id, _)| id).collect();
+    let available: Vec<(String, i64)> = seats::table
+        .filter(seats::schedule_id.eq_any(&ids))
+        .filter(seats::status.eq(SeatStatus::Available.as_str()))
+        .group_by(seats::schedule_id)
+        .select((seats::schedule_id, diesel::dsl::count_star()))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, starts_at)| {
+            let free = available
+                .iter()
+                .find(|(schedule, _)| *schedule == id)
+                .map_or(0, |(_, n)| *n);
+            Schedule {
+                id,
+                concert_id: concert_id.to_string(),
+                starts_at: starts_at.and_utc(),
+                available_seats: free,
+            }
+        })
+        .collect())
+}
+
+/// The seats of a schedule, or `None` when there is no such schedule.
+pub fn seats_of(conn: &mut AnyConnection, schedule_id: &str) -> QueryResult<Option<Vec<Seat>>> {
+    let seats: Vec<Seat> = seats::table
+        .filter(seats::schedule_id.eq(schedule_id))
+        .order(seats::seat_no)
+        .select((seats::seat_no, seats::grade, seats::price, seats::status))
+        .load(conn)?;
+    Ok((!seats.is_empty()).then_some(seats))
+}
+
+/// A few concerts so a newcomer can try the flow at once; only into an empty catalog.
+pub async fn seed_demo_catalog(db: &Db) -> Result<(), DbError> {
+    db.transaction(|tx| {
+        let existing: i64 = concerts::table.count().get_result(tx.conn())?;
+        if existing > 0 {
+            return Ok(());
+        }
+        let base = Utc::now()
+            .date_naive()
+            .and_hms_opt(19, 0, 0)
+            .expect("valid time")
+            .and_utc();
+        let demo = [
+            (
+                "IU 2026 Winter Live",
+                "Olympic Gymnastics Arena",
+                165_000,
+                30,
+            ),
+            ("BTS Yet To Come", "Busan Asiad Stadium", 154_000, 45),
+            ("Seoul Jazz Night", "Sejong Center", 88_000, 60),
+        ];
+        for (title, venue, price, days_ahead) in demo {
+            let first = base + chrono::TimeDelta::days(days_ahead);
+            let concert = NewConcert {
+                title: title.into(),
+                venue: venue.into(),
+                schedules: vec![first, first + chrono::TimeDelta::days(1)],
+                seat_plan: (1..=SEATS_PER_SCHEDULE)
+                    .map(|seat_no| SeatPlanEntry {
+                        seat_no,
+                        grade: if seat_no <= 10 { "VIP" } else { "STANDARD" }.into(),
+                        price: if seat_no <= 10 { price * 3 / 2 } else { price },
+                    })
+                    .collect(),
+            };
+            insert_concert(tx, &concert)?;
+        }
+        tracing::info!("demo catalog created");
+        Ok::<_, DbError>(())
+    })
+    .await
+}

@@ -1,0 +1,1 @@
+DROP TABLE charge_requests; DROP TABLE ledger_entries; DROP TABLE wallets;

@@ -1,0 +1,293 @@
+//! Event payloads. Money is in integer minor units (`i64`), times are UTC,
+//! ids are UUIDs. Saga events are keyed by the reservation id so that every
+//! step of one saga lands on one partition, in order.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::topics::Service;
+
+macro_rules! events {
+    ($($(#[$doc:meta])* $name:ident by $producer:ident;)+) => {
+        /// The name of an event, as it appears in the envelope's `event_type`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum EventType { $($name,)+ }
+
+        impl EventType {
+            pub const ALL: &'static [EventType] = &[$(EventType::$name,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(EventType::$name => stringify!($name),)+ }
+            }
+
+            pub fn parse(name: &str) -> Option<EventType> {
+                match name { $(stringify!($name) => Some(EventType::$name),)+ _ => None }
+            }
+
+            /// The only service allowed to publish this event type.
+            pub fn producer(self) -> Service {
+                match self { $(EventType::$name => Service::$producer,)+ }
+            }
+        }
+
+        impl std::fmt::Display for EventType {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// A typed event payload.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Event { $($(#[$doc])* $name($name),)+ }
+
+        impl Event {
+            pub fn event_type(&self) -> EventType {
+                match self { $(Event::$name(_) => EventType::$name,)+ }
+            }
+
+            pub(crate) fn payload_json(&self) -> serde_json::Result<serde_json::Value> {
+                match self { $(Event::$name(p) => serde_json::to_value(p),)+ }
+            }
+
+            pub(crate) fn from_payload(
+                event_type: EventType,
+                payload: &serde_json::value::RawValue,
+            ) -> serde_json::Result<Event> {
+                match event_type {
+                    $(EventType::$name => serde_json::from_str(payload.get()).map(Event::$name),)+
+                }
+            }
+        }
+
+        $(impl From<$name> for Event {
+            fn from(payload: $name) -> Event { Event::$name(payload) }
+        })+
+    };
+}
+
+events! {
+    /// A concert schedule was created with its seats.
+    ConcertScheduled by Concert;
+    /// The concert service held the requested seat for a reservation.
+    SeatHeld by Concert;
+    /// The seat could not be held (taken, unknown, wrong concert).
+    SeatHoldRejected by Concert;
+    /// A held seat is AVAILABLE again (hold expired or cancelled).
+    SeatReleased by Concert;
+    /// A held seat was sold to its confirmed reservation.
+    SeatSold by Concert;
+    /// The seat could not be sold (no longer held by that reservation).
+    SeatSaleRejected by Concert;
+    /// A fan was admitted from the waiting line and received a pass.
+    QueueTokenAdmitted by Queue;
+    /// A pass stopped being valid before its expiry (its payment completed).
+    QueuePassEnded by Queue;
+    /// A fan asked to hold a seat; the concert service decides.
+    ReservationRequested by Reservation;
+    /// The reservation holds its seat until `hold_expires_at`.
+    ReservationHeld by Reservation;
+    /// The seat hold was refused.
+    ReservationRejected by Reservation;
+    /// The hold ran out before it was confirmed.
+    ReservationExpired by Reservation;
+    /// The hold was cancelled by its fan or by a compensation.
+    ReservationCancelled by Reservation;
+    /// The hold was confirmed by a payment.
+    ReservationConfirmed by Reservation;
+    /// A payment could not confirm the hold (expired, cancelled, not held).
+    ReservationConfirmationRejected by Reservation;
+    /// A member topped up a wallet.
+    BalanceCharged by MemberBalance;
+    /// A payment's amount was taken from the wallet.
+    BalanceDebited by MemberBalance;
+    /// The debit was refused (insufficient balance).
+    BalanceDebitRejected by MemberBalance;
+    /// A debit was given back because the saga could not finish.
+    BalanceRefunded by MemberBalance;
+    /// A fan started paying for a held reservation.
+    PaymentRequested by Payment;
+    /// The payment saga finished: money taken, reservation confirmed, seat sold.
+    PaymentCompleted by Payment;
+    /// The payment saga ended without a sale; `refunded` says whether money went back.
+    PaymentFailed by Payment;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConcertScheduled {
+    pub concert_id: Uuid,
+    pub schedule_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    pub seat_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatHeld {
+    pub reservation_id: Uuid,
+    pub schedule_id: Uuid,
+    pub seat_no: u32,
+    pub price: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatHoldRejected {
+    pub reservation_id: Uuid,
+    pub schedule_id: Uuid,
+    pub seat_no: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatReleased {
+    pub reservation_id: Uuid,
+    pub schedule_id: Uuid,
+    pub seat_no: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatSold {
+    pub reservation_id: Uuid,
+    pub payment_id: Uuid,
+    pub schedule_id: Uuid,
+    pub seat_no: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatSaleRejected {
+    pub reservation_id: Uuid,
+    pub payment_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueTokenAdmitted {
+    pub token: Uuid,
+    pub user_id: Uuid,
+    pub concert_id: Uuid,
+    pub pass_expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePassEnded {
+    pub token: Uuid,
+    pub user_id: Uuid,
+    pub concert_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRequested {
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub concert_id: Uuid,
+    pub schedule_id: Uuid,
+    pub seat_no: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationHeld {
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub concert_id: Uuid,
+    pub schedule_id: Uuid,
+    pub seat_no: u32,
+    pub price: i64,
+    pub hold_expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationRejected {
+    pub reservation_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationExpired {
+    pub reservation_id: Uuid,
+    pub schedule_id: Uuid,
+    pub seat_no: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationCancelled {
+    pub reservation_id: Uuid,
+    pub schedule_id: Uuid,
+    pub seat_no: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationConfirmed {
+    pub reservation_id: Uuid,
+    pub payment_id: Uuid,
+    pub schedule_id: Uuid,
+    pub seat_no: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationConfirmationRejected {
+    pub reservation_id: Uuid,
+    pub payment_id: Uuid,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceCharged {
+    pub user_id: Uuid,
+    pub entry_id: Uuid,
+    pub amount: i64,
+    pub balance_after: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceDebited {
+    pub payment_id: Uuid,
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub entry_id: Uuid,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceDebitRejected {
+    pub payment_id: Uuid,
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub amount: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceRefunded {
+    pub payment_id: Uuid,
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub entry_id: Uuid,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRequested {
+    pub payment_id: Uuid,
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCompleted {
+    pub payment_id: Uuid,
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub concert_id: Uuid,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub payment_id: Uuid,
+    pub reservation_id: Uuid,
+    pub user_id: Uuid,
+    pub reason: String,
+    pub refunded: bool,
+}

@@ -1,0 +1,363 @@
+//! Pins the wire form of every event type: a contract change shows up in
+//! review as a changed file under `tests/golden/`. Regenerate deliberately with
+//! `UPDATE_GOLDEN=1 cargo test -p shared-events`.
+
+use chrono::{TimeZone, Utc};
+use shared_events::*;
+use std::path::PathBuf;
+use uuid::Uuid;
+
+fn id(n: u128) -> Uuid {
+    Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 | n)
+}
+
+fn sample_events() -> Vec<Event> {
+    let at = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap();
+    let (reservation_id, payment_id, user_id) = (id(1), id(2), id(3));
+    let (concert_id, schedule_id, entry_id) = (id(4), id(5), id(6));
+    vec![
+        ConcertScheduled {
+            concert_id,
+            schedule_id,
+            starts_at: at,
+            seat_count: 50,
+        }
+        .into(),
+        SeatHeld {
+            reservation_id,
+            schedule_id,
+            seat_no: 7,
+            price: 150_000,
+        }
+        .into(),
+        SeatHoldRejected {
+            reservation_id,
+            schedule_id,
+            seat_no: 7,
+            reason: "SEAT_TAKEN".into(),
+        }
+        .into(),
+        SeatReleased {
+            reservation_id,
+            schedule_id,
+            seat_no: 7,
+        }
+        .into(),
+        SeatSold {
+            reservation_id,
+            payment_id,
+            schedule_id,
+            seat_no: 7,
+        }
+        .into(),
+        SeatSaleRejected {
+            reservation_id,
+            payment_id,
+            reason: "NOT_HELD".into(),
+        }
+        .into(),
+        QueueTokenAdmitted {
+            token: id(7),
+            user_id,
+            concert_id,
+            pass_expires_at: at,
+        }
+        .into(),
+        QueuePassEnded {
+            token: id(7),
+            user_id,
+            concert_id,
+            reason: "PAYMENT_COMPLETED".into(),
+        }
+        .into(),
+        ReservationRequested {
+            reservation_id,
+            user_id,
+            concert_id,
+            schedule_id,
+            seat_no: 7,
+        }
+        .into(),
+        ReservationHeld {
+            reservation_id,
+            user_id,
+            concert_id,
+            schedule_id,
+            seat_no: 7,
+            price: 150_000,
+            hold_expires_at: at,
+        }
+        .into(),
+        ReservationRejected {
+            reservation_id,
+            reason: "SEAT_TAKEN".into(),
+        }
+        .into(),
+        ReservationExpired {
+            reservation_id,
+            schedule_id,
+            seat_no: 7,
+        }
+        .into(),
+        ReservationCancelled {
+            reservation_id,
+            schedule_id,
+            seat_no: 7,
+            reason: "BY_USER".into(),
+        }
+        .into(),
+        ReservationConfirmed {
+            reservation_id,
+            payment_id,
+            schedule_id,
+            seat_no: 7,
+        }
+        .into(),
+        ReservationConfirmationRejected {
+            reservation_id,
+            payment_id,
+            reason: "HOLD_EXPIRED".into(),
+        }
+        .into(),
+        BalanceCharged {
+            user_id,
+            entry_id,
+            amount: 1_000,
+            balance_after: 5_000,
+        }
+        .into(),
+        BalanceDebited {
+            payment_id,
+            reservation_id,
+            user_id,
+            entry_id,
+            amount: 150_000,
+        }
+        .into(),
+        BalanceDebitRejected {
+            payment_id,
+            reservation_id,
+            user_id,
+            amount: 150_000,
+            reason: "INSUFFICIENT_BALANCE".into(),
+        }
+        .into(),
+        BalanceRefunded {
+            payment_id,
+            reservation_id,
+            user_id,
+            entry_id,
+            amount: 150_000,
+        }
+        .into(),
+        PaymentRequested {
+            payment_id,
+            reservation_id,
+            user_id,
+            amount: 150_000,
+        }
+        .into(),
+        PaymentCompleted {
+            payment_id,
+            reservation_id,
+            user_id,
+            concert_id,
+            amount: 150_000,
+        }
+        .into(),
+        PaymentFailed {
+            payment_id,
+            reservation_id,
+            user_id,
+            reason: "HOLD_EXPIRED".into(),
+            refunded: true,
+        }
+        .into(),
+    ]
+}
+
+fn sample_envelope(event: Event) -> Envelope {
+    Envelope {
+        event_id: id(100),
+        schema_version: SCHEMA_VERSION,
+        occurred_at: Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 1).unwrap(),
+        producer: event.event_type().producer(),
+        partition_key: id(1).to_string(),
+        correlation_id: id(99),
+        causation_id: Some(id(98)),
+        event,
+    }
+}
+
+fn golden_path(event_type: EventType) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{event_type}.json"))
+}
+
+#[test]
+fn every_event_type_has_a_sample() {
+    let sampled: Vec<EventType> = sample_events().iter().map(Event::event_type).collect();
+    for event_type in EventType::ALL {
+        assert!(
+            sampled.contains(event_type),
+            "no golden sample for {event_type}"
+        );
+    }
+    assert_eq!(sampled.len(), EventType::ALL.len());
+}
+
+#[test]
+fn wire_form_matches_golden_files() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for event in sample_events() {
+        let event_type = event.event_type();
+        let json = sample_envelope(event).to_json();
+        let path = golden_path(event_type);
+        if update {
+            std::fs::write(&path, format!("{json}\n")).unwrap();
+        }
+        let golden = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(json, golden.trim_end(), "wire form of {event_type} changed");
+    }
+}
+
+#[test]
+fn golden_files_decode_back_to_the_same_envelope() {
+    for event in sample_events() {
+        let expected = sample_envelope(event);
+        let golden = std::fs::read(golden_path(expected.event_type())).unwrap();
+        match Envelope::decode(&golden).unwrap() {
+            Decoded::Known(decoded) => assert_eq!(*decoded, expected),
+            other => panic!("expected a known event, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn unknown_fields_are_tolerated() {
+    let json = sample_envelope(
+        SeatReleased {
+            reservation_id: id(1),
+            schedule_id: id(2),
+            seat_no: 3,
+        }
+        .into(),
+    )
+    .to_json()
+    .replacen("\"seat_no\":3", "\"seat_no\":3,\"section\":\"A\"", 1)
+    .replacen("{", "{\"region\":\"kr\",", 1);
+    let Decoded::Known(envelope) = Envelope::decode(json.as_bytes()).unwrap() else {
+        panic!("extra fields must not make the event unknown");
+    };
+    assert_eq!(envelope.event_type(), EventType::SeatReleased);
+}
+
+#[test]
+fn unknown_event_types_are_reported_not_rejected() {
+    let json = sample_envelope(
+        SeatReleased {
+            reservation_id: id(1),
+            schedule_id: id(2),
+            seat_no: 3,
+        }
+        .into(),
+    )
+    .to_json()
+    .replace("\"SeatReleased\"", "\"SeatTeleported\"");
+    match Envelope::decode(json.as_bytes()).unwrap() {
+        Decoded::UnknownType {
+            event_type,
+            event_id,
+        } => {
+            assert_eq!(event_type, "SeatTeleported");
+            assert_eq!(event_id, id(100));
+        }
+        other => panic!("expected UnknownType, got {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_messages_are_errors() {
+    let good = sample_envelope(
+        SeatReleased {
+            reservation_id: id(1),
+            schedule_id: id(2),
+            seat_no: 3,
+        }
+        .into(),
+    )
+    .to_json();
+    let cases: Vec<(&str, String)> = vec![
+        ("garbage", "not json at all".into()),
+        (
+            "missing event_id",
+            good.replacen("\"event_id\"", "\"evt_id\"", 1),
+        ),
+        (
+            "bad payload type",
+            good.replace("\"seat_no\":3", "\"seat_no\":\"three\""),
+        ),
+        (
+            "newer schema",
+            good.replace("\"schema_version\":1", "\"schema_version\":2"),
+        ),
+        (
+            "spoofed producer",
+            good.replace("\"producer\":\"concert\"", "\"producer\":\"payment\""),
+        ),
+    ];
+    for (name, json) in cases {
+        assert!(
+            Envelope::decode(json.as_bytes()).is_err(),
+            "{name} must not decode"
+        );
+    }
+}
+
+#[test]
+fn reactions_keep_the_correlation_and_point_at_their_cause() {
+    let request = Envelope::new(
+        ReservationRequested {
+            reservation_id: id(1),
+            user_id: id(2),
+            concert_id: id(3),
+            schedule_id: id(4),
+            seat_no: 1,
+        },
+        id(1).to_string(),
+    );
+    assert_eq!(request.correlation_id, request.event_id);
+    assert_eq!(request.event_id.get_version_num(), 7);
+    assert_eq!(request.topic(), Topic::ReservationEvents);
+    let held = Envelope::caused_by(
+        &request,
+        SeatHeld {
+            reservation_id: id(1),
+            schedule_id: id(4),
+            seat_no: 1,
+            price: 10,
+        },
+        id(1).to_string(),
+    );
+    assert_eq!(held.correlation_id, request.event_id);
+    assert_eq!(held.causation_id, Some(request.event_id));
+    assert_ne!(held.event_id, request.event_id);
+    assert_eq!(held.producer, Service::Concert);
+    assert_eq!(held.topic(), Topic::ConcertEvents);
+}
+
+#[test]
+fn topic_and_event_names_round_trip() {
+    for topic in Topic::ALL {
+        assert_eq!(Topic::parse(topic.name()), Some(topic));
+        assert_eq!(topic.dead_letter_name(), format!("{}.dlq", topic.name()));
+    }
+    for event_type in EventType::ALL {
+        assert_eq!(EventType::parse(event_type.as_str()), Some(*event_type));
+    }
+    for service in Service::ALL {
+        assert_eq!(Service::parse(service.as_str()), Some(service));
+    }
+}
