@@ -4,6 +4,7 @@
 //! consumption with dead-lettering, tracing across Kafka and HTTP, health
 //! and metrics endpoints.
 
+pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod db;

@@ -298,3 +298,20 @@ mod tests {
         assert!(PassVerifier::from_base64(&STANDARD.encode([1u8; 16])).is_err());
     }
 }
+
+/// The `[auth]` section of services that accept passes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub pass_public_key: String,
+}
+
+impl AuthSettings {
+    pub fn verifier(&self) -> Result<PassVerifier, KeyError> {
+        PassVerifier::from_base64(&self.pass_public_key).map_err(|e| {
+            KeyError(format!(
+                "{}; set APP__AUTH__PASS_PUBLIC_KEY (generate a pair with `ticketctl keygen`)",
+                e.0
+            ))
+        })
+    }
+}

@@ -8,6 +8,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -45,7 +46,7 @@ pub fn init(service: &str, settings: &TelemetrySettings) -> anyhow::Result<Telem
             .with_current_span(true);
         registry.with(logs.with_filter(log_filter)).try_init()?;
     } else {
-        let logs = tracing_subscriber::fmt::layer();
+        let logs = tracing_subscriber::fmt::layer().with_ansi(std::io::stdout().is_terminal());
         registry.with(logs.with_filter(log_filter)).try_init()?;
     }
     Ok(TelemetryGuard { provider })

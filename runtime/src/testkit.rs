@@ -8,7 +8,7 @@ use diesel::Connection;
 use serde::de::DeserializeOwned;
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tracing_subscriber::layer::SubscriberExt;
@@ -33,25 +33,6 @@ pub fn temp_dir(label: &str) -> PathBuf {
     dir
 }
 
-/// Finds the `nisshi` broker binary: `NISSHI_BIN`, then `PATH`, then cargo's bin dir.
-pub fn nisshi_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("NISSHI_BIN") {
-        return Some(PathBuf::from(path));
-    }
-    let from_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("nisshi"))
-            .find(|candidate| candidate.is_file())
-    });
-    from_path.or_else(|| {
-        let home = std::env::var_os("CARGO_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-        let candidate = home.join("bin").join("nisshi");
-        candidate.is_file().then_some(candidate)
-    })
-}
-
 /// The bootstrap address of a broker for this test process.
 pub fn broker() -> &'static str {
     static BROKER: OnceLock<String> = OnceLock::new();
@@ -71,23 +52,18 @@ fn free_port() -> u16 {
 }
 
 fn start_private_broker() -> String {
-    let binary = nisshi_binary()
+    let binary = crate::broker::nisshi_binary()
         .expect("no Kafka broker: set KAFKA_BROKERS, or install nisshi with scripts/setup.sh");
     let port = free_port();
     let dir = temp_dir("broker");
-    let listener = format!("tcp://127.0.0.1:{port}");
     let log = std::fs::File::create(dir.join("broker.log")).expect("broker log");
     let (sender, receiver) = std::sync::mpsc::channel();
     // The broker dies with this thread (PR_SET_PDEATHSIG), so the thread
     // parks forever: the broker lives exactly as long as the test process.
     std::thread::spawn(move || {
         use std::os::unix::process::CommandExt;
-        let mut command = Command::new(&binary);
+        let mut command = crate::broker::broker_command(&binary, port, &dir);
         command
-            .args(["--kafka-listener-url", &listener])
-            .args(["--kafka-advertised-listener-url", &listener])
-            .args(["--storage-engine", "sqlite://broker.db"])
-            .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log);

@@ -3,7 +3,7 @@
 
 mod schema;
 
-use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDateTime, SubsecRound, TimeDelta, Utc};
 use diesel::prelude::*;
 use shared_events::{Envelope, QueuePassEnded, QueueTokenAdmitted};
 use ticket_runtime::pass::{PassClaims, PassSigner};
@@ -228,7 +228,8 @@ pub fn admit(
         ))
         .load(tx.conn())?;
     let admitted = waiting.len() as i64;
-    let expires_at = now + policy.pass_ttl();
+    // Whole seconds, like the pass's `exp`.
+    let expires_at = (now + policy.pass_ttl()).trunc_subsecs(0);
     let concert = Uuid::parse_str(concert_id).expect("stored uuid");
     for (token, user_id, _) in &waiting {
         let token_id = Uuid::parse_str(token).expect("stored uuid");

@@ -1,0 +1,64 @@
+//! `ticketctl`: the one command a newcomer needs.
+//!
+//! - `ticketctl up` starts the broker and the five services as separate
+//!   processes, waits until each is ready, and stops them on Ctrl-C.
+//! - `ticketctl serve SERVICE` runs one service in this process (what `up`
+//!   starts, and what a container runs).
+//! - `ticketctl keygen` prints a new pass-signing key pair.
+
+mod up;
+
+use shared_events::Service;
+
+const USAGE: &str = "\
+usage:
+  ticketctl up [--data-dir DIR] [--database postgres://...] [--kafka HOST:PORT]
+               [--port-base N] [--broker-port N] [--no-demo-data]
+  ticketctl serve <concert|queue|reservation|member-balance|payment>
+  ticketctl keygen
+
+up: starts a broker (nisshi, installed on first use) and the five services on
+127.0.0.1: concert 8081, queue 8082, reservation 8083, member-balance 8084,
+payment 8085, broker 9092. Data lives in DIR (default ./data) and survives a
+restart. --database gives every service its own database on that PostgreSQL
+server; --kafka uses that broker instead of starting one.";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.first().map(String::as_str) {
+        Some("up") => runtime.block_on(up::up(up::UpOptions::parse(&args[1..])?)),
+        Some("serve") => {
+            let name = args.get(1).map(String::as_str).unwrap_or_default();
+            let service = Service::parse(name)
+                .ok_or_else(|| anyhow::anyhow!("unknown service {name:?}\n{USAGE}"))?;
+            runtime.block_on(serve(service))
+        }
+        Some("keygen") => {
+            let (private, public) = ticket_runtime::pass::generate_key_pair();
+            println!("APP__QUEUE__PASS_SIGNING_KEY={private}");
+            println!("APP__AUTH__PASS_PUBLIC_KEY={public}");
+            Ok(())
+        }
+        Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn serve(service: Service) -> anyhow::Result<()> {
+    match service {
+        Service::Concert => concert_service::main().await,
+        Service::Queue => queue_service::main().await,
+        Service::Reservation => reservation_service::main().await,
+        Service::MemberBalance => member_balance_service::main().await,
+        Service::Payment => payment_service::main().await,
+    }
+}

@@ -1,0 +1,150 @@
+//! `ticketctl up` as a newcomer runs it: broker and five services as
+//! separate processes, all ready; a clean stop on Ctrl-C; data intact after
+//! a second `up`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const SERVICES: [(&str, u16); 5] = [
+    ("concert", 1),
+    ("queue", 2),
+    ("reservation", 3),
+    ("member-balance", 4),
+    ("payment", 5),
+];
+
+/// Six consecutive free ports: a base for the services and one for the broker.
+fn free_ports() -> (u16, u16) {
+    for _ in 0..50 {
+        let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 30_000) as u16;
+        let all_free =
+            (0..=6).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());
+        if all_free {
+            return (base, base + 6);
+        }
+    }
+    panic!("no free port range");
+}
+
+struct Up {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+fn start(data_dir: &std::path::Path, base: u16, broker: u16) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
+        .args(["up", "--data-dir"])
+        .arg(data_dir)
+        .args([
+            "--port-base",
+            &base.to_string(),
+            "--broker-port",
+            &broker.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("ticketctl starts");
+    let stdout = child.stdout.take().unwrap();
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut up = Up { child, lines };
+    up.wait_for("press Ctrl-C to stop", Duration::from_secs(180));
+    up
+}
+
+impl Up {
+    fn wait_for(&mut self, text: &str, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("ticketctl never printed {text:?}");
+                }
+            }
+        }
+    }
+
+    fn stop(mut self) {
+        // SAFETY: signalling our own child, as Ctrl-C would.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "ticketctl exited with {status}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ticketctl did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+async fn json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    let response = http.get(&url).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
+    let data_dir =
+        std::env::temp_dir().join(format!("ticketctl-up-{}", uuid::Uuid::new_v4().simple()));
+    let (base, broker) = free_ports();
+    let http = reqwest::Client::new();
+    let url = |offset: u16, path: &str| format!("http://127.0.0.1:{}{path}", base + offset);
+
+    let up = start(&data_dir, base, broker);
+    for (name, offset) in SERVICES {
+        let ready = json(&http, url(offset, "/health/ready")).await;
+        assert_eq!(ready["status"], "ready", "{name}");
+        assert_eq!(ready["service"], name);
+    }
+    let concerts = json(&http, url(1, "/v1/concerts")).await;
+    assert_eq!(concerts.as_array().unwrap().len(), 3, "demo catalog");
+    let member = uuid::Uuid::new_v4();
+    let charged = http
+        .post(url(4, &format!("/v1/members/{member}/charges")))
+        .json(&serde_json::json!({ "amount": 12_345 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(charged.status(), 201);
+    up.stop();
+    for (_, offset) in SERVICES {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", base + offset)).is_err(),
+            "port {} still open after stop",
+            base + offset
+        );
+    }
+
+    let up = start(&data_dir, base, broker);
+    let again = json(&http, url(1, "/v1/concerts")).await;
+    assert_eq!(again, concerts, "same catalog, not seeded twice");
+    let balance = json(&http, url(4, &format!("/v1/members/{member}/balance"))).await;
+    assert_eq!(balance["balance"], 12_345, "balance survived the restart");
+    up.stop();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
