@@ -213,3 +213,53 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Reads what services published on a topic, from the beginning, as a
+/// consumer of its own.
+pub struct EventTap {
+    consumer: rdkafka::consumer::StreamConsumer,
+}
+
+impl EventTap {
+    pub fn new(topic_prefix: &str, topic: shared_events::Topic) -> EventTap {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker())
+            .set(
+                "group.id",
+                format!("{topic_prefix}tap-{}", uuid::Uuid::new_v4()),
+            )
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("tap consumer");
+        consumer
+            .subscribe(&[&format!("{topic_prefix}{}", topic.name())])
+            .expect("subscribe");
+        EventTap { consumer }
+    }
+
+    /// The next event matching `wanted`, skipping others.
+    pub async fn next_matching(
+        &self,
+        timeout: Duration,
+        mut wanted: impl FnMut(&shared_events::Envelope) -> bool,
+    ) -> shared_events::Envelope {
+        use rdkafka::Message;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.consumer.recv())
+                .await
+                .expect("the expected event arrives in time")
+                .expect("broker delivers");
+            let payload = message.payload().unwrap_or_default();
+            if let Ok(shared_events::Decoded::Known(envelope)) =
+                shared_events::Envelope::decode(payload)
+            {
+                if wanted(&envelope) {
+                    return *envelope;
+                }
+            }
+        }
+    }
+}

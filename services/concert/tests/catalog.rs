@@ -1,0 +1,280 @@
+//! The concert catalog over HTTP, with the real broker behind its outbox.
+
+use reqwest::Client;
+use serde_json::{json, Value};
+use shared_events::{Event, Topic};
+use std::collections::HashSet;
+use std::time::Duration;
+use ticket_runtime::testkit::{self, EventTap, TestDatabase};
+use ticket_runtime::RunningService;
+
+const ADMIN_KEY: &str = "test-admin-key";
+
+struct Service {
+    running: RunningService,
+    prefix: String,
+    http: Client,
+    _db: TestDatabase,
+}
+
+async fn spawn(postgres: bool, demo_data: bool) -> Service {
+    testkit::init_tracing();
+    let db = if postgres {
+        TestDatabase::postgres("concert")
+    } else {
+        TestDatabase::sqlite("concert")
+    };
+    let prefix = testkit::unique_prefix();
+    let mut settings = testkit::settings::<concert_service::ConcertSettings>(
+        concert_service::DEFAULTS,
+        &db.url,
+        &prefix,
+    );
+    settings.service.concert.demo_data = demo_data;
+    settings.service.concert.admin_key = ticket_runtime::Secret::new(ADMIN_KEY);
+    let running = concert_service::start(settings)
+        .await
+        .expect("service starts");
+    Service {
+        running,
+        prefix,
+        http: Client::new(),
+        _db: db,
+    }
+}
+
+impl Service {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.url())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn create(&self, key: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut request = self.http.post(self.url("/v1/admin/concerts")).json(body);
+        if let Some(key) = key {
+            request = request.header("X-Admin-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+}
+
+fn concert_body() -> Value {
+    json!({
+        "title": "Test Live",
+        "venue": "Hall A",
+        "schedules": [{ "starts_at": "2027-01-10T19:00:00Z" }, { "starts_at": "2027-01-11T19:00:00Z" }],
+        "seat_price": 100000,
+        "grades": [{ "name": "VIP", "first_seat": 1, "last_seat": 10, "price": 180000 }],
+    })
+}
+
+async fn create_and_browse(postgres: bool) {
+    let service = spawn(postgres, false).await;
+    let tap = EventTap::new(&service.prefix, Topic::ConcertEvents);
+    assert_eq!(service.get("/v1/concerts").await, (200, json!([])));
+
+    let (status, created) = service.create(Some(ADMIN_KEY), &concert_body()).await;
+    assert_eq!(status, 201, "{created}");
+    let concert_id = created["id"].as_str().unwrap().to_string();
+    let (_, concerts) = service.get("/v1/concerts").await;
+    assert_eq!(concerts.as_array().unwrap().len(), 1);
+    assert_eq!(concerts[0]["title"], "Test Live");
+    assert_eq!(concerts[0]["venue"], "Hall A");
+
+    let (status, schedules) = service
+        .get(&format!("/v1/concerts/{concert_id}/schedules"))
+        .await;
+    assert_eq!(status, 200);
+    let schedules = schedules.as_array().unwrap().clone();
+    assert_eq!(schedules.len(), 2);
+    assert_eq!(schedules[0]["starts_at"], "2027-01-10T19:00:00Z");
+    for schedule in &schedules {
+        assert_eq!(schedule["concert_id"], concert_id.as_str());
+        assert_eq!(schedule["available_seats"], 50);
+    }
+    let (status, seats) = service
+        .get(&format!(
+            "/v1/schedules/{}/seats",
+            schedules[0]["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let seats = seats.as_array().unwrap();
+    assert_eq!(seats.len(), 50);
+    assert_eq!(
+        seats[0],
+        json!({ "seat_no": 1, "grade": "VIP", "price": 180000, "status": "AVAILABLE" })
+    );
+    assert_eq!(seats[49]["price"], 100000);
+    assert!(seats.iter().all(|s| s["status"] == "AVAILABLE"));
+
+    let mut announced = HashSet::new();
+    while announced.len() < 2 {
+        let event = tap
+            .next_matching(Duration::from_secs(30), |e| {
+                matches!(e.event, Event::ConcertScheduled(_))
+            })
+            .await;
+        let Event::ConcertScheduled(scheduled) = event.event else {
+            unreachable!()
+        };
+        assert_eq!(scheduled.concert_id.to_string(), concert_id);
+        assert_eq!(scheduled.seat_count, 50);
+        announced.insert(scheduled.schedule_id.to_string());
+    }
+    let expected: HashSet<String> = schedules
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(announced, expected, "one ConcertScheduled per schedule");
+    service.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_create_concerts_that_fans_can_browse_sqlite() {
+    create_and_browse(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_create_concerts_that_fans_can_browse_postgres() {
+    create_and_browse(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_catalog_exists_on_first_start() {
+    let service = spawn(false, true).await;
+    let (_, concerts) = service.get("/v1/concerts").await;
+    let concerts = concerts.as_array().unwrap();
+    assert_eq!(concerts.len(), 3);
+    for concert in concerts {
+        let (_, schedules) = service
+            .get(&format!(
+                "/v1/concerts/{}/schedules",
+                concert["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(schedules.as_array().unwrap().len(), 2);
+    }
+    service.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_4xx_and_a_code() {
+    let service = spawn(false, false).await;
+    let unknown = uuid::Uuid::new_v4();
+    for (path, status, code) in [
+        (
+            format!("/v1/concerts/{unknown}/schedules"),
+            404,
+            "concert_not_found",
+        ),
+        (
+            "/v1/concerts/not-a-uuid/schedules".to_string(),
+            400,
+            "invalid_path",
+        ),
+        (
+            format!("/v1/schedules/{unknown}/seats"),
+            404,
+            "schedule_not_found",
+        ),
+        ("/v1/schedules/42/seats".to_string(), 400, "invalid_path"),
+        ("/v1/concert".to_string(), 404, "route_not_found"),
+    ] {
+        let (got, body) = service.get(&path).await;
+        assert_eq!(
+            (got, body["code"].as_str().unwrap()),
+            (status, code),
+            "{path}"
+        );
+    }
+
+    let (status, body) = service.create(None, &concert_body()).await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (401, "admin_key_invalid")
+    );
+    let (status, body) = service.create(Some("wrong"), &concert_body()).await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (401, "admin_key_invalid")
+    );
+
+    let mut cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "missing title",
+            json!({"venue": "v", "schedules": [], "seat_price": 1}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "price as text",
+            json!({"title": "t", "venue": "v", "schedules": [], "seat_price": "1"}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "bad start time",
+            json!({"title": "t", "venue": "v", "schedules": [{"starts_at": "tomorrow"}], "seat_price": 1}),
+            422,
+            "invalid_body",
+        ),
+    ];
+    let mut with = |name, field: &str, value: Value| {
+        let mut body = concert_body();
+        body[field] = value;
+        cases.push((name, body, 422, "invalid_concert"));
+    };
+    with("no schedules", "schedules", json!([]));
+    with("zero price", "seat_price", json!(0));
+    with("negative price", "seat_price", json!(-100));
+    with("huge price", "seat_price", json!(10_000_000_000i64));
+    with("blank title", "title", json!("   "));
+    with(
+        "grade beyond seat 50",
+        "grades",
+        json!([{ "name": "A", "first_seat": 40, "last_seat": 51, "price": 1 }]),
+    );
+    with(
+        "overlapping grades",
+        "grades",
+        json!([
+            { "name": "A", "first_seat": 1, "last_seat": 5, "price": 1 },
+            { "name": "B", "first_seat": 5, "last_seat": 9, "price": 1 },
+        ]),
+    );
+    with(
+        "same start twice",
+        "schedules",
+        json!([{ "starts_at": "2027-01-10T19:00:00Z" }, { "starts_at": "2027-01-10T19:00:00Z" }]),
+    );
+    for (name, body, status, code) in cases {
+        let (got, response) = service.create(Some(ADMIN_KEY), &body).await;
+        assert_eq!(
+            (got, response["code"].as_str().unwrap_or_default()),
+            (status, code),
+            "{name}: {response}"
+        );
+    }
+    let malformed = service
+        .http
+        .post(service.url("/v1/admin/concerts"))
+        .header("X-Admin-Key", ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body("{\"title\":")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert_eq!(
+        service.get("/v1/concerts").await,
+        (200, json!([])),
+        "nothing was created"
+    );
+    service.running.stop().await;
+}

@@ -1,0 +1,460 @@
+//! The member-balance service over HTTP, on SQLite and PostgreSQL, with the
+//! real broker behind its outbox.
+
+use futures::future::join_all;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use shared_events::{Event, Topic};
+use std::collections::HashSet;
+use std::time::Duration;
+use ticket_runtime::testkit::{self, EventTap, TestDatabase};
+use ticket_runtime::RunningService;
+use uuid::Uuid;
+
+struct Service {
+    running: RunningService,
+    prefix: String,
+    http: Client,
+    _db: TestDatabase,
+}
+
+async fn spawn(postgres: bool) -> Service {
+    testkit::init_tracing();
+    let db = if postgres {
+        TestDatabase::postgres("balance")
+    } else {
+        TestDatabase::sqlite("balance")
+    };
+    let prefix = testkit::unique_prefix();
+    let mut settings = testkit::settings::<member_balance_service::BalanceSettings>(
+        member_balance_service::DEFAULTS,
+        &db.url,
+        &prefix,
+    );
+    settings.database.pool_size = 8;
+    let running = member_balance_service::start(settings)
+        .await
+        .expect("service starts");
+    Service {
+        running,
+        prefix,
+        http: Client::new(),
+        _db: db,
+    }
+}
+
+impl Service {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.url())
+    }
+
+    async fn charge(&self, user: Uuid, amount: i64, key: Option<&str>) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(self.url(&format!("/v1/members/{user}/charges")))
+            .json(&json!({ "amount": amount }));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    }
+
+    async fn ledger(&self, user: Uuid) -> Vec<Value> {
+        let mut entries = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/members/{user}/ledger?limit=30&cursor={c}"),
+                None => format!("/v1/members/{user}/ledger?limit=30"),
+            };
+            let page = self.get(&path).await;
+            entries.extend(page["entries"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => return entries,
+            }
+        }
+    }
+}
+
+fn signed_sum(entries: &[Value]) -> i64 {
+    entries
+        .iter()
+        .map(|e| {
+            let amount = e["amount"].as_i64().unwrap();
+            if e["kind"] == "PAYMENT_DEBIT" {
+                -amount
+            } else {
+                amount
+            }
+        })
+        .sum()
+}
+
+async fn concurrent_charges(postgres: bool) {
+    let service = spawn(postgres).await;
+    let user = Uuid::new_v4();
+    let responses = join_all((0..100).map(|_| service.charge(user, 1_000, None))).await;
+    for (status, body) in &responses {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+    }
+    let balance = service.get(&format!("/v1/members/{user}/balance")).await;
+    assert_eq!(balance["balance"], 100_000);
+    let entries = service.ledger(user).await;
+    assert_eq!(entries.len(), 100);
+    assert_eq!(
+        signed_sum(&entries),
+        100_000,
+        "balance equals the sum of the ledger"
+    );
+    let afters: HashSet<i64> = entries
+        .iter()
+        .map(|e| e["balance_after"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        afters,
+        (1..=100).map(|n| n * 1_000).collect(),
+        "each charge saw the one before"
+    );
+    let newest_first: Vec<i64> = entries
+        .iter()
+        .map(|e| e["balance_after"].as_i64().unwrap())
+        .collect();
+    assert!(newest_first.windows(2).all(|w| w[0] > w[1]), "newest first");
+    service.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_charges_sqlite() {
+    concurrent_charges(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_charges_postgres() {
+    concurrent_charges(true).await;
+}
+
+async fn one_key_one_charge(postgres: bool) {
+    let service = spawn(postgres).await;
+    let user = Uuid::new_v4();
+    let responses = join_all((0..100).map(|_| service.charge(user, 1_000, Some("top-up-1")))).await;
+    let entry_ids: HashSet<String> = responses
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::CREATED, "{body}");
+            assert_eq!(body["balance"], 1_000, "every retry sees the first result");
+            body["entry_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(entry_ids.len(), 1);
+    assert_eq!(
+        service.get(&format!("/v1/members/{user}/balance")).await["balance"],
+        1_000
+    );
+    assert_eq!(service.ledger(user).await.len(), 1);
+
+    let (status, body) = service.charge(user, 2_000, Some("top-up-1")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["code"], "idempotency_key_reused");
+    let (status, _) = service.charge(user, 1_000, Some("top-up-2")).await;
+    assert_eq!(status, StatusCode::CREATED, "another key is another charge");
+    assert_eq!(
+        service.get(&format!("/v1/members/{user}/balance")).await["balance"],
+        2_000
+    );
+    service.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_requests_with_one_idempotency_key_charge_once_sqlite() {
+    one_key_one_charge(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_requests_with_one_idempotency_key_charge_once_postgres() {
+    one_key_one_charge(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_has_zero_and_charges_are_published() {
+    let service = spawn(false).await;
+    let user = Uuid::new_v4();
+    let balance = service.get(&format!("/v1/members/{user}/balance")).await;
+    assert_eq!(balance, json!({ "user_id": user, "balance": 0 }));
+    assert_eq!(
+        service.get(&format!("/v1/members/{user}/ledger")).await["entries"],
+        json!([])
+    );
+
+    let tap = EventTap::new(&service.prefix, Topic::BalanceEvents);
+    let (_, receipt) = service.charge(user, 7_500, None).await;
+    let event = tap
+        .next_matching(
+            Duration::from_secs(30),
+            |e| matches!(&e.event, Event::BalanceCharged(c) if c.user_id == user),
+        )
+        .await;
+    let Event::BalanceCharged(charged) = event.event else {
+        unreachable!()
+    };
+    assert_eq!(charged.amount, 7_500);
+    assert_eq!(charged.balance_after, 7_500);
+    assert_eq!(
+        charged.entry_id.to_string(),
+        receipt["entry_id"].as_str().unwrap()
+    );
+    assert_eq!(event.partition_key, user.to_string());
+    service.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_4xx_and_a_code() {
+    let service = spawn(false).await;
+    let user = Uuid::new_v4();
+    let charges = format!("/v1/members/{user}/charges");
+    struct Case {
+        name: &'static str,
+        method: &'static str,
+        path: String,
+        body: Option<&'static str>,
+        header: Option<(&'static str, String)>,
+        status: u16,
+        code: &'static str,
+    }
+    let case = |name, method, path: &str, body, header, status, code| Case {
+        name,
+        method,
+        path: path.to_string(),
+        body,
+        header,
+        status,
+        code,
+    };
+    let cases = vec![
+        case(
+            "malformed json",
+            "POST",
+            &charges,
+            Some("{\"amount\": "),
+            None,
+            400,
+            "malformed_json",
+        ),
+        case(
+            "not an object",
+            "POST",
+            &charges,
+            Some("\"ten\""),
+            None,
+            422,
+            "invalid_body",
+        ),
+        case(
+            "amount is a string",
+            "POST",
+            &charges,
+            Some(r#"{"amount":"ten"}"#),
+            None,
+            422,
+            "invalid_body",
+        ),
+        case(
+            "amount is a fraction",
+            "POST",
+            &charges,
+            Some(r#"{"amount":1.5}"#),
+            None,
+            422,
+            "invalid_body",
+        ),
+        case(
+            "amount missing",
+            "POST",
+            &charges,
+            Some("{}"),
+            None,
+            422,
+            "invalid_body",
+        ),
+        case(
+            "amount zero",
+            "POST",
+            &charges,
+            Some(r#"{"amount":0}"#),
+            None,
+            422,
+            "invalid_amount",
+        ),
+        case(
+            "amount negative",
+            "POST",
+            &charges,
+            Some(r#"{"amount":-5}"#),
+            None,
+            422,
+            "invalid_amount",
+        ),
+        case(
+            "amount over the limit",
+            "POST",
+            &charges,
+            Some(r#"{"amount":10000001}"#),
+            None,
+            422,
+            "invalid_amount",
+        ),
+        case(
+            "amount beyond i64",
+            "POST",
+            &charges,
+            Some(r#"{"amount":100000000000000000000}"#),
+            None,
+            422,
+            "invalid_body",
+        ),
+        case(
+            "no content type",
+            "POST",
+            &charges,
+            None,
+            None,
+            415,
+            "unsupported_media_type",
+        ),
+        case(
+            "invalid user id",
+            "POST",
+            "/v1/members/not-a-uuid/charges",
+            Some(r#"{"amount":1}"#),
+            None,
+            400,
+            "invalid_path",
+        ),
+        case(
+            "empty idempotency key",
+            "POST",
+            &charges,
+            Some(r#"{"amount":1}"#),
+            Some(("Idempotency-Key", String::new())),
+            400,
+            "invalid_idempotency_key",
+        ),
+        case(
+            "long idempotency key",
+            "POST",
+            &charges,
+            Some(r#"{"amount":1}"#),
+            Some(("Idempotency-Key", "k".repeat(129))),
+            400,
+            "invalid_idempotency_key",
+        ),
+        case(
+            "balance of invalid id",
+            "GET",
+            "/v1/members/123/balance",
+            None,
+            None,
+            400,
+            "invalid_path",
+        ),
+        case(
+            "ledger limit zero",
+            "GET",
+            &format!("/v1/members/{user}/ledger?limit=0"),
+            None,
+            None,
+            400,
+            "invalid_limit",
+        ),
+        case(
+            "ledger limit huge",
+            "GET",
+            &format!("/v1/members/{user}/ledger?limit=100000"),
+            None,
+            None,
+            400,
+            "invalid_limit",
+        ),
+        case(
+            "ledger limit not a number",
+            "GET",
+            &format!("/v1/members/{user}/ledger?limit=x"),
+            None,
+            None,
+            400,
+            "invalid_query",
+        ),
+        case(
+            "ledger cursor garbage",
+            "GET",
+            &format!("/v1/members/{user}/ledger?cursor=abc"),
+            None,
+            None,
+            400,
+            "invalid_cursor",
+        ),
+        case(
+            "unknown route",
+            "GET",
+            "/v1/members",
+            None,
+            None,
+            404,
+            "route_not_found",
+        ),
+    ];
+    for case in cases {
+        let mut request = match case.method {
+            "POST" => service.http.post(service.url(&case.path)),
+            _ => service.http.get(service.url(&case.path)),
+        };
+        if let Some(body) = case.body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        if let Some((name, value)) = case.header {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{}: not JSON: {e}", case.name));
+        assert_eq!(
+            (status, body["code"].as_str().unwrap_or_default()),
+            (case.status, case.code),
+            "{}: {body}",
+            case.name
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}: no message",
+            case.name
+        );
+    }
+    assert_eq!(
+        service.get(&format!("/v1/members/{user}/balance")).await["balance"],
+        0,
+        "nothing was charged"
+    );
+    let oversized = format!(r#"{{"amount":1,"pad":"{}"}}"#, "x".repeat(70_000));
+    let response = service
+        .http
+        .post(service.url(&charges))
+        .header("content-type", "application/json")
+        .body(oversized)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    service.running.stop().await;
+}
