@@ -36,6 +36,9 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Applies `event` inside `tx`. Business refusals are not errors: publish
     /// the refusal as an event. Errors are retried, except [`HandlerError::Rejected`].
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError>;
+    /// Called after the transaction that applied `event` committed (to wake
+    /// requests waiting for the change, say).
+    fn committed(&self, _event: &Envelope) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +210,7 @@ impl EventConsumer {
                 .observe(started.elapsed().as_secs_f64());
             let error = match result {
                 Ok(Outcome::Applied) => {
+                    self.handler.committed(&envelope);
                     self.count(&consumer, event_type.as_str(), "applied");
                     return true;
                 }

@@ -18,6 +18,7 @@ pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod waiters;
 
 pub use config::{NoServiceSettings, Secret, Settings};
 pub use consumer::{EventHandler, HandlerError};

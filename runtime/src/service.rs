@@ -108,6 +108,7 @@ impl<T> ServiceRuntime<T> {
         tracing::info!(service = %self.service, %addr, "listening");
         Ok(RunningService {
             addr,
+            db: self.db,
             handle,
             server,
             stop: self.stop,
@@ -118,6 +119,8 @@ impl<T> ServiceRuntime<T> {
 
 pub struct RunningService {
     pub addr: SocketAddr,
+    /// For tests and tools that check the service's own data.
+    pub db: Db,
     handle: actix_web::dev::ServerHandle,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     stop: CancellationToken,
@@ -140,6 +143,15 @@ impl RunningService {
         tracing::info!("stopping");
         self.stop().await;
         Ok(())
+    }
+
+    /// Stops at once, as a crash would: no draining, no final commits of
+    /// offsets (blocking work already running may still finish).
+    pub async fn kill(mut self) {
+        self.stop.cancel();
+        self.tasks.abort_all();
+        self.handle.stop(false).await;
+        self.server.abort();
     }
 
     /// Stops taking requests, lets in-flight work finish, stops background tasks.

@@ -214,6 +214,9 @@ pub struct ReservationCancelled {
     pub schedule_id: Uuid,
     pub seat_no: u32,
     pub reason: String,
+    /// The payment whose debit must be given back, when one was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -103,7 +103,8 @@ fn sample_events() -> Vec<Event> {
             reservation_id,
             schedule_id,
             seat_no: 7,
-            reason: "BY_USER".into(),
+            reason: "SEAT_NOT_SOLD".into(),
+            payment_id: Some(payment_id),
         }
         .into(),
         ReservationConfirmed {

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod domain;
+pub mod events;
 pub mod store;
 
 use serde::Deserialize;
@@ -28,7 +29,8 @@ pub struct ConcertSection {
 }
 
 pub async fn start(settings: Settings<ConcertSettings>) -> anyhow::Result<RunningService> {
-    let runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    runtime.consume(std::sync::Arc::new(events::ConcertEvents));
     if runtime.settings.service.concert.demo_data {
         store::seed_demo_catalog(&runtime.db).await?;
     }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod domain;
+pub mod events;
 pub mod store;
 
 use serde::Deserialize;
@@ -21,7 +22,8 @@ pub struct BalanceSettings {
 }
 
 pub async fn start(settings: Settings<BalanceSettings>) -> anyhow::Result<RunningService> {
-    let runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    runtime.consume(std::sync::Arc::new(events::BalanceEvents));
     let state = api::AppState {
         db: runtime.db.clone(),
         limits: runtime.settings.service.balance.clone(),

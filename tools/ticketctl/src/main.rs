@@ -4,6 +4,7 @@
 //!   processes, waits until each is ready, and stops them on Ctrl-C.
 //! - `ticketctl serve SERVICE` runs one service in this process (what `up`
 //!   starts, and what a container runs).
+//! - `ticketctl data-platform` runs the stand-in data platform.
 //! - `ticketctl keygen` prints a new pass-signing key pair.
 
 mod up;
@@ -15,11 +16,12 @@ usage:
   ticketctl up [--data-dir DIR] [--database postgres://...] [--kafka HOST:PORT]
                [--port-base N] [--broker-port N] [--no-demo-data]
   ticketctl serve <concert|queue|reservation|member-balance|payment>
+  ticketctl data-platform [--port N] [--data-dir DIR]
   ticketctl keygen
 
 up: starts a broker (nisshi, installed on first use) and the five services on
 127.0.0.1: concert 8081, queue 8082, reservation 8083, member-balance 8084,
-payment 8085, broker 9092. Data lives in DIR (default ./data) and survives a
+payment 8085, data platform 8090, broker 9092. Data lives in DIR (default ./data) and survives a
 restart. --database gives every service its own database on that PostgreSQL
 server; --kafka uses that broker instead of starting one.";
 
@@ -36,6 +38,7 @@ fn main() -> anyhow::Result<()> {
                 .ok_or_else(|| anyhow::anyhow!("unknown service {name:?}\n{USAGE}"))?;
             runtime.block_on(serve(service))
         }
+        Some("data-platform") => runtime.block_on(data_platform(&args[1..])),
         Some("keygen") => {
             let (private, public) = ticket_runtime::pass::generate_key_pair();
             println!("APP__QUEUE__PASS_SIGNING_KEY={private}");
@@ -61,4 +64,35 @@ async fn serve(service: Service) -> anyhow::Result<()> {
         Service::MemberBalance => member_balance_service::main().await,
         Service::Payment => payment_service::main().await,
     }
+}
+
+async fn data_platform(args: &[String]) -> anyhow::Result<()> {
+    let mut port = 8090;
+    let mut data_dir = std::path::PathBuf::from("data");
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--port" => port = value.parse()?,
+            "--data-dir" => data_dir = value.into(),
+            other => anyhow::bail!("unknown option {other:?}"),
+        }
+    }
+    std::fs::create_dir_all(&data_dir)?;
+    let platform =
+        data_platform_mock::DataPlatform::new(Some(data_dir.join("data-platform.jsonl")))?;
+    let (server, addr) = platform.serve(port)?;
+    println!("data platform listening on http://{addr}");
+    let handle = server.handle();
+    let server = tokio::spawn(server);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    handle.stop(true).await;
+    server.await??;
+    Ok(())
 }

@@ -63,6 +63,10 @@ impl UpOptions {
         Ok(options)
     }
 
+    fn data_platform_port(&self) -> u16 {
+        self.port_base + 10
+    }
+
     fn http_port(&self, service: Service) -> u16 {
         let offset = match service {
             Service::Concert => 1,
@@ -103,6 +107,11 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
             options.http_port(service)
         );
     }
+    println!(
+        "  {:<15} http://127.0.0.1:{}",
+        "data-platform",
+        options.data_platform_port()
+    );
     println!("  {:<15} {}", "broker", brokers(&options));
     println!("  data in {}", data_dir.display());
     println!("press Ctrl-C to stop");
@@ -146,6 +155,21 @@ async fn start_all(
         wait_for_port(options.broker_port, processes).await?;
     }
     let exe = std::env::current_exe()?;
+    let platform_port = options.data_platform_port();
+    let mut command = Command::new(&exe);
+    command
+        .args([
+            "data-platform",
+            "--port",
+            &platform_port.to_string(),
+            "--data-dir",
+        ])
+        .arg(data_dir);
+    let child = spawn("data-platform", &mut command)?;
+    processes.push(Running {
+        name: "data-platform".into(),
+        child,
+    });
     for service in Service::ALL {
         let database_url = match &options.database {
             Some(server) => postgres_database(server, service)?,
@@ -161,7 +185,11 @@ async fn start_all(
             .env("DATABASE_URL", database_url)
             .env("KAFKA_BROKERS", brokers(options))
             .env("APP__AUTH__PASS_PUBLIC_KEY", &keys.1)
-            .env("APP__CONCERT__DEMO_DATA", options.demo_data.to_string());
+            .env("APP__CONCERT__DEMO_DATA", options.demo_data.to_string())
+            .env(
+                "APP__DATA_PLATFORM__URL",
+                format!("http://127.0.0.1:{platform_port}"),
+            );
         if service == Service::Queue {
             command.env("APP__QUEUE__PASS_SIGNING_KEY", &keys.0);
         }

@@ -225,3 +225,115 @@ pub async fn seed_demo_catalog(db: &Db) -> Result<(), DbError> {
     })
     .await
 }
+
+/// What the seat a reservation asked for turned out to be.
+pub enum HoldOutcome {
+    Held { price: i64 },
+    Rejected(&'static str),
+}
+
+/// Holds the seat for the reservation with one conditional update, so only
+/// one reservation can ever hold it. A redelivered request for the same
+/// reservation finds the seat already its own.
+pub fn hold_seat(
+    conn: &mut AnyConnection,
+    concert_id: &str,
+    schedule_id: &str,
+    seat_no: i32,
+    reservation_id: &str,
+) -> QueryResult<HoldOutcome> {
+    let schedule_concert: Option<String> = schedules::table
+        .find(schedule_id)
+        .select(schedules::concert_id)
+        .first(conn)
+        .optional()?;
+    match schedule_concert {
+        None => return Ok(HoldOutcome::Rejected("SCHEDULE_NOT_FOUND")),
+        Some(c) if c != concert_id => return Ok(HoldOutcome::Rejected("WRONG_CONCERT")),
+        Some(_) => {}
+    }
+    let seat = seats::table.find((schedule_id, seat_no));
+    let held = diesel::update(seat)
+        .filter(seats::status.eq(SeatStatus::Available.as_str()))
+        .set((
+            seats::status.eq(SeatStatus::Held.as_str()),
+            seats::reservation_id.eq(reservation_id),
+            seats::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    let current: Option<(i64, Option<String>)> = seat
+        .select((seats::price, seats::reservation_id))
+        .first(conn)
+        .optional()?;
+    Ok(match current {
+        None => HoldOutcome::Rejected("SEAT_NOT_FOUND"),
+        Some((price, holder)) if held == 1 || holder.as_deref() == Some(reservation_id) => {
+            HoldOutcome::Held { price }
+        }
+        Some(_) => HoldOutcome::Rejected("SEAT_TAKEN"),
+    })
+}
+
+/// Makes the seat AVAILABLE again if this reservation holds (or, for a
+/// compensation after a failed payment, bought) it.
+pub fn release_seat(
+    conn: &mut AnyConnection,
+    schedule_id: &str,
+    seat_no: i32,
+    reservation_id: &str,
+) -> QueryResult<bool> {
+    let released = diesel::update(seats::table.find((schedule_id, seat_no)))
+        .filter(seats::reservation_id.eq(reservation_id))
+        .filter(seats::status.eq_any([SeatStatus::Held.as_str(), SeatStatus::Sold.as_str()]))
+        .set((
+            seats::status.eq(SeatStatus::Available.as_str()),
+            seats::reservation_id.eq(None::<String>),
+            seats::payment_id.eq(None::<String>),
+            seats::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(released == 1)
+}
+
+/// Sells the seat held by the reservation to its payment.
+pub fn sell_seat(
+    conn: &mut AnyConnection,
+    schedule_id: &str,
+    seat_no: i32,
+    reservation_id: &str,
+    payment_id: &str,
+) -> QueryResult<bool> {
+    let seat = seats::table.find((schedule_id, seat_no));
+    let sold = diesel::update(seat)
+        .filter(seats::reservation_id.eq(reservation_id))
+        .filter(seats::status.eq(SeatStatus::Held.as_str()))
+        .set((
+            seats::status.eq(SeatStatus::Sold.as_str()),
+            seats::payment_id.eq(payment_id),
+            seats::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    if sold == 1 {
+        return Ok(true);
+    }
+    let already: i64 = seat
+        .filter(seats::status.eq(SeatStatus::Sold.as_str()))
+        .filter(seats::payment_id.eq(payment_id))
+        .count()
+        .get_result(conn)?;
+    Ok(already == 1)
+}
+
+/// Every seat with its status and holder, for invariant checks.
+pub fn seat_holders(
+    conn: &mut AnyConnection,
+) -> QueryResult<Vec<(String, i32, String, Option<String>)>> {
+    seats::table
+        .select((
+            seats::schedule_id,
+            seats::seat_no,
+            seats::status,
+            seats::reservation_id,
+        ))
+        .load(conn)
+}

@@ -11,7 +11,7 @@ use ticket_runtime::{AnyConnection, Tx};
 use uuid::Uuid;
 
 use crate::domain::{ChargeAmount, EntryKind, IdempotencyKey, Limits};
-use schema::{charge_requests, ledger_entries, wallets};
+use schema::{charge_requests, ledger_entries, payment_debits, wallets};
 
 #[derive(Debug, Clone, Queryable, Serialize)]
 pub struct LedgerEntry {
@@ -235,4 +235,108 @@ pub fn ledger_sum(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
             }
         })
         .sum())
+}
+
+pub enum Debit {
+    Taken(LedgerEntry),
+    /// This payment was debited before (a redelivered request changes nothing).
+    AlreadyTaken,
+    Insufficient,
+}
+
+/// Takes a payment's amount from the wallet, once per payment.
+pub fn debit_for_payment(
+    conn: &mut AnyConnection,
+    payment_id: Uuid,
+    reservation_id: Uuid,
+    user_id: Uuid,
+    amount: i64,
+) -> QueryResult<Debit> {
+    let payment = payment_id.to_string();
+    let seen: i64 = payment_debits::table
+        .find(&payment)
+        .count()
+        .get_result(conn)?;
+    if seen > 0 {
+        return Ok(Debit::AlreadyTaken);
+    }
+    let user = user_id.to_string();
+    let Some(entry) = apply(
+        conn,
+        &user,
+        EntryKind::PaymentDebit,
+        -amount,
+        Some(&payment),
+        i64::MAX,
+    )?
+    else {
+        return Ok(Debit::Insufficient);
+    };
+    diesel::insert_into(payment_debits::table)
+        .values((
+            payment_debits::payment_id.eq(&payment),
+            payment_debits::reservation_id.eq(reservation_id.to_string()),
+            payment_debits::user_id.eq(&user),
+            payment_debits::amount.eq(amount),
+            payment_debits::debit_entry_id.eq(&entry.id),
+        ))
+        .execute(conn)?;
+    Ok(Debit::Taken(entry))
+}
+
+pub struct Refund {
+    pub entry: LedgerEntry,
+    pub user_id: Uuid,
+    pub reservation_id: Uuid,
+}
+
+/// Gives a payment's debit back, if it was taken and not yet given back.
+pub fn refund_payment(conn: &mut AnyConnection, payment_id: Uuid) -> QueryResult<Option<Refund>> {
+    let payment = payment_id.to_string();
+    let debit: Option<(String, String, i64)> = payment_debits::table
+        .find(&payment)
+        .filter(payment_debits::refund_entry_id.is_null())
+        .select((
+            payment_debits::user_id,
+            payment_debits::reservation_id,
+            payment_debits::amount,
+        ))
+        .first(conn)
+        .optional()?;
+    let Some((user, reservation, amount)) = debit else {
+        return Ok(None);
+    };
+    // A refund restores money that was there: no balance ceiling applies.
+    let entry = apply(
+        conn,
+        &user,
+        EntryKind::Refund,
+        amount,
+        Some(&payment),
+        i64::MAX,
+    )?
+    .expect("a refund never takes the balance out of range");
+    diesel::update(payment_debits::table.find(&payment))
+        .set(payment_debits::refund_entry_id.eq(&entry.id))
+        .execute(conn)?;
+    Ok(Some(Refund {
+        entry,
+        user_id: Uuid::parse_str(&user).expect("stored uuid"),
+        reservation_id: Uuid::parse_str(&reservation).expect("stored uuid"),
+    }))
+}
+
+/// Debits with no refund, for invariant checks: (payment, reservation).
+pub fn unrefunded_debits(conn: &mut AnyConnection) -> QueryResult<Vec<(String, String)>> {
+    payment_debits::table
+        .filter(payment_debits::refund_entry_id.is_null())
+        .select((payment_debits::payment_id, payment_debits::reservation_id))
+        .load(conn)
+}
+
+/// Every member with a wallet and their balance, for invariant checks.
+pub fn balances(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64)>> {
+    wallets::table
+        .select((wallets::user_id, wallets::balance))
+        .load(conn)
 }

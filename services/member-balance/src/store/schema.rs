@@ -30,3 +30,14 @@ diesel::table! {
         created_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    payment_debits (payment_id) {
+        payment_id -> Text,
+        reservation_id -> Text,
+        user_id -> Text,
+        amount -> BigInt,
+        debit_entry_id -> Text,
+        refund_entry_id -> Nullable<Text>,
+    }
+}

@@ -1,0 +1,149 @@
+//! Long-polling without busy-polling: a request waiting for an entity to
+//! change parks on a notification that the code making the change fires
+//! after its commit. A coarse re-check covers changes committed by another
+//! instance of the service, which cannot notify this one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// How often a waiter re-reads on its own (for changes from other instances).
+pub const RECHECK: Duration = Duration::from_millis(500);
+
+#[derive(Clone, Default)]
+pub struct Waiters {
+    entries: Arc<Mutex<HashMap<Uuid, (Arc<Notify>, usize)>>>,
+}
+
+/// A registration; dropping it unregisters.
+pub struct Waiter {
+    waiters: Waiters,
+    id: Uuid,
+    notify: Arc<Notify>,
+}
+
+impl Waiters {
+    /// Register before reading the current state, so no change is missed.
+    pub fn register(&self, id: Uuid) -> Waiter {
+        let mut entries = self.entries.lock().expect("waiters lock");
+        let entry = entries
+            .entry(id)
+            .or_insert_with(|| (Arc::new(Notify::new()), 0));
+        entry.1 += 1;
+        Waiter {
+            waiters: self.clone(),
+            id,
+            notify: entry.0.clone(),
+        }
+    }
+
+    /// Wakes everyone waiting on `id` (call after the change committed).
+    pub fn wake(&self, id: Uuid) {
+        let entries = self.entries.lock().expect("waiters lock");
+        if let Some((notify, _)) = entries.get(&id) {
+            notify.notify_waiters();
+        }
+    }
+}
+
+impl Waiter {
+    /// Until woken, `RECHECK` passes, or `limit` — whichever is first.
+    pub async fn changed_or(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit.min(RECHECK), self.notify.notified()).await;
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut entries = self.waiters.entries.lock().expect("waiters lock");
+        if let Some(entry) = entries.get_mut(&self.id) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                entries.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Re-reads with `read` until `done` says the state is final for this
+/// caller, or `wait` has passed; returns the last state read.
+pub async fn wait_for<T, E, R, Fut>(
+    waiters: &Waiters,
+    id: Uuid,
+    wait: Duration,
+    mut read: R,
+    done: impl Fn(&T) -> bool,
+) -> Result<T, E>
+where
+    R: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let waiter = waiters.register(id);
+        let state = read().await?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if done(&state) || left.is_zero() {
+            return Ok(state);
+        }
+        waiter.changed_or(left).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_wake_ends_the_wait_at_once() {
+        let waiters = Waiters::default();
+        let id = Uuid::new_v4();
+        let state = Arc::new(AtomicU32::new(0));
+        let (w, s) = (waiters.clone(), state.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            s.store(1, Ordering::SeqCst);
+            w.wake(id);
+        });
+        let started = std::time::Instant::now();
+        let seen: Result<u32, ()> = wait_for(
+            &waiters,
+            id,
+            Duration::from_secs(5),
+            || {
+                let s = state.clone();
+                async move { Ok(s.load(Ordering::SeqCst)) }
+            },
+            |v| *v == 1,
+        )
+        .await;
+        assert_eq!(seen, Ok(1));
+        assert!(
+            started.elapsed() < Duration::from_millis(400),
+            "woken, not re-checked"
+        );
+        assert!(
+            waiters.entries.lock().unwrap().is_empty(),
+            "registration dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_change_the_wait_ends_at_its_limit() {
+        let waiters = Waiters::default();
+        let started = std::time::Instant::now();
+        let seen: Result<u32, ()> = wait_for(
+            &waiters,
+            Uuid::new_v4(),
+            Duration::from_millis(120),
+            || async { Ok(0) },
+            |v| *v == 1,
+        )
+        .await;
+        assert_eq!(seen, Ok(0));
+        assert!(started.elapsed() >= Duration::from_millis(120));
+    }
+}

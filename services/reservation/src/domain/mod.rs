@@ -1,0 +1,249 @@
+//! The reservation state machine:
+//! `PENDING → HELD → CONFIRMED`, or `REJECTED`, `EXPIRED`, `CANCELLED`.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Deserialize;
+
+pub const SEATS_PER_SCHEDULE: u32 = 50;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HoldPolicy {
+    pub hold_ttl_secs: i64,
+    pub pending_deadline_secs: i64,
+    pub decision_wait_ms: u64,
+    pub max_wait_ms: u64,
+    pub sweep_interval_ms: u64,
+}
+
+impl HoldPolicy {
+    pub fn hold_ttl(&self) -> TimeDelta {
+        TimeDelta::seconds(self.hold_ttl_secs)
+    }
+
+    pub fn pending_deadline(&self) -> TimeDelta {
+        TimeDelta::seconds(self.pending_deadline_secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    Held,
+    Confirmed,
+    Rejected,
+    Expired,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Held => "HELD",
+            Status::Confirmed => "CONFIRMED",
+            Status::Rejected => "REJECTED",
+            Status::Expired => "EXPIRED",
+            Status::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Status> {
+        [
+            Status::Pending,
+            Status::Held,
+            Status::Confirmed,
+            Status::Rejected,
+            Status::Expired,
+            Status::Cancelled,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+
+    /// Whether a fan may still cancel it.
+    pub fn cancellable(self) -> bool {
+        matches!(self, Status::Pending | Status::Held)
+    }
+}
+
+/// Reasons recorded on the reservation and sent in events.
+pub mod reason {
+    pub const BY_USER: &str = "CANCELLED_BY_USER";
+    pub const HOLD_TIMED_OUT: &str = "HOLD_TIMED_OUT";
+    pub const HOLD_EXPIRED: &str = "HOLD_EXPIRED";
+    pub const NOT_HELD: &str = "NOT_HELD";
+    pub const AMOUNT_MISMATCH: &str = "AMOUNT_MISMATCH";
+    pub const NOT_OWNER: &str = "NOT_OWNER";
+    pub const PAYMENT_FAILED: &str = "PAYMENT_FAILED";
+    pub const SEAT_NOT_SOLD: &str = "SEAT_NOT_SOLD";
+}
+
+/// A seat number that exists on every schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatNo(u32);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("seat_no must be 1 to {SEATS_PER_SCHEDULE}")]
+pub struct InvalidSeat;
+
+impl TryFrom<i64> for SeatNo {
+    type Error = InvalidSeat;
+
+    fn try_from(value: i64) -> Result<SeatNo, InvalidSeat> {
+        if (1..=i64::from(SEATS_PER_SCHEDULE)).contains(&value) {
+            Ok(SeatNo(value as u32))
+        } else {
+            Err(InvalidSeat)
+        }
+    }
+}
+
+impl SeatNo {
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// What a debit for this reservation may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    Confirm,
+    /// Already confirmed by this very payment: nothing to do.
+    AlreadyConfirmed,
+    Reject(&'static str),
+}
+
+pub struct Hold<'a> {
+    pub status: Status,
+    pub user_id: &'a str,
+    pub price: Option<i64>,
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    pub payment_id: Option<&'a str>,
+}
+
+/// A debit confirms the hold only if it is still held, unexpired, by the
+/// payer, for its price, and the payment has not already failed.
+pub fn decide_confirmation(
+    hold: &Hold<'_>,
+    payment_id: &str,
+    payer: &str,
+    amount: i64,
+    payment_failed: bool,
+    now: DateTime<Utc>,
+) -> Confirmation {
+    if hold.status == Status::Confirmed && hold.payment_id == Some(payment_id) {
+        return Confirmation::AlreadyConfirmed;
+    }
+    if payment_failed {
+        return Confirmation::Reject(reason::PAYMENT_FAILED);
+    }
+    if hold.status != Status::Held {
+        return Confirmation::Reject(if hold.status == Status::Expired {
+            reason::HOLD_EXPIRED
+        } else {
+            reason::NOT_HELD
+        });
+    }
+    if hold.hold_expires_at.is_none_or(|at| at <= now) {
+        return Confirmation::Reject(reason::HOLD_EXPIRED);
+    }
+    if hold.user_id != payer {
+        return Confirmation::Reject(reason::NOT_OWNER);
+    }
+    if hold.price != Some(amount) {
+        return Confirmation::Reject(reason::AMOUNT_MISMATCH);
+    }
+    Confirmation::Confirm
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(now: DateTime<Utc>) -> Hold<'static> {
+        Hold {
+            status: Status::Held,
+            user_id: "u",
+            price: Some(100),
+            hold_expires_at: Some(now + TimeDelta::minutes(5)),
+            payment_id: None,
+        }
+    }
+
+    #[test]
+    fn only_a_live_hold_of_the_payer_at_its_price_is_confirmed() {
+        let now = Utc::now();
+        assert_eq!(
+            decide_confirmation(&held(now), "p", "u", 100, false, now),
+            Confirmation::Confirm
+        );
+        assert_eq!(
+            decide_confirmation(
+                &held(now),
+                "p",
+                "u",
+                100,
+                false,
+                now + TimeDelta::minutes(6)
+            ),
+            Confirmation::Reject(reason::HOLD_EXPIRED)
+        );
+        assert_eq!(
+            decide_confirmation(&held(now), "p", "x", 100, false, now),
+            Confirmation::Reject(reason::NOT_OWNER)
+        );
+        assert_eq!(
+            decide_confirmation(&held(now), "p", "u", 99, false, now),
+            Confirmation::Reject(reason::AMOUNT_MISMATCH)
+        );
+        assert_eq!(
+            decide_confirmation(&held(now), "p", "u", 100, true, now),
+            Confirmation::Reject(reason::PAYMENT_FAILED)
+        );
+        for status in [Status::Pending, Status::Cancelled, Status::Rejected] {
+            let hold = Hold {
+                status,
+                ..held(now)
+            };
+            assert_eq!(
+                decide_confirmation(&hold, "p", "u", 100, false, now),
+                Confirmation::Reject(reason::NOT_HELD)
+            );
+        }
+        let expired = Hold {
+            status: Status::Expired,
+            ..held(now)
+        };
+        assert_eq!(
+            decide_confirmation(&expired, "p", "u", 100, false, now),
+            Confirmation::Reject(reason::HOLD_EXPIRED)
+        );
+    }
+
+    #[test]
+    fn a_confirmed_hold_is_confirmed_again_only_for_its_own_payment() {
+        let now = Utc::now();
+        let confirmed = Hold {
+            status: Status::Confirmed,
+            payment_id: Some("p"),
+            ..held(now)
+        };
+        assert_eq!(
+            decide_confirmation(&confirmed, "p", "u", 100, false, now),
+            Confirmation::AlreadyConfirmed
+        );
+        assert_eq!(
+            decide_confirmation(&confirmed, "q", "u", 100, false, now),
+            Confirmation::Reject(reason::NOT_HELD)
+        );
+    }
+
+    #[test]
+    fn seats_are_numbered_one_to_fifty() {
+        assert!(SeatNo::try_from(1).is_ok());
+        assert!(SeatNo::try_from(50).is_ok());
+        for bad in [0, -1, 51, i64::MAX] {
+            assert_eq!(SeatNo::try_from(bad), Err(InvalidSeat));
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! A stand-in for the data platform. `POST /v1/reservations` records a
+//! completed reservation once per `payment_id` (201 the first time, 200 for
+//! a repeat); `GET /v1/reservations` lists what was received. Records are
+//! appended to a JSON-lines file when one is given, and read back at start.
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+pub struct Received {
+    records: Vec<Value>,
+    payments: HashSet<String>,
+    deliveries: usize,
+}
+
+#[derive(Clone, Default)]
+pub struct DataPlatform {
+    received: Arc<Mutex<Received>>,
+    file: Option<PathBuf>,
+}
+
+impl DataPlatform {
+    pub fn new(file: Option<PathBuf>) -> std::io::Result<DataPlatform> {
+        let platform = DataPlatform {
+            received: Arc::default(),
+            file,
+        };
+        if let Some(path) = &platform.file {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                let mut received = platform.received.lock().expect("lock");
+                for record in text
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                {
+                    if let Some(id) = record["payment_id"].as_str() {
+                        received.payments.insert(id.to_string());
+                        received.records.push(record);
+                    }
+                }
+            }
+        }
+        Ok(platform)
+    }
+
+    /// Distinct reservations received.
+    pub fn records(&self) -> Vec<Value> {
+        self.received.lock().expect("lock").records.clone()
+    }
+
+    /// Every POST, repeats included.
+    pub fn deliveries(&self) -> usize {
+        self.received.lock().expect("lock").deliveries
+    }
+
+    fn record(&self, body: Value) -> Result<bool, String> {
+        let id = body["payment_id"]
+            .as_str()
+            .ok_or("payment_id is required")?
+            .to_string();
+        let mut received = self.received.lock().expect("lock");
+        received.deliveries += 1;
+        if !received.payments.insert(id) {
+            return Ok(false);
+        }
+        if let Some(path) = &self.file {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| e.to_string())?;
+            writeln!(file, "{body}").map_err(|e| e.to_string())?;
+        }
+        received.records.push(body);
+        Ok(true)
+    }
+
+    /// Serves on 127.0.0.1:`port` (0 picks one) until the returned server stops.
+    pub fn serve(&self, port: u16) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let addr = listener.local_addr()?;
+        let platform = web::Data::new(self.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(platform.clone())
+                .route("/v1/reservations", web::post().to(receive))
+                .route("/v1/reservations", web::get().to(list))
+                .route("/health/live", web::get().to(healthy))
+                .route("/health/ready", web::get().to(healthy))
+        })
+        .listen(listener)?
+        .workers(1)
+        .disable_signals()
+        .run();
+        Ok((server, addr))
+    }
+}
+
+async fn receive(platform: web::Data<DataPlatform>, body: web::Json<Value>) -> HttpResponse {
+    match platform.record(body.into_inner()) {
+        Ok(true) => HttpResponse::Created().json(serde_json::json!({ "recorded": true })),
+        Ok(false) => {
+            HttpResponse::Ok().json(serde_json::json!({ "recorded": false, "duplicate": true }))
+        }
+        Err(message) => HttpResponse::BadRequest()
+            .json(serde_json::json!({ "code": "invalid_record", "message": message })),
+    }
+}
+
+async fn list(platform: web::Data<DataPlatform>) -> HttpResponse {
+    HttpResponse::Ok().json(platform.records())
+}
+
+async fn healthy() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "service": "data-platform" }))
+}

@@ -1,0 +1,576 @@
+//! A whole cluster in one test process: the five services (each with its own
+//! database), the data platform stand-in, and the real broker; plus a fan's
+//! moves over HTTP and the system's invariants, checked from each service's
+//! own data.
+
+#![allow(dead_code)] // each test binary uses a different part of the kit
+
+use diesel::connection::SimpleConnection;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use shared_events::Service;
+use std::collections::HashMap;
+use std::time::Duration;
+use ticket_runtime::testkit::{self, eventually, TestDatabase};
+use ticket_runtime::{Db, DbError, RunningService, Settings};
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(45);
+
+/// What a scenario may change from the defaults.
+#[derive(Clone)]
+pub struct Knobs {
+    pub hold_ttl_secs: i64,
+    pub payment_deadline_secs: i64,
+    pub max_active: i64,
+}
+
+impl Default for Knobs {
+    fn default() -> Knobs {
+        Knobs {
+            hold_ttl_secs: 300,
+            payment_deadline_secs: 60,
+            max_active: 1000,
+        }
+    }
+}
+
+pub struct Cluster {
+    pub postgres: bool,
+    pub prefix: String,
+    pub knobs: Knobs,
+    keys: (String, String),
+    databases: HashMap<Service, TestDatabase>,
+    services: HashMap<Service, RunningService>,
+    pub platform: data_platform_mock::DataPlatform,
+    platform_url: String,
+    pub http: Client,
+}
+
+fn defaults(service: Service) -> &'static str {
+    match service {
+        Service::Concert => concert_service::DEFAULTS,
+        Service::Queue => queue_service::DEFAULTS,
+        Service::Reservation => reservation_service::DEFAULTS,
+        Service::MemberBalance => member_balance_service::DEFAULTS,
+        Service::Payment => payment_service::DEFAULTS,
+    }
+}
+
+impl Cluster {
+    pub async fn start(postgres: bool, knobs: Knobs) -> Cluster {
+        testkit::init_tracing();
+        let prefix = testkit::unique_prefix();
+        let databases = Service::ALL
+            .into_iter()
+            .map(|s| {
+                let label = s.as_str().replace('-', "_");
+                let db = if postgres {
+                    TestDatabase::postgres(&label)
+                } else {
+                    TestDatabase::sqlite(&label)
+                };
+                (s, db)
+            })
+            .collect();
+        let platform = data_platform_mock::DataPlatform::new(None).unwrap();
+        let (server, addr) = platform.serve(0).unwrap();
+        tokio::spawn(server);
+        let mut cluster = Cluster {
+            postgres,
+            prefix,
+            knobs,
+            keys: ticket_runtime::pass::generate_key_pair(),
+            databases,
+            services: HashMap::new(),
+            platform,
+            platform_url: format!("http://{addr}"),
+            http: Client::new(),
+        };
+        for service in Service::ALL {
+            cluster.launch(service).await;
+        }
+        cluster
+    }
+
+    fn settings<T: serde::de::DeserializeOwned>(&self, service: Service) -> Settings<T> {
+        testkit::settings(
+            defaults(service),
+            &self.databases[&service].url,
+            &self.prefix,
+        )
+    }
+
+    /// Starts (or restarts, on the same database) one service.
+    pub async fn launch(&mut self, service: Service) {
+        let running = match service {
+            Service::Concert => {
+                let mut s = self.settings::<concert_service::ConcertSettings>(service);
+                s.service.concert.demo_data = true;
+                concert_service::start(s).await
+            }
+            Service::Queue => {
+                let mut s = self.settings::<queue_service::QueueSettings>(service);
+                s.service.queue.pass_signing_key = ticket_runtime::Secret::new(self.keys.0.clone());
+                s.service.queue.policy.max_active = self.knobs.max_active;
+                s.service.queue.policy.admission_rate_per_sec = 10_000;
+                queue_service::start(s).await
+            }
+            Service::Reservation => {
+                let mut s = self.settings::<reservation_service::ReservationSettings>(service);
+                s.service.auth.pass_public_key = self.keys.1.clone();
+                s.service.reservation.hold_ttl_secs = self.knobs.hold_ttl_secs;
+                s.service.reservation.sweep_interval_ms = 100;
+                reservation_service::start(s).await
+            }
+            Service::MemberBalance => {
+                let s = self.settings::<member_balance_service::BalanceSettings>(service);
+                member_balance_service::start(s).await
+            }
+            Service::Payment => {
+                let mut s = self.settings::<payment_service::PaymentSettings>(service);
+                s.service.auth.pass_public_key = self.keys.1.clone();
+                s.service.payment.deadline_secs = self.knobs.payment_deadline_secs;
+                s.service.payment.sweep_interval_ms = 100;
+                s.service.data_platform.url = self.platform_url.clone();
+                s.service.data_platform.max_backoff_secs = 1;
+                payment_service::start(s).await
+            }
+        }
+        .unwrap_or_else(|e| panic!("{service} starts: {e:#}"));
+        self.services.insert(service, running);
+    }
+
+    /// Stops a service as a crash would.
+    pub async fn kill(&mut self, service: Service) {
+        if let Some(running) = self.services.remove(&service) {
+            running.kill().await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        for (_, running) in self.services.drain() {
+            running.stop().await;
+        }
+    }
+
+    pub fn url(&self, service: Service, path: &str) -> String {
+        format!("{}{path}", self.services[&service].url())
+    }
+
+    pub fn db(&self, service: Service) -> &Db {
+        &self.services[&service].db
+    }
+
+    /// A demo schedule (and its concert) to reserve seats in.
+    pub async fn schedule(&self) -> (String, String) {
+        let concerts: Value = self
+            .get_json(self.url(Service::Concert, "/v1/concerts"))
+            .await;
+        let concert = concerts[0]["id"].as_str().unwrap().to_string();
+        let schedules = self
+            .get_json(self.url(
+                Service::Concert,
+                &format!("/v1/concerts/{concert}/schedules"),
+            ))
+            .await;
+        (concert, schedules[0]["id"].as_str().unwrap().to_string())
+    }
+
+    pub async fn get_json(&self, url: String) -> Value {
+        let response = self.http.get(&url).send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    /// A fan admitted for `concert`, with their pass.
+    pub async fn fan(&self, concert: &str) -> Fan {
+        let user = Uuid::new_v4();
+        let url = self.url(Service::Queue, "/v1/queue/tokens");
+        let body = json!({ "user_id": user, "concert_id": concert });
+        // The queue learns concerts from ConcertScheduled: wait until it has.
+        let token = eventually(WAIT, "the queue to know the concert", || async {
+            let response = self.http.post(&url).json(&body).send().await.unwrap();
+            (response.status() != StatusCode::NOT_FOUND).then_some(())?;
+            let token: Value = response.json().await.unwrap();
+            Some(token)
+        })
+        .await;
+        let token_id = token["token"].as_str().unwrap().to_string();
+        let poll = self.url(Service::Queue, &format!("/v1/queue/tokens/{token_id}"));
+        let pass = eventually(WAIT, "admission", || async {
+            let token = self.get_json(poll.clone()).await;
+            token["pass"].as_str().map(str::to_string)
+        })
+        .await;
+        Fan {
+            user,
+            token: token_id,
+            pass,
+        }
+    }
+
+    pub async fn charge(&self, fan: &Fan, amount: i64) {
+        let response = self
+            .http
+            .post(self.url(
+                Service::MemberBalance,
+                &format!("/v1/members/{}/charges", fan.user),
+            ))
+            .json(&json!({ "amount": amount }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+
+    pub async fn balance(&self, fan: &Fan) -> i64 {
+        let body = self
+            .get_json(self.url(
+                Service::MemberBalance,
+                &format!("/v1/members/{}/balance", fan.user),
+            ))
+            .await;
+        body["balance"].as_i64().unwrap()
+    }
+
+    pub async fn reserve(&self, fan: &Fan, schedule: &str, seat_no: i64) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(Service::Reservation, "/v1/reservations"))
+            .bearer_auth(&fan.pass)
+            .json(&json!({ "schedule_id": schedule, "seat_no": seat_no }))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    pub async fn reservation(&self, fan: &Fan, id: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(Service::Reservation, &format!("/v1/reservations/{id}")))
+            .bearer_auth(&fan.pass)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Long-polls until the reservation is in `status`.
+    pub async fn reservation_reaches(&self, fan: &Fan, id: &str, status: &str) -> Value {
+        eventually(WAIT, &format!("reservation {status}"), || async {
+            let response = self
+                .http
+                .get(self.url(
+                    Service::Reservation,
+                    &format!("/v1/reservations/{id}?wait_ms=2000"),
+                ))
+                .bearer_auth(&fan.pass)
+                .send()
+                .await
+                .unwrap();
+            let body: Value = response.json().await.unwrap();
+            (body["status"] == status).then_some(body)
+        })
+        .await
+    }
+
+    /// A HELD reservation of `seat_no`.
+    pub async fn hold(&self, fan: &Fan, schedule: &str, seat_no: i64) -> Value {
+        let (status, body) = self.reserve(fan, schedule, seat_no).await;
+        assert!(status == 201 || status == 202, "{status}: {body}");
+        self.reservation_reaches(fan, body["id"].as_str().unwrap(), "HELD")
+            .await
+    }
+
+    pub async fn pay(
+        &self,
+        fan: &Fan,
+        reservation: &str,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(self.url(Service::Payment, "/v1/payments"))
+            .bearer_auth(&fan.pass)
+            .json(&json!({ "reservation_id": reservation }));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// Long-polls until the payment is COMPLETED or FAILED.
+    pub async fn payment_outcome(&self, fan: &Fan, id: &str) -> Value {
+        eventually(WAIT, "the payment's outcome", || async {
+            let response = self
+                .http
+                .get(self.url(
+                    Service::Payment,
+                    &format!("/v1/payments/{id}?wait_ms=2000&seen_status=PENDING"),
+                ))
+                .bearer_auth(&fan.pass)
+                .send()
+                .await
+                .unwrap();
+            let body: Value = response.json().await.unwrap();
+            (body["status"] != "PENDING").then_some(body)
+        })
+        .await
+    }
+
+    pub async fn seat_status(&self, schedule: &str, seat_no: i64) -> String {
+        let seats = self
+            .get_json(self.url(Service::Concert, &format!("/v1/schedules/{schedule}/seats")))
+            .await;
+        seats[(seat_no - 1) as usize]["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn seat_becomes(&self, schedule: &str, seat_no: i64, status: &str) {
+        eventually(WAIT, &format!("seat {seat_no} {status}"), || async {
+            (self.seat_status(schedule, seat_no).await == status).then_some(())
+        })
+        .await;
+    }
+
+    /// Marks every event of every outbox unsent, so each is delivered again.
+    pub async fn redeliver_everything(&self) {
+        for service in Service::ALL {
+            self.db(service)
+                .run(|conn| {
+                    conn.batch_execute("UPDATE outbox SET sent_at = NULL")
+                        .map_err(DbError::from)
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The invariants that must hold once the cluster is idle.
+    pub async fn assert_invariants(&self) {
+        eventually(
+            WAIT,
+            "every outbox to drain and every saga to end",
+            || async {
+                for service in Service::ALL {
+                    let pending = self
+                        .db(service)
+                        .run(|conn| {
+                            ticket_runtime::outbox::pending_count(conn).map_err(DbError::from)
+                        })
+                        .await
+                        .unwrap();
+                    if pending > 0 {
+                        return None;
+                    }
+                }
+                let reservations = self.reservations().await;
+                let payments = self.payments().await;
+                let settled = reservations.iter().all(|r| r.status != "PENDING")
+                    && payments.iter().all(|(_, _, status)| status != "PENDING");
+                settled.then_some(())
+            },
+        )
+        .await;
+        // Give consumers a moment to apply what the relays just sent, then check.
+        self.settle().await;
+
+        let reservations = self.reservations().await;
+        let payments = self.payments().await;
+        let seats = self
+            .db(Service::Concert)
+            .run(|conn| concert_service::store::seat_holders(conn).map_err(DbError::from))
+            .await
+            .unwrap();
+        let seat_of = |schedule: &str, seat_no: i32| {
+            seats
+                .iter()
+                .find(|s| s.0 == schedule && s.1 == seat_no)
+                .cloned()
+                .expect("seat exists")
+        };
+
+        // No seat is HELD or SOLD for two reservations, and every live hold
+        // or confirmation owns its seat.
+        let mut claims: HashMap<(String, i32), Vec<&str>> = HashMap::new();
+        for r in reservations
+            .iter()
+            .filter(|r| r.status == "HELD" || r.status == "CONFIRMED")
+        {
+            claims
+                .entry((r.schedule_id.clone(), r.seat_no))
+                .or_default()
+                .push(&r.id);
+            let (_, _, status, holder) = seat_of(&r.schedule_id, r.seat_no);
+            let expected = if r.status == "HELD" { "HELD" } else { "SOLD" };
+            assert_eq!(
+                (status.as_str(), holder.as_deref()),
+                (expected, Some(r.id.as_str())),
+                "seat of {}",
+                r.id
+            );
+        }
+        for (seat, holders) in &claims {
+            assert_eq!(holders.len(), 1, "seat {seat:?} claimed by {holders:?}");
+        }
+        for (schedule, seat_no, status, holder) in &seats {
+            if status != "AVAILABLE" {
+                let holder = holder.as_deref().expect("a taken seat has a holder");
+                assert!(
+                    claims
+                        .get(&(schedule.clone(), *seat_no))
+                        .is_some_and(|h| h == &vec![holder]),
+                    "seat {schedule}/{seat_no} is {status} for {holder}, which does not hold it"
+                );
+            }
+        }
+
+        // Every member: balance = charges - debits + refunds >= 0.
+        let balances = self
+            .db(Service::MemberBalance)
+            .run(|conn| member_balance_service::store::balances(conn).map_err(DbError::from))
+            .await
+            .unwrap();
+        for (user, balance) in balances {
+            let sum = self
+                .db(Service::MemberBalance)
+                .run({
+                    let user = user.clone();
+                    move |conn| {
+                        member_balance_service::store::ledger_sum(conn, &user)
+                            .map_err(DbError::from)
+                    }
+                })
+                .await
+                .unwrap();
+            assert!(balance >= 0, "{user} is negative");
+            assert_eq!(balance, sum, "{user}'s balance is the sum of the ledger");
+        }
+
+        // Every COMPLETED payment has one CONFIRMED reservation and one SOLD seat.
+        for (payment, reservation, status) in &payments {
+            if status == "COMPLETED" {
+                let confirmed: Vec<_> = reservations
+                    .iter()
+                    .filter(|r| {
+                        r.status == "CONFIRMED" && r.payment_id.as_deref() == Some(payment.as_str())
+                    })
+                    .collect();
+                assert_eq!(confirmed.len(), 1, "payment {payment}");
+                assert_eq!(&confirmed[0].id, reservation);
+                let (_, _, seat, holder) = seat_of(&confirmed[0].schedule_id, confirmed[0].seat_no);
+                assert_eq!(
+                    (seat.as_str(), holder.as_deref()),
+                    ("SOLD", Some(reservation.as_str()))
+                );
+            }
+        }
+        // Every debit whose reservation was not confirmed by it is refunded.
+        let unrefunded = self
+            .db(Service::MemberBalance)
+            .run(|conn| {
+                member_balance_service::store::unrefunded_debits(conn).map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+        for (payment, reservation) in unrefunded {
+            let confirmed = reservations.iter().any(|r| {
+                r.id == reservation
+                    && r.status == "CONFIRMED"
+                    && r.payment_id.as_deref() == Some(payment.as_str())
+            });
+            assert!(
+                confirmed,
+                "debit of payment {payment} kept without a confirmed reservation"
+            );
+        }
+    }
+
+    /// Waits until no consumer has applied anything for a short while.
+    pub async fn settle(&self) {
+        let mut last = String::new();
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            let mut snapshot = String::new();
+            for service in Service::ALL {
+                let url = self.url(service, "/metrics");
+                let text = self
+                    .http
+                    .get(&url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                snapshot.extend(
+                    text.lines()
+                        .filter(|l| l.starts_with("events_consumed_total"))
+                        .map(|l| l.to_string() + "\n"),
+                );
+            }
+            if snapshot != last {
+                last = snapshot;
+                quiet_since = tokio::time::Instant::now();
+            } else if quiet_since.elapsed() > Duration::from_millis(700) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn reservations(&self) -> Vec<reservation_service::store::Reservation> {
+        self.db(Service::Reservation)
+            .run(|conn| reservation_service::store::all(conn).map_err(DbError::from))
+            .await
+            .unwrap()
+    }
+
+    pub async fn payments(&self) -> Vec<(String, String, String)> {
+        self.db(Service::Payment)
+            .run(|conn| payment_service::store::all_payments(conn).map_err(DbError::from))
+            .await
+            .unwrap()
+    }
+
+    /// How many times events were applied, skipped as duplicates, etc.
+    pub async fn consumed(&self, outcome: &str) -> u64 {
+        let mut total = 0;
+        for service in Service::ALL {
+            let text = self
+                .http
+                .get(self.url(service, "/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            total += text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("events_consumed_total")
+                        && l.contains(&format!("outcome=\"{outcome}\""))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        total
+    }
+}
+
+pub struct Fan {
+    pub user: Uuid,
+    pub token: String,
+    pub pass: String,
+}
