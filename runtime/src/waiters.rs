@@ -12,9 +12,12 @@ use uuid::Uuid;
 /// How often a waiter re-reads on its own (for changes from other instances).
 pub const RECHECK: Duration = Duration::from_millis(500);
 
+/// A notification per entity, with how many requests wait on it.
+type Registry = HashMap<Uuid, (Arc<Notify>, usize)>;
+
 #[derive(Clone, Default)]
 pub struct Waiters {
-    entries: Arc<Mutex<HashMap<Uuid, (Arc<Notify>, usize)>>>,
+    entries: Arc<Mutex<Registry>>,
 }
 
 /// A registration; dropping it unregisters.

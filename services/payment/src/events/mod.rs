@@ -108,40 +108,7 @@ impl EventHandler for PaymentEvents {
                     store::mark_refunded(tx.conn(), payment_id)?;
                 }
             }
-            Event::SeatSold(e) => {
-                // Sold after the payment already failed: the reservation
-                // service cancels that confirmation on PaymentFailed, which
-                // releases the seat and refunds; nothing is completed here.
-                if store::finish(tx.conn(), payment_id, Status::Completed, None, false)? {
-                    let projection = store::projected(tx.conn(), payment.reservation_uuid())?;
-                    let concert_id = projection
-                        .as_ref()
-                        .and_then(|p| Uuid::parse_str(&p.concert_id).ok())
-                        .unwrap_or_default();
-                    tx.publish(&Envelope::caused_by(
-                        event,
-                        PaymentCompleted {
-                            payment_id,
-                            reservation_id: e.reservation_id,
-                            user_id: payment.user_uuid(),
-                            concert_id,
-                            amount: payment.amount,
-                        },
-                        event.partition_key.clone(),
-                    ))?;
-                    let body = serde_json::json!({
-                        "payment_id": payment_id,
-                        "reservation_id": e.reservation_id,
-                        "user_id": payment.user_id,
-                        "concert_id": concert_id,
-                        "schedule_id": e.schedule_id,
-                        "seat_no": e.seat_no,
-                        "amount": payment.amount,
-                        "completed_at": chrono::Utc::now(),
-                    });
-                    store::enqueue_delivery(tx.conn(), payment_id, &body)?;
-                }
-            }
+            Event::SeatSold(e) => complete(tx, event, &payment, e)?,
             _ => {}
         }
         Ok(())
@@ -158,6 +125,50 @@ impl EventHandler for PaymentEvents {
             self.deliveries.notify_one();
         }
     }
+}
+
+/// The seat is sold: the payment is COMPLETED, the fan's pass may end, and
+/// the data platform hears of it after this commit.
+fn complete(
+    tx: &mut Tx<'_>,
+    event: &Envelope,
+    payment: &Payment,
+    sold: &shared_events::SeatSold,
+) -> Result<(), HandlerError> {
+    // Sold after the payment already failed: the reservation service cancels
+    // that confirmation on PaymentFailed, which releases the seat and
+    // refunds; nothing is completed here.
+    if !store::finish(tx.conn(), payment.uuid(), Status::Completed, None, false)? {
+        return Ok(());
+    }
+    let projection = store::projected(tx.conn(), payment.reservation_uuid())?;
+    let concert_id = projection
+        .as_ref()
+        .and_then(|p| Uuid::parse_str(&p.concert_id).ok())
+        .unwrap_or_default();
+    tx.publish(&Envelope::caused_by(
+        event,
+        PaymentCompleted {
+            payment_id: payment.uuid(),
+            reservation_id: sold.reservation_id,
+            user_id: payment.user_uuid(),
+            concert_id,
+            amount: payment.amount,
+        },
+        event.partition_key.clone(),
+    ))?;
+    let body = serde_json::json!({
+        "payment_id": payment.uuid(),
+        "reservation_id": sold.reservation_id,
+        "user_id": payment.user_id,
+        "concert_id": concert_id,
+        "schedule_id": sold.schedule_id,
+        "seat_no": sold.seat_no,
+        "amount": payment.amount,
+        "completed_at": chrono::Utc::now(),
+    });
+    store::enqueue_delivery(tx.conn(), payment.uuid(), &body)?;
+    Ok(())
 }
 
 fn detail_of(event: &Event) -> Option<String> {

@@ -86,18 +86,7 @@ impl EventHandler for ReservationEvents {
                     ))?;
                 }
             }
-            Event::SeatHoldRejected(e) => {
-                if store::reject(tx.conn(), e.reservation_id, &e.reason)? {
-                    tx.publish(&Envelope::caused_by(
-                        event,
-                        ReservationRejected {
-                            reservation_id: e.reservation_id,
-                            reason: e.reason.clone(),
-                        },
-                        key,
-                    ))?;
-                }
-            }
+            Event::SeatHoldRejected(e) => reject_hold(tx, event, e)?,
             Event::BalanceDebited(e) => self.confirm_or_reject(tx, event, e)?,
             Event::PaymentFailed(e) => {
                 store::remember_failed_payment(tx.conn(), e.payment_id)?;
@@ -196,6 +185,24 @@ impl ReservationEvents {
         }
         Ok(())
     }
+}
+
+fn reject_hold(
+    tx: &mut Tx<'_>,
+    event: &Envelope,
+    rejected: &shared_events::SeatHoldRejected,
+) -> Result<(), HandlerError> {
+    if store::reject(tx.conn(), rejected.reservation_id, &rejected.reason)? {
+        tx.publish(&Envelope::caused_by(
+            event,
+            ReservationRejected {
+                reservation_id: rejected.reservation_id,
+                reason: rejected.reason.clone(),
+            },
+            event.partition_key.clone(),
+        ))?;
+    }
+    Ok(())
 }
 
 /// Undoes a confirmation whose payment cannot complete: the seat is released

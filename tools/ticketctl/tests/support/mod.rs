@@ -23,6 +23,8 @@ pub struct Knobs {
     pub hold_ttl_secs: i64,
     pub payment_deadline_secs: i64,
     pub max_active: i64,
+    pub pass_ttl_secs: i64,
+    pub poll_timeout_secs: i64,
 }
 
 impl Default for Knobs {
@@ -31,6 +33,8 @@ impl Default for Knobs {
             hold_ttl_secs: 300,
             payment_deadline_secs: 60,
             max_active: 1000,
+            pass_ttl_secs: 600,
+            poll_timeout_secs: 30,
         }
     }
 }
@@ -114,6 +118,10 @@ impl Cluster {
                 s.service.queue.pass_signing_key = ticket_runtime::Secret::new(self.keys.0.clone());
                 s.service.queue.policy.max_active = self.knobs.max_active;
                 s.service.queue.policy.admission_rate_per_sec = 10_000;
+                s.service.queue.policy.pass_ttl_secs = self.knobs.pass_ttl_secs;
+                s.service.queue.policy.poll_timeout_secs = self.knobs.poll_timeout_secs;
+                s.service.queue.policy.sweep_interval_ms = 100;
+                s.service.queue.policy.admission_interval_ms = 50;
                 queue_service::start(s).await
             }
             Service::Reservation => {
@@ -187,19 +195,35 @@ impl Cluster {
         response.json().await.unwrap()
     }
 
+    /// Signs a pass with the cluster's real key (for expired passes, say).
+    pub fn sign_pass(&self, claims: &ticket_runtime::pass::PassClaims) -> String {
+        ticket_runtime::pass::PassSigner::from_base64(&self.keys.0)
+            .unwrap()
+            .sign(claims)
+    }
+
+    /// Joins the line; returns the token's JSON and the HTTP status.
+    pub async fn join(&self, user: Uuid, concert: &str) -> (StatusCode, Value) {
+        let url = self.url(Service::Queue, "/v1/queue/tokens");
+        let body = json!({ "user_id": user, "concert_id": concert });
+        eventually(WAIT, "the queue to know the concert", || async {
+            let response = self.http.post(&url).json(&body).send().await.unwrap();
+            let status = response.status();
+            (status != StatusCode::NOT_FOUND).then_some(())?;
+            Some((status, response.json().await.unwrap()))
+        })
+        .await
+    }
+
+    pub async fn poll(&self, token: &str) -> Value {
+        self.get_json(self.url(Service::Queue, &format!("/v1/queue/tokens/{token}")))
+            .await
+    }
+
     /// A fan admitted for `concert`, with their pass.
     pub async fn fan(&self, concert: &str) -> Fan {
         let user = Uuid::new_v4();
-        let url = self.url(Service::Queue, "/v1/queue/tokens");
-        let body = json!({ "user_id": user, "concert_id": concert });
-        // The queue learns concerts from ConcertScheduled: wait until it has.
-        let token = eventually(WAIT, "the queue to know the concert", || async {
-            let response = self.http.post(&url).json(&body).send().await.unwrap();
-            (response.status() != StatusCode::NOT_FOUND).then_some(())?;
-            let token: Value = response.json().await.unwrap();
-            Some(token)
-        })
-        .await;
+        let (_, token) = self.join(user, concert).await;
         let token_id = token["token"].as_str().unwrap().to_string();
         let poll = self.url(Service::Queue, &format!("/v1/queue/tokens/{token_id}"));
         let pass = eventually(WAIT, "admission", || async {
@@ -393,11 +417,11 @@ impl Cluster {
             .await
             .unwrap();
         let seat_of = |schedule: &str, seat_no: i32| {
-            seats
+            let seat = seats
                 .iter()
-                .find(|s| s.0 == schedule && s.1 == seat_no)
-                .cloned()
-                .expect("seat exists")
+                .find(|s| s.schedule_id == schedule && s.seat_no == seat_no)
+                .expect("seat exists");
+            (seat.status.clone(), seat.reservation_id.clone())
         };
 
         // No seat is HELD or SOLD for two reservations, and every live hold
@@ -411,7 +435,7 @@ impl Cluster {
                 .entry((r.schedule_id.clone(), r.seat_no))
                 .or_default()
                 .push(&r.id);
-            let (_, _, status, holder) = seat_of(&r.schedule_id, r.seat_no);
+            let (status, holder) = seat_of(&r.schedule_id, r.seat_no);
             let expected = if r.status == "HELD" { "HELD" } else { "SOLD" };
             assert_eq!(
                 (status.as_str(), holder.as_deref()),
@@ -423,7 +447,13 @@ impl Cluster {
         for (seat, holders) in &claims {
             assert_eq!(holders.len(), 1, "seat {seat:?} claimed by {holders:?}");
         }
-        for (schedule, seat_no, status, holder) in &seats {
+        for seat in &seats {
+            let (schedule, seat_no, status, holder) = (
+                &seat.schedule_id,
+                &seat.seat_no,
+                &seat.status,
+                &seat.reservation_id,
+            );
             if status != "AVAILABLE" {
                 let holder = holder.as_deref().expect("a taken seat has a holder");
                 assert!(
@@ -468,7 +498,7 @@ impl Cluster {
                     .collect();
                 assert_eq!(confirmed.len(), 1, "payment {payment}");
                 assert_eq!(&confirmed[0].id, reservation);
-                let (_, _, seat, holder) = seat_of(&confirmed[0].schedule_id, confirmed[0].seat_no);
+                let (seat, holder) = seat_of(&confirmed[0].schedule_id, confirmed[0].seat_no);
                 assert_eq!(
                     (seat.as_str(), holder.as_deref()),
                     ("SOLD", Some(reservation.as_str()))
