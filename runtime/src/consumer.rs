@@ -8,11 +8,15 @@
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
 use shared_events::{Decoded, Envelope, EventType, Topic};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -95,12 +99,28 @@ pub async fn apply_once(
     .await
 }
 
+/// Notes when the consumer has joined its group (been given its share of
+/// partitions, possibly none), so readiness can wait for it.
+struct GroupMembership {
+    joined: Arc<AtomicBool>,
+}
+
+impl ClientContext for GroupMembership {}
+
+impl ConsumerContext for GroupMembership {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.joined
+            .store(matches!(rebalance, Rebalance::Assign(_)), Ordering::SeqCst);
+    }
+}
+
 pub struct EventConsumer {
     db: Db,
     kafka: Kafka,
     settings: ConsumerSettings,
     metrics: Metrics,
     handler: Arc<dyn EventHandler>,
+    joined: Arc<AtomicBool>,
 }
 
 impl EventConsumer {
@@ -117,12 +137,24 @@ impl EventConsumer {
             settings,
             metrics,
             handler,
+            joined: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// True once the consumer has joined its group.
+    pub fn joined(&self) -> Arc<AtomicBool> {
+        self.joined.clone()
     }
 
     /// Subscribes and processes messages until `stop`.
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
-        let consumer: StreamConsumer = self.kafka.consumer_config(self.handler.name()).create()?;
+        let membership = GroupMembership {
+            joined: self.joined.clone(),
+        };
+        let consumer: StreamConsumer<GroupMembership> = self
+            .kafka
+            .consumer_config(self.handler.name())
+            .create_with_context(membership)?;
         let topics: Vec<String> = self
             .handler
             .topics()

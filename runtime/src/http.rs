@@ -11,6 +11,8 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -147,6 +149,8 @@ pub struct Probes {
     pub db: Db,
     pub kafka: Kafka,
     pub metrics: Metrics,
+    /// Each consumer's name and whether it has joined its group.
+    pub consumers: Vec<(String, Arc<AtomicBool>)>,
 }
 
 async fn live(probes: web::Data<Probes>) -> HttpResponse {
@@ -155,15 +159,33 @@ async fn live(probes: web::Data<Probes>) -> HttpResponse {
 
 async fn ready(probes: web::Data<Probes>) -> HttpResponse {
     let (database, broker) = tokio::join!(probes.db.ping(), probes.kafka.is_reachable());
+    let joined = probes
+        .consumers
+        .iter()
+        .all(|(_, joined)| joined.load(Ordering::SeqCst));
+    let consumers: serde_json::Map<String, serde_json::Value> = probes
+        .consumers
+        .iter()
+        .map(|(name, joined)| {
+            let state = if joined.load(Ordering::SeqCst) {
+                "joined"
+            } else {
+                "joining"
+            };
+            (name.clone(), state.into())
+        })
+        .collect();
+    let ready = database && broker && joined;
     let body = serde_json::json!({
-        "status": if database && broker { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "service": probes.service,
         "checks": {
             "database": if database { "up" } else { "down" },
             "broker": if broker { "up" } else { "down" },
+            "consumers": consumers,
         },
     });
-    if database && broker {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

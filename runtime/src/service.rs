@@ -5,6 +5,7 @@ use actix_web::web;
 use shared_events::Service;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -27,6 +28,7 @@ pub struct ServiceRuntime<T> {
     pub metrics: Metrics,
     stop: CancellationToken,
     tasks: JoinSet<()>,
+    consumers: Vec<(String, Arc<AtomicBool>)>,
 }
 
 impl<T> ServiceRuntime<T> {
@@ -62,6 +64,7 @@ impl<T> ServiceRuntime<T> {
             metrics,
             stop,
             tasks,
+            consumers: Vec::new(),
         })
     }
 
@@ -72,8 +75,10 @@ impl<T> ServiceRuntime<T> {
             self.kafka.clone(),
             self.settings.consumer.clone(),
             self.metrics.clone(),
-            handler,
+            handler.clone(),
         );
+        self.consumers
+            .push((handler.name().to_string(), consumer.joined()));
         let stop = self.stop.clone();
         self.tasks.spawn(async move {
             if let Err(error) = consumer.run(stop).await {
@@ -101,6 +106,7 @@ impl<T> ServiceRuntime<T> {
             db: self.db.clone(),
             kafka: self.kafka.clone(),
             metrics: self.metrics.clone(),
+            consumers: self.consumers.clone(),
         };
         let (server, addr) = http::serve(&self.settings.http, probes, configure)?;
         let handle = server.handle();

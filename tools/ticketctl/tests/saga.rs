@@ -44,7 +44,7 @@ on_both_backends! {
     happy_path;
     insufficient_balance_then_top_up_and_retry;
     hold_expires_before_payment with Knobs { hold_ttl_secs: 2, ..Knobs::default() };
-    hold_expires_while_the_debit_is_in_flight with Knobs { hold_ttl_secs: 3, ..Knobs::default() };
+    hold_expires_while_the_debit_is_in_flight with Knobs { hold_ttl_secs: 5, ..Knobs::default() };
     fan_cancels_then_pays;
     two_hundred_fans_race_for_one_seat;
     hundred_concurrent_payments_with_one_key;

@@ -15,14 +15,15 @@ const SERVICES: [(&str, u16); 5] = [
     ("payment", 5),
 ];
 
-/// Six consecutive free ports: a base for the services and one for the broker.
+/// Free ports: base+1..=base+5 for the services, base+10 for the data
+/// platform, base+11 for the broker.
 fn free_ports() -> (u16, u16) {
     for _ in 0..50 {
         let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 30_000) as u16;
-        let all_free =
-            (0..=6).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());
+        let all_free = (0..=11)
+            .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());
         if all_free {
-            return (base, base + 6);
+            return (base, base + 11);
         }
     }
     panic!("no free port range");
@@ -121,6 +122,8 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
         assert_eq!(ready["status"], "ready", "{name}");
         assert_eq!(ready["service"], name);
     }
+    let platform = json(&http, url(10, "/health/ready")).await;
+    assert_eq!(platform["service"], "data-platform");
     let concerts = json(&http, url(1, "/v1/concerts")).await;
     assert_eq!(concerts.as_array().unwrap().len(), 3, "demo catalog");
     let member = uuid::Uuid::new_v4();

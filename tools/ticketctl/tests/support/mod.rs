@@ -146,7 +146,15 @@ impl Cluster {
             }
         }
         .unwrap_or_else(|e| panic!("{service} starts: {e:#}"));
+        let ready = format!("{}/health/ready", running.url());
         self.services.insert(service, running);
+        // Ready includes "its consumers joined their groups": no event the
+        // scenario causes next waits for a rebalance.
+        eventually(WAIT, &format!("{service} to be ready"), || async {
+            let response = self.http.get(&ready).send().await.ok()?;
+            response.status().is_success().then_some(())
+        })
+        .await;
     }
 
     /// Stops a service as a crash would.

@@ -1,0 +1,260 @@
+//! Benchmarks whose figures are in docs/benchmarks.md.
+//!
+//! cargo run --release -p ticketctl --example bench -- queue-positions [--postgres]
+//! cargo run --release -p ticketctl --example bench -- saga [--postgres]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use chrono::{TimeDelta, Utc};
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use std::time::{Duration, Instant};
+use ticket_runtime::testkit::TestDatabase;
+use ticket_runtime::{Db, DbError};
+use uuid::Uuid;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn summary(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    format!(
+        "mean {:>7.1} µs  p50 {:>7.1} µs  p99 {:>7.1} µs",
+        mean.as_secs_f64() * 1e6,
+        percentile(&samples, 0.5).as_secs_f64() * 1e6,
+        percentile(&samples, 0.99).as_secs_f64() * 1e6
+    )
+}
+
+/// A line of `n` waiting fans for one concert, 1% of whom stopped polling
+/// and are dropped through the service's own sweeper.
+async fn fill_line(db: &Db, concert: Uuid, n: i64) {
+    let concert_id = concert.to_string();
+    db.run(move |conn| {
+        let started = Utc::now() - TimeDelta::seconds(5);
+        conn.batch_execute(&format!(
+            "INSERT INTO queue_lines (concert_id, next_seq, head_seq, active_count, rate_clock) \
+             VALUES ('{concert_id}', {}, 1, 0, '{}')",
+            n + 1,
+            started.naive_utc()
+        ))?;
+        conn.batch_execute("BEGIN")?;
+        for chunk in (1..=n).collect::<Vec<_>>().chunks(500) {
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|seq| {
+                    let seen = if seq % 100 == 0 { started - TimeDelta::hours(1) } else { Utc::now() };
+                    format!(
+                        "('{}', '{}', '{concert_id}', {seq}, 'WAITING', '{}', '{}')",
+                        Uuid::new_v4(),
+                        Uuid::new_v4(),
+                        seen.naive_utc(),
+                        started.naive_utc()
+                    )
+                })
+                .collect();
+            conn.batch_execute(&format!(
+                "INSERT INTO queue_tokens (token, user_id, concert_id, seq, status, last_seen_at, created_at) VALUES {}",
+                rows.join(",")
+            ))?;
+        }
+        conn.batch_execute("COMMIT")?;
+        Ok::<_, DbError>(())
+    })
+    .await
+    .unwrap();
+    let policy = queue_policy();
+    db.transaction(move |tx| {
+        queue_service::store::drop_idle_waiters(tx.conn(), Utc::now(), &policy, i64::MAX)
+            .map_err(DbError::from)
+    })
+    .await
+    .unwrap();
+}
+
+fn queue_policy() -> queue_service::domain::QueuePolicy {
+    queue_service::domain::QueuePolicy {
+        max_active: 100,
+        admission_rate_per_sec: 50,
+        admission_interval_ms: 100,
+        pass_ttl_secs: 600,
+        poll_timeout_secs: 30,
+        sweep_interval_ms: 1000,
+    }
+}
+
+async fn queue_positions(postgres: bool) {
+    println!(
+        "position lookups ({}), 2000 random waiting fans per size",
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    for n in [1_000i64, 10_000, 100_000, 300_000] {
+        let database = if postgres {
+            TestDatabase::postgres("bench")
+        } else {
+            TestDatabase::sqlite("bench")
+        };
+        let settings: ticket_runtime::Settings<ticket_runtime::NoServiceSettings> =
+            ticket_runtime::config::Layers::new("")
+                .unwrap()
+                .set("database.url", database.url.as_str())
+                .build()
+                .unwrap();
+        let db = Db::connect(&settings.database, queue_service::SCHEMA)
+            .await
+            .unwrap();
+        let concert = Uuid::new_v4();
+        let loading = Instant::now();
+        fill_line(&db, concert, n).await;
+        let loaded = loading.elapsed();
+        let probes: Vec<i64> = (0..2000).map(|i| 1 + (i * 7919 + 13) % n).collect();
+        let (mut fenwick, mut naive) = (Vec::new(), Vec::new());
+        for seq in probes {
+            let concert_id = concert.to_string();
+            let token = db
+                .run(move |conn| {
+                    diesel::sql_query(format!(
+                        "SELECT token FROM queue_tokens WHERE concert_id = '{concert_id}' AND seq = {seq}"
+                    ))
+                    .load::<TokenRow>(conn)
+                    .map_err(DbError::from)
+                })
+                .await
+                .unwrap()
+                .remove(0)
+                .token;
+            let token = Uuid::parse_str(&token).unwrap();
+            let started = Instant::now();
+            db.run(move |conn| {
+                let found = queue_service::store::find(conn, token)?.expect("token");
+                queue_service::store::position(conn, &found).map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+            fenwick.push(started.elapsed());
+
+            let concert_id = concert.to_string();
+            let started = Instant::now();
+            db.run(move |conn| {
+                diesel::sql_query(format!(
+                    "SELECT COUNT(*) AS ahead FROM queue_tokens WHERE concert_id = '{concert_id}' \
+                     AND status = 'WAITING' AND seq < {seq}"
+                ))
+                .load::<Ahead>(conn)
+                .map_err(DbError::from)
+            })
+            .await
+            .unwrap();
+            naive.push(started.elapsed());
+        }
+        println!("  line {n:>7} (loaded in {:>5.1} s)", loaded.as_secs_f64());
+        println!("    position (Fenwick): {}", summary(fenwick));
+        println!("    COUNT(*) ahead:     {}", summary(naive));
+    }
+}
+
+#[derive(QueryableByName)]
+struct TokenRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    token: String,
+}
+
+#[derive(QueryableByName)]
+struct Ahead {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    #[allow(dead_code)]
+    ahead: i64,
+}
+
+async fn saga(postgres: bool) {
+    let cluster = support::Cluster::start(postgres, support::Knobs::default()).await;
+    let concerts = cluster
+        .get_json(cluster.url(shared_events::Service::Concert, "/v1/concerts"))
+        .await;
+    let concert = concerts[0]["id"].as_str().unwrap().to_string();
+    let schedules = cluster
+        .get_json(cluster.url(
+            shared_events::Service::Concert,
+            &format!("/v1/concerts/{concert}/schedules"),
+        ))
+        .await;
+    let schedule = schedules[0]["id"].as_str().unwrap().to_string();
+    cluster.settle().await;
+
+    let (mut holds, mut payments) = (Vec::new(), Vec::new());
+    for seat in 1..=50 {
+        let fan = cluster.fan(&concert).await;
+        cluster.charge(&fan, 1_000_000).await;
+        let started = Instant::now();
+        let (status, held) = cluster.reserve(&fan, &schedule, seat).await;
+        assert_eq!(status, 201, "{held}");
+        holds.push(started.elapsed());
+        let started = Instant::now();
+        let (_, payment) = cluster.pay(&fan, held["id"].as_str().unwrap(), None).await;
+        let done = if payment["status"] == "COMPLETED" {
+            payment
+        } else {
+            cluster
+                .payment_outcome(&fan, payment["id"].as_str().unwrap())
+                .await
+        };
+        assert_eq!(done["status"], "COMPLETED");
+        payments.push(started.elapsed());
+    }
+    println!(
+        "saga latency ({}), 50 fans one after another",
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    println!(
+        "  seat hold   (POST → HELD, 2 hops):        {}",
+        summary(holds)
+    );
+    println!(
+        "  payment     (POST → COMPLETED, 4 hops):   {}",
+        summary(payments)
+    );
+
+    let schedule = schedules[1]["id"].as_str().unwrap().to_string();
+    let fans = futures::future::join_all((0..50).map(|_| cluster.fan(&concert))).await;
+    for fan in &fans {
+        cluster.charge(fan, 1_000_000).await;
+    }
+    let started = Instant::now();
+    futures::future::join_all(fans.iter().enumerate().map(|(i, fan)| {
+        let cluster = &cluster;
+        let schedule = schedule.clone();
+        async move {
+            let (_, held) = cluster.reserve(fan, &schedule, i as i64 + 1).await;
+            let held = cluster
+                .reservation_reaches(fan, held["id"].as_str().unwrap(), "HELD")
+                .await;
+            let (_, payment) = cluster.pay(fan, held["id"].as_str().unwrap(), None).await;
+            let done = cluster
+                .payment_outcome(fan, payment["id"].as_str().unwrap())
+                .await;
+            assert_eq!(done["status"], "COMPLETED");
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    println!(
+        "  50 concurrent sagas (hold + pay): {:.2} s, {:.1} sagas/s",
+        elapsed.as_secs_f64(),
+        50.0 / elapsed.as_secs_f64()
+    );
+    cluster.stop().await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let postgres = args.iter().any(|a| a == "--postgres");
+    match args.first().map(String::as_str) {
+        Some("queue-positions") => queue_positions(postgres).await,
+        Some("saga") => saga(postgres).await,
+        _ => eprintln!("usage: bench <queue-positions|saga> [--postgres]"),
+    }
+}
