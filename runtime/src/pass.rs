@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use std::future::{ready, Ready};
 use uuid::Uuid;
 
+use crate::db::{AnyConnection, Db, DbError};
 use crate::http::ApiError;
+use crate::schema::ended_passes;
+use diesel::prelude::*;
 
 const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
 
@@ -297,6 +300,29 @@ mod tests {
         assert!(PassSigner::from_base64("not base64!").is_err());
         assert!(PassVerifier::from_base64(&STANDARD.encode([1u8; 16])).is_err());
     }
+}
+
+/// Records that a pass ended early (on `QueuePassEnded`).
+pub fn record_ended(conn: &mut AnyConnection, token: Uuid) -> QueryResult<()> {
+    let row = (
+        ended_passes::token.eq(token.to_string()),
+        ended_passes::ended_at.eq(Utc::now().naive_utc()),
+    );
+    crate::on_backend!(conn, |c| diesel::insert_into(ended_passes::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(())
+}
+
+/// Whether the pass was ended early; a valid signature does not outlive that.
+pub async fn is_ended(db: &Db, pass: &Pass) -> Result<bool, DbError> {
+    let token = pass.0.jti.to_string();
+    db.run(move |conn| {
+        let found: i64 = ended_passes::table.find(token).count().get_result(conn)?;
+        Ok(found > 0)
+    })
+    .await
 }
 
 /// The `[auth]` section of services that accept passes.

@@ -29,3 +29,10 @@ diesel::table! {
         expires_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    ended_passes (token) {
+        token -> Text,
+        ended_at -> Timestamp,
+    }
+}

@@ -13,8 +13,8 @@ use ticket_runtime::{Migrations, RunningService, Secret, ServiceRuntime, Setting
 pub const SERVICE: Service = Service::Concert;
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
 pub const SCHEMA: Migrations = Migrations {
-    sqlite: diesel_migrations::embed_migrations!("migrations/sqlite"),
-    postgres: diesel_migrations::embed_migrations!("migrations/postgres"),
+    sqlite: diesel_migrations::embed_migrations!("migrations"),
+    postgres: diesel_migrations::embed_migrations!("migrations"),
 };
 
 #[derive(Debug, Clone, Deserialize)]

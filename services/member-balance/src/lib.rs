@@ -12,8 +12,8 @@ use ticket_runtime::{Migrations, RunningService, ServiceRuntime, Settings};
 pub const SERVICE: Service = Service::MemberBalance;
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
 pub const SCHEMA: Migrations = Migrations {
-    sqlite: diesel_migrations::embed_migrations!("migrations/sqlite"),
-    postgres: diesel_migrations::embed_migrations!("migrations/postgres"),
+    sqlite: diesel_migrations::embed_migrations!("migrations"),
+    postgres: diesel_migrations::embed_migrations!("migrations"),
 };
 
 #[derive(Debug, Clone, Deserialize)]

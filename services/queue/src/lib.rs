@@ -22,8 +22,8 @@ use domain::QueuePolicy;
 pub const SERVICE: Service = Service::Queue;
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
 pub const SCHEMA: Migrations = Migrations {
-    sqlite: diesel_migrations::embed_migrations!("migrations/sqlite"),
-    postgres: diesel_migrations::embed_migrations!("migrations/postgres"),
+    sqlite: diesel_migrations::embed_migrations!("migrations"),
+    postgres: diesel_migrations::embed_migrations!("migrations"),
 };
 
 #[derive(Debug, Clone, Deserialize)]

@@ -3,8 +3,11 @@
 //! its own database and the broker, its environment is valid configuration
 //! for that service, and the image runs `ticketctl`.
 
+mod support;
+
 use shared_events::Service;
 use std::path::PathBuf;
+use support::defaults;
 use ticket_runtime::config::Layers;
 
 fn repo() -> PathBuf {
@@ -26,16 +29,6 @@ fn compose() -> serde_json::Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn defaults(service: Service) -> &'static str {
-    match service {
-        Service::Concert => concert_service::DEFAULTS,
-        Service::Queue => queue_service::DEFAULTS,
-        Service::Reservation => reservation_service::DEFAULTS,
-        Service::MemberBalance => member_balance_service::DEFAULTS,
-        Service::Payment => payment_service::DEFAULTS,
-    }
 }
 
 /// Builds the service's settings from its defaults plus the compose

@@ -163,12 +163,7 @@ async fn pay(
 ) -> Result<HttpResponse, PaymentError> {
     let claims = pass.0.clone();
     let user = claims.user_id();
-    let token = claims.jti;
-    let ended = state
-        .db
-        .run(move |conn| Ok::<_, PaymentError>(store::pass_ended(conn, token)?))
-        .await?;
-    if ended {
+    if ticket_runtime::pass::is_ended(&state.db, &pass).await? {
         return Err(PassError::Ended.into());
     }
     let key = match request.headers().get(IDEMPOTENCY_KEY) {

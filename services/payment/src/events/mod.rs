@@ -74,7 +74,7 @@ impl EventHandler for PaymentEvents {
             Event::ReservationCancelled(e) => {
                 store::project_status(tx.conn(), e.reservation_id, "CANCELLED")?
             }
-            Event::QueuePassEnded(e) => store::end_pass(tx.conn(), e.token)?,
+            Event::QueuePassEnded(e) => ticket_runtime::pass::record_ended(tx.conn(), e.token)?,
             _ => {}
         }
         let Some(payment_id) = payment_of(&event.event) else {

@@ -10,9 +10,7 @@ use ticket_runtime::AnyConnection;
 use uuid::Uuid;
 
 use crate::domain::Status;
-use schema::{
-    data_platform_deliveries, ended_passes, payment_steps, payments, reservation_projection,
-};
+use schema::{data_platform_deliveries, payment_steps, payments, reservation_projection};
 
 fn now() -> NaiveDateTime {
     Utc::now().naive_utc()
@@ -253,26 +251,6 @@ pub fn projected(
         .find(reservation_id.to_string())
         .first(conn)
         .optional()
-}
-
-pub fn end_pass(conn: &mut AnyConnection, token: Uuid) -> QueryResult<()> {
-    let row = (
-        ended_passes::token.eq(token.to_string()),
-        ended_passes::ended_at.eq(now()),
-    );
-    ticket_runtime::on_backend!(conn, |c| diesel::insert_into(ended_passes::table)
-        .values(row)
-        .on_conflict_do_nothing()
-        .execute(c))?;
-    Ok(())
-}
-
-pub fn pass_ended(conn: &mut AnyConnection, token: Uuid) -> QueryResult<bool> {
-    let found: i64 = ended_passes::table
-        .find(token.to_string())
-        .count()
-        .get_result(conn)?;
-    Ok(found > 0)
 }
 
 /// Queues the completed reservation for the data platform, in the same

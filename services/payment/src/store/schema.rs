@@ -37,13 +37,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    ended_passes (token) {
-        token -> Text,
-        ended_at -> Timestamp,
-    }
-}
-
-diesel::table! {
     data_platform_deliveries (payment_id) {
         payment_id -> Text,
         body -> Text,

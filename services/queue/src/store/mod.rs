@@ -13,7 +13,8 @@ use uuid::Uuid;
 use crate::domain::{dropout_index, ended, fans_ahead, AdmissionBudget, QueuePolicy, TokenStatus};
 use schema::{known_concerts, queue_dropouts, queue_lines, queue_tokens};
 
-#[derive(Debug, Clone, Queryable)]
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = queue_tokens)]
 pub struct QueueToken {
     pub token: String,
     pub user_id: String,
@@ -31,30 +32,6 @@ impl QueueToken {
         TokenStatus::parse(&self.status).unwrap_or(TokenStatus::Expired)
     }
 }
-
-type TokenColumns = (
-    queue_tokens::token,
-    queue_tokens::user_id,
-    queue_tokens::concert_id,
-    queue_tokens::seq,
-    queue_tokens::status,
-    queue_tokens::pass,
-    queue_tokens::pass_expires_at,
-    queue_tokens::ended_reason,
-    queue_tokens::last_seen_at,
-);
-
-const TOKEN_COLUMNS: TokenColumns = (
-    queue_tokens::token,
-    queue_tokens::user_id,
-    queue_tokens::concert_id,
-    queue_tokens::seq,
-    queue_tokens::status,
-    queue_tokens::pass,
-    queue_tokens::pass_expires_at,
-    queue_tokens::ended_reason,
-    queue_tokens::last_seen_at,
-);
 
 fn naive(at: DateTime<Utc>) -> NaiveDateTime {
     at.naive_utc()
@@ -80,7 +57,7 @@ pub fn is_known_concert(conn: &mut AnyConnection, concert_id: Uuid) -> QueryResu
 pub fn find(conn: &mut AnyConnection, token: Uuid) -> QueryResult<Option<QueueToken>> {
     queue_tokens::table
         .find(token.to_string())
-        .select(TOKEN_COLUMNS)
+        .select(QueueToken::as_select())
         .first(conn)
         .optional()
 }
@@ -97,7 +74,7 @@ pub fn find_live(
             queue_tokens::status
                 .eq_any([TokenStatus::Waiting.as_str(), TokenStatus::Active.as_str()]),
         )
-        .select(TOKEN_COLUMNS)
+        .select(QueueToken::as_select())
         .first(conn)
         .optional()
 }

@@ -98,11 +98,7 @@ impl ResponseError for ReservationError {
 
 /// The pass must not have ended early (its payment completed).
 async fn live_pass(db: &Db, pass: &Pass) -> Result<(), ReservationError> {
-    let token = pass.0.jti;
-    let ended = db
-        .run(move |conn| Ok::<_, ReservationError>(store::pass_ended(conn, token)?))
-        .await?;
-    if ended {
+    if ticket_runtime::pass::is_ended(db, pass).await? {
         return Err(PassError::Ended.into());
     }
     Ok(())

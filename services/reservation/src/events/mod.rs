@@ -63,7 +63,7 @@ impl EventHandler for ReservationEvents {
             Event::ConcertScheduled(e) => {
                 store::remember_schedule(tx.conn(), e.schedule_id, e.concert_id)?
             }
-            Event::QueuePassEnded(e) => store::end_pass(tx.conn(), e.token)?,
+            Event::QueuePassEnded(e) => ticket_runtime::pass::record_ended(tx.conn(), e.token)?,
             Event::SeatHeld(e) => {
                 let expires_at = Utc::now() + self.policy.hold_ttl();
                 // Not PENDING any more (timed out or cancelled meanwhile): the

@@ -11,7 +11,7 @@ use ticket_runtime::AnyConnection;
 use uuid::Uuid;
 
 use crate::domain::{SeatNo, Status};
-use schema::{ended_passes, failed_payments, reservations, schedule_catalog};
+use schema::{failed_payments, reservations, schedule_catalog};
 
 #[derive(Debug, Clone, Queryable, Serialize)]
 pub struct Reservation {
@@ -230,26 +230,6 @@ pub fn concert_of_schedule(
         .select(schedule_catalog::concert_id)
         .first(conn)
         .optional()
-}
-
-pub fn end_pass(conn: &mut AnyConnection, token: Uuid) -> QueryResult<()> {
-    let row = (
-        ended_passes::token.eq(token.to_string()),
-        ended_passes::ended_at.eq(now()),
-    );
-    ticket_runtime::on_backend!(conn, |c| diesel::insert_into(ended_passes::table)
-        .values(row)
-        .on_conflict_do_nothing()
-        .execute(c))?;
-    Ok(())
-}
-
-pub fn pass_ended(conn: &mut AnyConnection, token: Uuid) -> QueryResult<bool> {
-    let found: i64 = ended_passes::table
-        .find(token.to_string())
-        .count()
-        .get_result(conn)?;
-    Ok(found > 0)
 }
 
 pub fn remember_failed_payment(conn: &mut AnyConnection, payment_id: Uuid) -> QueryResult<()> {

@@ -23,13 +23,6 @@ diesel::table! {
 }
 
 diesel::table! {
-    ended_passes (token) {
-        token -> Text,
-        ended_at -> Timestamp,
-    }
-}
-
-diesel::table! {
     failed_payments (payment_id) {
         payment_id -> Text,
     }

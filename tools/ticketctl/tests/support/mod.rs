@@ -51,7 +51,7 @@ pub struct Cluster {
     pub http: Client,
 }
 
-fn defaults(service: Service) -> &'static str {
+pub fn defaults(service: Service) -> &'static str {
     match service {
         Service::Concert => concert_service::DEFAULTS,
         Service::Queue => queue_service::DEFAULTS,

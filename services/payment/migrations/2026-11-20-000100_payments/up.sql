@@ -40,10 +40,6 @@ CREATE TABLE reservation_projection (
     hold_expires_at TIMESTAMP NOT NULL
 );
 
-CREATE TABLE ended_passes (
-    token TEXT PRIMARY KEY,
-    ended_at TIMESTAMP NOT NULL
-);
 
 -- Completed payments waiting to reach the data platform (retried with backoff).
 CREATE TABLE data_platform_deliveries (

@@ -24,8 +24,3 @@ CREATE TABLE schedule_catalog (
     concert_id TEXT NOT NULL
 );
 
--- Passes that ended before their expiry (QueuePassEnded).
-CREATE TABLE ended_passes (
-    token TEXT PRIMARY KEY,
-    ended_at TIMESTAMP NOT NULL
-);

@@ -1,1 +1,0 @@
-DROP TABLE seats; DROP TABLE schedules; DROP TABLE concerts;

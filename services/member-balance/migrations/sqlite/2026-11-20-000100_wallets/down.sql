@@ -1,1 +1,0 @@
-DROP TABLE charge_requests; DROP TABLE ledger_entries; DROP TABLE wallets;

@@ -1,1 +1,0 @@
-DROP TABLE ended_passes; DROP TABLE schedule_catalog; DROP TABLE reservations;
