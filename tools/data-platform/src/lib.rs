@@ -16,6 +16,8 @@ pub struct Received {
     records: Vec<Value>,
     payments: HashSet<String>,
     deliveries: usize,
+    /// Requests still to refuse with 503, to rehearse an outage.
+    outage: usize,
 }
 
 #[derive(Clone, Default)]
@@ -52,20 +54,29 @@ impl DataPlatform {
         self.received.lock().expect("lock").records.clone()
     }
 
-    /// Every POST, repeats included.
+    /// Refuses the next `requests` deliveries with 503 Service Unavailable.
+    pub fn fail_next(&self, requests: usize) {
+        self.received.lock().expect("lock").outage = requests;
+    }
+
+    /// Every POST, repeats and refused ones included.
     pub fn deliveries(&self) -> usize {
         self.received.lock().expect("lock").deliveries
     }
 
-    fn record(&self, body: Value) -> Result<bool, String> {
+    fn record(&self, body: Value) -> Result<Recorded, String> {
         let id = body["payment_id"]
             .as_str()
             .ok_or("payment_id is required")?
             .to_string();
         let mut received = self.received.lock().expect("lock");
         received.deliveries += 1;
+        if received.outage > 0 {
+            received.outage -= 1;
+            return Ok(Recorded::Unavailable);
+        }
         if !received.payments.insert(id) {
-            return Ok(false);
+            return Ok(Recorded::Duplicate);
         }
         if let Some(path) = &self.file {
             let mut file = std::fs::OpenOptions::new()
@@ -76,7 +87,7 @@ impl DataPlatform {
             writeln!(file, "{body}").map_err(|e| e.to_string())?;
         }
         received.records.push(body);
-        Ok(true)
+        Ok(Recorded::New)
     }
 
     /// Serves on 127.0.0.1:`port` (0 picks one) until the returned server stops.
@@ -100,12 +111,20 @@ impl DataPlatform {
     }
 }
 
+enum Recorded {
+    New,
+    Duplicate,
+    Unavailable,
+}
+
 async fn receive(platform: web::Data<DataPlatform>, body: web::Json<Value>) -> HttpResponse {
     match platform.record(body.into_inner()) {
-        Ok(true) => HttpResponse::Created().json(serde_json::json!({ "recorded": true })),
-        Ok(false) => {
+        Ok(Recorded::New) => HttpResponse::Created().json(serde_json::json!({ "recorded": true })),
+        Ok(Recorded::Duplicate) => {
             HttpResponse::Ok().json(serde_json::json!({ "recorded": false, "duplicate": true }))
         }
+        Ok(Recorded::Unavailable) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "code": "unavailable", "message": "rehearsing an outage" })),
         Err(message) => HttpResponse::BadRequest()
             .json(serde_json::json!({ "code": "invalid_record", "message": message })),
     }

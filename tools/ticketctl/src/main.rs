@@ -23,7 +23,8 @@ up: starts a broker (nisshi, installed on first use) and the five services on
 127.0.0.1: concert 8081, queue 8082, reservation 8083, member-balance 8084,
 payment 8085, data platform 8090, broker 9092. Data lives in DIR (default ./data) and survives a
 restart. --database gives every service its own database on that PostgreSQL
-server; --kafka uses that broker instead of starting one.";
+server (postgres://host/NAME makes NAME_concert, ...; default ticketing_*);
+--kafka uses that broker instead of starting one.";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -351,24 +351,26 @@ fn ensure_nisshi() -> anyhow::Result<PathBuf> {
     broker::nisshi_binary().context("nisshi was installed but is not on PATH or in ~/.cargo/bin")
 }
 
-/// The service's own database on the given server, created when missing.
+/// The service's own database on the given server, created when missing:
+/// `postgres://host/NAME` gives `NAME_concert`, `NAME_queue`, …; without a
+/// name, `ticketing_concert`, ….
 fn postgres_database(server: &str, service: Service) -> anyhow::Result<String> {
-    let name = format!("ticketing_{}", service.as_str().replace('-', "_"));
-    let mut admin =
-        PgConnection::establish(server).with_context(|| format!("cannot connect to {server}"))?;
+    let (scheme, rest) = server
+        .split_once("://")
+        .with_context(|| format!("not a URL: {server}"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = path.split('?').next().unwrap_or_default();
+    let prefix = if path.is_empty() { "ticketing" } else { path };
+    let name = format!("{prefix}_{}", service.as_str().replace('-', "_"));
+    let admin_url = format!("{scheme}://{authority}/postgres");
+    let mut admin = PgConnection::establish(&admin_url)
+        .with_context(|| format!("cannot connect to {admin_url}"))?;
     if let Err(error) = admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")) {
         if !error.to_string().contains("already exists") {
             return Err(error).with_context(|| format!("cannot create database {name}"));
         }
     }
-    let (scheme_and_host, _) = match server.split_once("://") {
-        Some((scheme, rest)) => {
-            let host = rest.split('/').next().unwrap_or(rest);
-            (format!("{scheme}://{host}"), ())
-        }
-        None => bail!("not a URL: {server}"),
-    };
-    Ok(format!("{scheme_and_host}/{name}"))
+    Ok(format!("{scheme}://{authority}/{name}"))
 }
 
 /// The pass key pair, made on the first `up` and kept in the data folder.

@@ -52,6 +52,7 @@ on_both_backends! {
     every_saga_event_delivered_twice;
     a_service_killed_mid_saga_finishes_after_restart;
     a_stalled_payment_is_failed_and_compensated with Knobs { payment_deadline_secs: 2, ..Knobs::default() };
+    a_data_platform_outage_neither_delays_nor_fails_payments;
 }
 
 async fn happy_path(cluster: &mut Cluster) {
@@ -537,4 +538,36 @@ async fn a_stalled_payment_is_failed_and_compensated(cluster: &mut Cluster) {
         (payment["refunded"] == true).then_some(())
     })
     .await;
+}
+
+async fn a_data_platform_outage_neither_delays_nor_fails_payments(cluster: &mut Cluster) {
+    let (concert, schedule) = cluster.schedule().await;
+    let fan = cluster.fan(&concert).await;
+    cluster.charge(&fan, 500_000).await;
+    let hold = cluster.hold(&fan, &schedule, 46).await;
+    cluster.platform.fail_next(3);
+
+    let (status, payment) = cluster.pay(&fan, hold["id"].as_str().unwrap(), None).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "decided within the window despite the outage: {payment}"
+    );
+    assert_eq!(payment["status"], "COMPLETED");
+    let payment_id = payment["id"].as_str().unwrap().to_string();
+
+    let record = eventually(WAIT, "delivery after the outage", || async {
+        cluster
+            .platform
+            .records()
+            .into_iter()
+            .find(|r| r["payment_id"] == payment_id.as_str())
+    })
+    .await;
+    assert_eq!(record["seat_no"], 46);
+    assert!(
+        cluster.platform.deliveries() >= 4,
+        "refused three times, then delivered"
+    );
+    assert_eq!(cluster.platform.records().len(), 1, "recorded once");
 }

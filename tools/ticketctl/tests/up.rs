@@ -34,7 +34,7 @@ struct Up {
     lines: mpsc::Receiver<String>,
 }
 
-fn start(data_dir: &std::path::Path, base: u16, broker: u16) -> Up {
+fn start(data_dir: &std::path::Path, base: u16, broker: u16, extra: &[&str]) -> Up {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
         .args(["up", "--data-dir"])
         .arg(data_dir)
@@ -44,6 +44,7 @@ fn start(data_dir: &std::path::Path, base: u16, broker: u16) -> Up {
             "--broker-port",
             &broker.to_string(),
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -116,7 +117,7 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
     let http = reqwest::Client::new();
     let url = |offset: u16, path: &str| format!("http://127.0.0.1:{}{path}", base + offset);
 
-    let up = start(&data_dir, base, broker);
+    let up = start(&data_dir, base, broker, &[]);
     for (name, offset) in SERVICES {
         let ready = json(&http, url(offset, "/health/ready")).await;
         assert_eq!(ready["status"], "ready", "{name}");
@@ -143,11 +144,91 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
         );
     }
 
-    let up = start(&data_dir, base, broker);
+    let up = start(&data_dir, base, broker, &[]);
     let again = json(&http, url(1, "/v1/concerts")).await;
     assert_eq!(again, concerts, "same catalog, not seeded twice");
     let balance = json(&http, url(4, &format!("/v1/members/{member}/balance"))).await;
     assert_eq!(balance["balance"], 12_345, "balance survived the restart");
     up.stop();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_on_external_postgres_and_kafka() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection, RunQueryDsl};
+
+    let data_dir =
+        std::env::temp_dir().join(format!("ticketctl-ext-{}", uuid::Uuid::new_v4().simple()));
+    let (base, unused_broker_port) = free_ports();
+    let prefix = format!(
+        "uptest_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let admin = ticket_runtime::testkit::postgres_admin_url();
+    let server = admin.rsplit_once('/').unwrap().0.to_string();
+    let database = format!("{server}/{prefix}");
+    let kafka = ticket_runtime::testkit::broker();
+    let http = reqwest::Client::new();
+    let url = |offset: u16, path: &str| format!("http://127.0.0.1:{}{path}", base + offset);
+
+    let up = start(
+        &data_dir,
+        base,
+        unused_broker_port,
+        &["--database", &database, "--kafka", kafka, "--no-demo-data"],
+    );
+    assert!(
+        !data_dir.join("broker").exists(),
+        "no broker of its own with --kafka"
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", unused_broker_port)).is_err());
+    assert_eq!(
+        json(&http, url(1, "/v1/concerts")).await,
+        serde_json::json!([]),
+        "--no-demo-data"
+    );
+    let member = uuid::Uuid::new_v4();
+    let charged = http
+        .post(url(4, &format!("/v1/members/{member}/charges")))
+        .json(&serde_json::json!({ "amount": 777 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(charged.status(), 201);
+    up.stop();
+
+    #[derive(diesel::QueryableByName)]
+    struct Balance {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        balance: i64,
+    }
+    let mut wallet_db =
+        PgConnection::establish(&format!("{server}/{prefix}_member_balance")).unwrap();
+    let rows: Vec<Balance> = diesel::sql_query(format!(
+        "SELECT balance FROM wallets WHERE user_id = '{member}'"
+    ))
+    .load(&mut wallet_db)
+    .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.balance).collect::<Vec<_>>(),
+        [777],
+        "stored in its own PostgreSQL database"
+    );
+    drop(wallet_db);
+    let mut admin_conn = PgConnection::establish(&admin).unwrap();
+    for service in [
+        "concert",
+        "queue",
+        "reservation",
+        "member_balance",
+        "payment",
+    ] {
+        admin_conn
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{prefix}_{service}\" WITH (FORCE)"
+            ))
+            .unwrap();
+    }
     let _ = std::fs::remove_dir_all(&data_dir);
 }
