@@ -27,6 +27,7 @@ topic_prefix = ""
 partitions = 3
 replication_factor = 1
 enable_idempotence = true
+fetch_wait_max_ms = 25
 
 [outbox]
 batch_size = 256
@@ -87,6 +88,10 @@ pub struct KafkaSettings {
     pub partitions: i32,
     pub replication_factor: i32,
     pub enable_idempotence: bool,
+    /// How long a consumer's fetch may wait at the broker for data: the
+    /// latency of each hop when the broker answers fetches only at the end
+    /// of the wait, and the idle fetch rate otherwise.
+    pub fetch_wait_max_ms: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

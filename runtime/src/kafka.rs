@@ -84,7 +84,10 @@ impl Kafka {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100")
+            .set(
+                "fetch.wait.max.ms",
+                self.settings.fetch_wait_max_ms.to_string(),
+            )
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
         config

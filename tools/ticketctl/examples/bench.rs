@@ -2,6 +2,7 @@
 //!
 //! cargo run --release -p ticketctl --example bench -- queue-positions [--postgres]
 //! cargo run --release -p ticketctl --example bench -- saga [--postgres]
+//! cargo run --release -p ticketctl --example bench -- hop [--postgres]
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -111,9 +112,9 @@ async fn queue_positions(postgres: bool) {
         fill_line(&db, concert, n).await;
         let loaded = loading.elapsed();
         let probes: Vec<i64> = (0..2000).map(|i| 1 + (i * 7919 + 13) % n).collect();
-        let (mut fenwick, mut naive) = (Vec::new(), Vec::new());
-        for seq in probes {
-            let concert_id = concert.to_string();
+        let mut tokens = Vec::with_capacity(probes.len());
+        for seq in &probes {
+            let (concert_id, seq) = (concert.to_string(), *seq);
             let token = db
                 .run(move |conn| {
                     diesel::sql_query(format!(
@@ -126,7 +127,12 @@ async fn queue_positions(postgres: bool) {
                 .unwrap()
                 .remove(0)
                 .token;
-            let token = Uuid::parse_str(&token).unwrap();
+            tokens.push(Uuid::parse_str(&token).unwrap());
+        }
+        // Each kind of lookup in its own loop, so neither disturbs the
+        // other's caches.
+        let mut fenwick = Vec::new();
+        for token in tokens {
             let started = Instant::now();
             db.run(move |conn| {
                 let found = queue_service::store::find(conn, token)?.expect("token");
@@ -135,7 +141,9 @@ async fn queue_positions(postgres: bool) {
             .await
             .unwrap();
             fenwick.push(started.elapsed());
-
+        }
+        let mut naive = Vec::new();
+        for seq in probes {
             let concert_id = concert.to_string();
             let started = Instant::now();
             db.run(move |conn| {
@@ -248,6 +256,151 @@ async fn saga(postgres: bool) {
     cluster.stop().await;
 }
 
+/// Records when each event reached the handler.
+struct Stopwatch {
+    arrivals: std::sync::Arc<std::sync::Mutex<Vec<(Uuid, Instant)>>>,
+}
+
+impl ticket_runtime::EventHandler for Stopwatch {
+    fn name(&self) -> &str {
+        "stopwatch"
+    }
+
+    fn topics(&self) -> Vec<shared_events::Topic> {
+        vec![shared_events::Topic::BalanceEvents]
+    }
+
+    fn handles(&self, event_type: shared_events::EventType) -> bool {
+        event_type == shared_events::EventType::BalanceCharged
+    }
+
+    fn handle(
+        &self,
+        _: &mut ticket_runtime::Tx<'_>,
+        event: &shared_events::Envelope,
+    ) -> Result<(), ticket_runtime::HandlerError> {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .push((event.event_id, Instant::now()));
+        Ok(())
+    }
+}
+
+/// One hop: a local transaction with an outbox event, the relay, the broker,
+/// and an idempotent consumer's transaction in another service.
+async fn hop(postgres: bool) {
+    ticket_runtime::testkit::init_tracing();
+    let make = |label: &str| {
+        if postgres {
+            TestDatabase::postgres(label)
+        } else {
+            TestDatabase::sqlite(label)
+        }
+    };
+    let (db_a, db_b) = (make("hop_a"), make("hop_b"));
+    let prefix = ticket_runtime::testkit::unique_prefix();
+    let fetch_wait: u32 = std::env::var("FETCH_WAIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
+    let settings = |db: &TestDatabase| {
+        let mut settings = ticket_runtime::testkit::settings::<ticket_runtime::NoServiceSettings>(
+            "", &db.url, &prefix,
+        );
+        settings.kafka.fetch_wait_max_ms = fetch_wait;
+        settings
+    };
+    let a = ticket_runtime::ServiceRuntime::start(
+        shared_events::Service::MemberBalance,
+        settings(&db_a),
+        member_balance_service::SCHEMA,
+    )
+    .await
+    .unwrap();
+    let mut b = ticket_runtime::ServiceRuntime::start(
+        shared_events::Service::Payment,
+        settings(&db_b),
+        payment_service::SCHEMA,
+    )
+    .await
+    .unwrap();
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    b.consume(std::sync::Arc::new(Stopwatch {
+        arrivals: arrivals.clone(),
+    }));
+    let running_b = b.serve(|_| {}).unwrap();
+    let ready = format!("{}/health/ready", running_b.url());
+    while reqwest::get(&ready)
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut latencies, mut to_ack, mut to_handler) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..201 {
+        let envelope = shared_events::Envelope::new(
+            shared_events::BalanceCharged {
+                user_id: Uuid::new_v4(),
+                entry_id: Uuid::new_v4(),
+                amount: 1,
+                balance_after: 1,
+            },
+            "bench",
+        );
+        let id = envelope.event_id;
+        let started = Instant::now();
+        a.db.transaction(move |tx| {
+            tx.publish(&envelope)?;
+            Ok::<_, DbError>(())
+        })
+        .await
+        .unwrap();
+        let mut acked = None;
+        let arrived = loop {
+            if let Some((_, at)) = arrivals.lock().unwrap().iter().find(|(e, _)| *e == id) {
+                break *at;
+            }
+            if acked.is_none() {
+                let pending = a
+                    .db
+                    .run(|conn| ticket_runtime::outbox::pending_count(conn).map_err(DbError::from))
+                    .await
+                    .unwrap();
+                if pending == 0 {
+                    acked = Some(Instant::now());
+                }
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        if i > 0 {
+            latencies.push(arrived - started);
+            if let Some(acked) = acked {
+                to_ack.push(acked - started);
+                to_handler.push(arrived.saturating_duration_since(acked));
+            }
+        }
+    }
+    println!(
+        "one hop ({}, fetch.wait.max.ms={fetch_wait}), 200 events one after another",
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    println!(
+        "  commit → handler in the other service: {}",
+        summary(latencies)
+    );
+    println!(
+        "    commit → marked sent (broker ack):   {}",
+        summary(to_ack)
+    );
+    println!(
+        "    marked sent → handler:               {}",
+        summary(to_handler)
+    );
+    running_b.stop().await;
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -255,6 +408,7 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("queue-positions") => queue_positions(postgres).await,
         Some("saga") => saga(postgres).await,
-        _ => eprintln!("usage: bench <queue-positions|saga> [--postgres]"),
+        Some("hop") => hop(postgres).await,
+        _ => eprintln!("usage: bench <queue-positions|saga|hop> [--postgres]"),
     }
 }

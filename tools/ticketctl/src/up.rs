@@ -184,6 +184,9 @@ async fn start_all(
             .env("APP__HTTP__PORT", options.http_port(service).to_string())
             .env("DATABASE_URL", database_url)
             .env("KAFKA_BROKERS", brokers(options))
+            // One instance per service here: more partitions would only add
+            // idle fetch work for the broker.
+            .env("APP__KAFKA__PARTITIONS", "1")
             .env("APP__AUTH__PASS_PUBLIC_KEY", &keys.1)
             .env("APP__CONCERT__DEMO_DATA", options.demo_data.to_string())
             .env(
