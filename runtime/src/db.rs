@@ -28,7 +28,9 @@ pub enum Backend {
     Postgres,
 }
 
-/// A service's schema, once per backend (the SQL dialects differ).
+/// A service's schema, once per backend (the same set twice when its SQL is
+/// portable). Versions share diesel's table with the runtime's own
+/// migrations, numbered `…-0000NN`: services number theirs `…-000100` and up.
 pub struct Migrations {
     pub sqlite: EmbeddedMigrations,
     pub postgres: EmbeddedMigrations,
@@ -49,18 +51,6 @@ pub enum DbError {
     Migration(String),
     #[error("database task panicked")]
     Panicked,
-}
-
-impl DbError {
-    /// Worth another try: the database was busy, gone for a moment, or a
-    /// concurrent transaction won a race the database resolved by aborting us.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DbError::Unavailable(_) => true,
-            DbError::Query(e) => is_transient(e),
-            DbError::Migration(_) | DbError::Panicked => false,
-        }
-    }
 }
 
 pub(crate) fn is_transient(error: &DieselError) -> bool {

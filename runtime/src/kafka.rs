@@ -54,10 +54,6 @@ impl Kafka {
         &self.producer
     }
 
-    pub fn settings(&self) -> &KafkaSettings {
-        &self.settings
-    }
-
     /// The topic's name on this cluster (with the configured prefix).
     pub fn topic_name(&self, topic: Topic) -> String {
         format!("{}{}", self.settings.topic_prefix, topic.name())

@@ -93,11 +93,6 @@ impl Metrics {
         }
     }
 
-    /// For a service's own metrics.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();

@@ -129,10 +129,19 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        if let Some(name) = &self.name {
-            if let Ok(mut conn) = diesel::PgConnection::establish(&postgres_admin_url()) {
-                let _ =
-                    conn.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+        match &self.name {
+            Some(name) => {
+                if let Ok(mut conn) = diesel::PgConnection::establish(&postgres_admin_url()) {
+                    let _ = conn
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
+                }
+            }
+            // The file sits alone in its own scratch folder.
+            None => {
+                let file = std::path::Path::new(self.url.trim_start_matches("sqlite://"));
+                if let Some(dir) = file.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
             }
         }
     }
