@@ -240,6 +240,35 @@ async fn outbox_event_is_applied_exactly_once_in_order_postgres() {
     exactly_once_in_order(true).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_postgres_database_publish_each_event_once_in_order() {
+    let cluster = cluster(true).await;
+    // A second instance of service A on the same database: two relays wake
+    // on their own commits and race for the one outbox.
+    let twin = ServiceRuntime::start(Service::MemberBalance, cluster.a.settings.clone(), SCHEMA)
+        .await
+        .expect("second instance starts");
+    let amounts: Vec<i64> = (1..=40).map(|n| 1_000 + n).collect();
+    for (i, amount) in amounts.iter().enumerate() {
+        let instance = if i % 2 == 0 { &cluster.a.db } else { &twin.db };
+        charge_in_a(instance, charge(*amount, "member-twin")).await;
+    }
+    let rows = eventually(WAIT, "40 effects", || async {
+        let rows = effects_in(&cluster.b.db).await;
+        (rows.len() == amounts.len()).then_some(rows)
+    })
+    .await;
+    let seen: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    assert_eq!(seen, amounts, "commit order kept across instances");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        consumed(&cluster, "duplicate"),
+        0,
+        "no event was published twice"
+    );
+    assert!(outbox_empty(&cluster.a.db).await);
+}
+
 async fn relay_crash_after_ack(postgres: bool) {
     let cluster = cluster(postgres).await;
     let a_settings = &cluster.a.settings;
