@@ -27,7 +27,7 @@ pub struct DataPlatform {
 }
 
 impl DataPlatform {
-    pub fn new(file: Option<PathBuf>) -> std::io::Result<DataPlatform> {
+    pub fn new(file: Option<PathBuf>) -> DataPlatform {
         let platform = DataPlatform {
             received: Arc::default(),
             file,
@@ -46,7 +46,7 @@ impl DataPlatform {
                 }
             }
         }
-        Ok(platform)
+        platform
     }
 
     /// Distinct reservations received.

@@ -83,7 +83,7 @@ async fn data_platform(args: &[String]) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&data_dir)?;
     let platform =
-        data_platform_mock::DataPlatform::new(Some(data_dir.join("data-platform.jsonl")))?;
+        data_platform_mock::DataPlatform::new(Some(data_dir.join("data-platform.jsonl")));
     let (server, addr) = platform.serve(port)?;
     println!("data platform listening on http://{addr}");
     let handle = server.handle();

@@ -77,7 +77,7 @@ impl Cluster {
                 (s, db)
             })
             .collect();
-        let platform = data_platform_mock::DataPlatform::new(None).unwrap();
+        let platform = data_platform_mock::DataPlatform::new(None);
         let (server, addr) = platform.serve(0).unwrap();
         tokio::spawn(server);
         let mut cluster = Cluster {
