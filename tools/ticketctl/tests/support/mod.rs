@@ -16,6 +16,7 @@ use ticket_runtime::{Db, DbError, RunningService, Settings};
 use uuid::Uuid;
 
 pub const WAIT: Duration = Duration::from_secs(45);
+const DECISION_WINDOW_MS: u64 = 8_000;
 
 /// What a scenario may change from the defaults.
 #[derive(Clone)]
@@ -129,6 +130,9 @@ impl Cluster {
                 s.service.auth.pass_public_key = self.keys.1.clone();
                 s.service.reservation.hold_ttl_secs = self.knobs.hold_ttl_secs;
                 s.service.reservation.sweep_interval_ms = 100;
+                // Wide windows: scenarios assert "decided within the window"
+                // (201) and must not flake on a loaded machine.
+                s.service.reservation.decision_wait_ms = DECISION_WINDOW_MS;
                 reservation_service::start(s).await
             }
             Service::MemberBalance => {
@@ -140,6 +144,7 @@ impl Cluster {
                 s.service.auth.pass_public_key = self.keys.1.clone();
                 s.service.payment.deadline_secs = self.knobs.payment_deadline_secs;
                 s.service.payment.sweep_interval_ms = 100;
+                s.service.payment.decision_wait_ms = DECISION_WINDOW_MS;
                 s.service.data_platform.url = self.platform_url.clone();
                 s.service.data_platform.max_backoff_secs = 1;
                 payment_service::start(s).await
