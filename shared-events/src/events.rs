@@ -267,6 +267,10 @@ pub struct BalanceRefunded {
     pub user_id: Uuid,
     pub entry_id: Uuid,
     pub amount: i64,
+    /// Why the debit was given back (the reason of the event that caused it),
+    /// so the payment can say why it failed whichever event it hears first.
+    #[serde(default)]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -149,6 +149,7 @@ fn sample_events() -> Vec<Event> {
             user_id,
             entry_id,
             amount: 150_000,
+            reason: "HOLD_EXPIRED".into(),
         }
         .into(),
         PaymentRequested {
@@ -361,4 +362,19 @@ fn topic_and_event_names_round_trip() {
     for service in Service::ALL {
         assert_eq!(Service::parse(service.as_str()), Some(service));
     }
+}
+
+#[test]
+fn a_refund_from_before_it_carried_a_reason_still_decodes() {
+    let json = std::fs::read_to_string(golden_path(EventType::BalanceRefunded))
+        .unwrap()
+        .replace(",\"reason\":\"HOLD_EXPIRED\"", "");
+    assert!(!json.contains("reason"));
+    let Decoded::Known(envelope) = Envelope::decode(json.as_bytes()).unwrap() else {
+        panic!("must decode");
+    };
+    let Event::BalanceRefunded(refund) = envelope.event else {
+        panic!("a refund")
+    };
+    assert_eq!(refund.reason, "");
 }

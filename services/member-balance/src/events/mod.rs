@@ -78,20 +78,27 @@ impl EventHandler for BalanceEvents {
                     ))?;
                 }
             }
-            Event::ReservationConfirmationRejected(e) => refund(tx, event, e.payment_id)?,
+            Event::ReservationConfirmationRejected(e) => {
+                refund(tx, event, e.payment_id, &e.reason)?
+            }
             Event::ReservationCancelled(e) => {
                 if let Some(payment_id) = e.payment_id {
-                    refund(tx, event, payment_id)?;
+                    refund(tx, event, payment_id, &e.reason)?;
                 }
             }
-            Event::PaymentFailed(e) => refund(tx, event, e.payment_id)?,
+            Event::PaymentFailed(e) => refund(tx, event, e.payment_id, &e.reason)?,
             _ => {}
         }
         Ok(())
     }
 }
 
-fn refund(tx: &mut Tx<'_>, cause: &Envelope, payment_id: Uuid) -> Result<(), HandlerError> {
+fn refund(
+    tx: &mut Tx<'_>,
+    cause: &Envelope,
+    payment_id: Uuid,
+    reason: &str,
+) -> Result<(), HandlerError> {
     if let Some(refund) = store::refund_payment(tx.conn(), payment_id)? {
         tx.publish(&Envelope::caused_by(
             cause,
@@ -101,6 +108,7 @@ fn refund(tx: &mut Tx<'_>, cause: &Envelope, payment_id: Uuid) -> Result<(), Han
                 user_id: refund.user_id,
                 entry_id: Uuid::parse_str(&refund.entry.id).expect("own uuid"),
                 amount: refund.entry.amount,
+                reason: reason.into(),
             },
             cause.partition_key.clone(),
         ))?;

@@ -97,11 +97,13 @@ impl EventHandler for PaymentEvents {
                 store::note_reason(tx.conn(), payment_id, &e.reason)?
             }
             Event::SeatSaleRejected(e) => store::note_reason(tx.conn(), payment_id, &e.reason)?,
-            Event::BalanceRefunded(_) => {
+            Event::BalanceRefunded(refunded) => {
                 if payment.status() == Status::Pending {
-                    let why = payment
-                        .reason
-                        .clone()
+                    // The refund says why; it may arrive before the event it
+                    // answers (they travel on different topics).
+                    let why = Some(refunded.reason.clone())
+                        .filter(|r| !r.is_empty())
+                        .or_else(|| payment.reason.clone())
                         .unwrap_or_else(|| reason::REFUNDED.into());
                     fail(tx, Some(event), &payment, &why, true)?;
                 } else {
