@@ -134,10 +134,7 @@ async fn happy_path(cluster: &mut Cluster) {
 }
 
 async fn insufficient_balance_then_top_up_and_retry(cluster: &mut Cluster) {
-    let (concert, schedule) = cluster.schedule().await;
-    let fan = cluster.fan(&concert).await;
-    cluster.charge(&fan, 1_000).await;
-    let hold = cluster.hold(&fan, &schedule, 3).await;
+    let (fan, schedule, hold) = cluster.funded_hold(1_000, 3).await;
     let reservation_id = hold["id"].as_str().unwrap();
     let price = hold["price"].as_i64().unwrap();
 
@@ -167,10 +164,7 @@ async fn insufficient_balance_then_top_up_and_retry(cluster: &mut Cluster) {
 }
 
 async fn hold_expires_before_payment(cluster: &mut Cluster) {
-    let (concert, schedule) = cluster.schedule().await;
-    let fan = cluster.fan(&concert).await;
-    cluster.charge(&fan, 500_000).await;
-    let hold = cluster.hold(&fan, &schedule, 11).await;
+    let (fan, schedule, hold) = cluster.funded_hold(500_000, 11).await;
     let reservation_id = hold["id"].as_str().unwrap();
 
     let expired = cluster
@@ -186,10 +180,7 @@ async fn hold_expires_before_payment(cluster: &mut Cluster) {
 }
 
 async fn hold_expires_while_the_debit_is_in_flight(cluster: &mut Cluster) {
-    let (concert, schedule) = cluster.schedule().await;
-    let fan = cluster.fan(&concert).await;
-    cluster.charge(&fan, 500_000).await;
-    let hold = cluster.hold(&fan, &schedule, 12).await;
+    let (fan, schedule, hold) = cluster.funded_hold(500_000, 12).await;
     let reservation_id = hold["id"].as_str().unwrap();
 
     // The wallet service is down: the payment waits for its debit while
@@ -226,24 +217,11 @@ async fn hold_expires_while_the_debit_is_in_flight(cluster: &mut Cluster) {
 }
 
 async fn fan_cancels_then_pays(cluster: &mut Cluster) {
-    let (concert, schedule) = cluster.schedule().await;
-    let fan = cluster.fan(&concert).await;
-    cluster.charge(&fan, 500_000).await;
-    let hold = cluster.hold(&fan, &schedule, 20).await;
+    let (fan, schedule, hold) = cluster.funded_hold(500_000, 20).await;
     let reservation_id = hold["id"].as_str().unwrap();
 
-    let response = cluster
-        .http
-        .delete(cluster.url(
-            Service::Reservation,
-            &format!("/v1/reservations/{reservation_id}"),
-        ))
-        .bearer_auth(&fan.pass)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let cancelled: serde_json::Value = response.json().await.unwrap();
+    let (status, cancelled) = cluster.cancel(&fan, reservation_id).await;
+    assert_eq!(status, 200);
     assert_eq!(cancelled["status"], "CANCELLED");
     cluster.seat_becomes(&schedule, 20, "AVAILABLE").await;
 
@@ -255,21 +233,9 @@ async fn fan_cancels_then_pays(cluster: &mut Cluster) {
     assert_eq!(pay["code"], "reservation_not_payable");
     assert_eq!(cluster.balance(&fan).await, 500_000);
 
-    let again = cluster
-        .http
-        .delete(cluster.url(
-            Service::Reservation,
-            &format!("/v1/reservations/{reservation_id}"),
-        ))
-        .bearer_auth(&fan.pass)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        again.status(),
-        409,
-        "a cancelled hold cannot be cancelled again"
-    );
+    let (status, again) = cluster.cancel(&fan, reservation_id).await;
+    assert_eq!(status, 409, "a cancelled hold cannot be cancelled again");
+    assert_eq!(again["code"], "not_cancellable");
 }
 
 async fn two_hundred_fans_race_for_one_seat(cluster: &mut Cluster) {
@@ -306,10 +272,7 @@ async fn two_hundred_fans_race_for_one_seat(cluster: &mut Cluster) {
 }
 
 async fn concurrent_payments(cluster: &mut Cluster, one_key: bool) {
-    let (concert, schedule) = cluster.schedule().await;
-    let fan = cluster.fan(&concert).await;
-    cluster.charge(&fan, 1_000_000).await;
-    let hold = cluster.hold(&fan, &schedule, 30).await;
+    let (fan, _, hold) = cluster.funded_hold(1_000_000, 30).await;
     let reservation_id = hold["id"].as_str().unwrap();
     let price = hold["price"].as_i64().unwrap();
 
@@ -478,10 +441,7 @@ async fn a_service_killed_mid_saga_finishes_after_restart(cluster: &mut Cluster)
 }
 
 async fn a_stalled_payment_is_failed_and_compensated(cluster: &mut Cluster) {
-    let (concert, schedule) = cluster.schedule().await;
-    let fan = cluster.fan(&concert).await;
-    cluster.charge(&fan, 500_000).await;
-    let hold = cluster.hold(&fan, &schedule, 45).await;
+    let (fan, schedule, hold) = cluster.funded_hold(500_000, 45).await;
     let reservation_id = hold["id"].as_str().unwrap();
 
     // The reservation service is down past the payment's deadline, so the
@@ -516,38 +476,15 @@ async fn a_stalled_payment_is_failed_and_compensated(cluster: &mut Cluster) {
         assert_eq!(reservation["reason"], "PAYMENT_FAILED");
         cluster.seat_becomes(&schedule, 45, "AVAILABLE").await;
     }
-    let payment = cluster
-        .http
-        .get(cluster.url(Service::Payment, &format!("/v1/payments/{payment_id}")))
-        .bearer_auth(&fan.pass)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
-    assert_eq!(payment["status"], "FAILED");
+    assert_eq!(cluster.payment(&fan, &payment_id).await["status"], "FAILED");
     eventually(WAIT, "the refund noted on the payment", || async {
-        let payment = cluster
-            .http
-            .get(cluster.url(Service::Payment, &format!("/v1/payments/{payment_id}")))
-            .bearer_auth(&fan.pass)
-            .send()
-            .await
-            .ok()?
-            .json::<serde_json::Value>()
-            .await
-            .ok()?;
-        (payment["refunded"] == true).then_some(())
+        (cluster.payment(&fan, &payment_id).await["refunded"] == true).then_some(())
     })
     .await;
 }
 
 async fn a_data_platform_outage_neither_delays_nor_fails_payments(cluster: &mut Cluster) {
-    let (concert, schedule) = cluster.schedule().await;
-    let fan = cluster.fan(&concert).await;
-    cluster.charge(&fan, 500_000).await;
-    let hold = cluster.hold(&fan, &schedule, 46).await;
+    let (fan, _, hold) = cluster.funded_hold(500_000, 46).await;
     cluster.platform.fail_next(3);
 
     let (status, payment) = cluster.pay(&fan, hold["id"].as_str().unwrap(), None).await;

@@ -344,6 +344,45 @@ impl Cluster {
         (response.status(), response.json().await.unwrap())
     }
 
+    /// The payment as it stands.
+    pub async fn payment(&self, fan: &Fan, id: &str) -> Value {
+        let url = self.url(Service::Payment, &format!("/v1/payments/{id}"));
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&fan.pass)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn cancel(&self, fan: &Fan, reservation: &str) -> (StatusCode, Value) {
+        let url = self.url(
+            Service::Reservation,
+            &format!("/v1/reservations/{reservation}"),
+        );
+        let response = self
+            .http
+            .delete(&url)
+            .bearer_auth(&fan.pass)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// A fan with `balance` on their wallet who holds `seat_no` of a demo
+    /// schedule: where most scenarios start.
+    pub async fn funded_hold(&self, balance: i64, seat_no: i64) -> (Fan, String, Value) {
+        let (concert, schedule) = self.schedule().await;
+        let fan = self.fan(&concert).await;
+        self.charge(&fan, balance).await;
+        let hold = self.hold(&fan, &schedule, seat_no).await;
+        (fan, schedule, hold)
+    }
+
     /// Long-polls until the payment is COMPLETED or FAILED.
     pub async fn payment_outcome(&self, fan: &Fan, id: &str) -> Value {
         eventually(WAIT, "the payment's outcome", || async {
