@@ -6,7 +6,7 @@ set -euo pipefail
 say() { printf '[setup] %s\n' "$*"; }
 
 missing_packages=()
-for package in libpq-dev libsqlite3-dev pkg-config; do
+for package in libpq-dev libsqlite3-dev libssl-dev pkg-config; do
   dpkg -s "$package" >/dev/null 2>&1 || missing_packages+=("$package")
 done
 if ((${#missing_packages[@]})); then

@@ -28,11 +28,13 @@ partitions = 3
 replication_factor = 1
 enable_idempotence = true
 fetch_wait_max_ms = 25
+message_timeout_ms = 10000
 
 [outbox]
 batch_size = 256
 sweep_interval_ms = 1000
 retention_secs = 3600
+lease_ttl_ms = 15000
 
 [consumer]
 max_attempts = 8
@@ -92,6 +94,9 @@ pub struct KafkaSettings {
     /// latency of each hop when the broker answers fetches only at the end
     /// of the wait, and the idle fetch rate otherwise.
     pub fetch_wait_max_ms: u32,
+    /// How long the producer tries to deliver one event before it reports
+    /// the event as failed (the relay then publishes it again later).
+    pub message_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +106,10 @@ pub struct OutboxSettings {
     pub sweep_interval_ms: u64,
     /// How long sent rows are kept for inspection before they are pruned.
     pub retention_secs: i64,
+    /// How long the relay lease lasts without renewal: a dead relay's lease
+    /// is taken over after this. A live relay renews it every third of it,
+    /// also while a slow publish is in flight.
+    pub lease_ttl_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -56,6 +56,18 @@ pub enum HandlerError {
     Other(#[from] anyhow::Error),
 }
 
+impl crate::db::Transient for HandlerError {
+    fn is_transient(&self) -> bool {
+        match self {
+            HandlerError::Db(e) => e.is_transient(),
+            HandlerError::Other(e) => e
+                .downcast_ref::<DieselError>()
+                .is_some_and(crate::db::Transient::is_transient),
+            HandlerError::Rejected(_) => false,
+        }
+    }
+}
+
 impl From<DieselError> for HandlerError {
     fn from(error: DieselError) -> HandlerError {
         HandlerError::Db(DbError::Query(error))

@@ -53,7 +53,10 @@ pub enum DbError {
     Panicked,
 }
 
-pub(crate) fn is_transient(error: &DieselError) -> bool {
+/// Whether the database aborted the work for a reason that running the whole
+/// transaction again can cure: a serialization failure, a deadlock, a busy
+/// SQLite file, a dropped connection.
+fn is_transient(error: &DieselError) -> bool {
     match error {
         DieselError::DatabaseError(kind, info) => match kind {
             DatabaseErrorKind::SerializationFailure | DatabaseErrorKind::ClosedConnection => true,
@@ -65,6 +68,25 @@ pub(crate) fn is_transient(error: &DieselError) -> bool {
             }
         },
         _ => false,
+    }
+}
+
+/// An error that may stand for a transient database failure, so that
+/// [`Db::transaction`] can tell a retryable abort inside the body from a
+/// business refusal. Every error type a transaction body returns implements it.
+pub trait Transient {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for DieselError {
+    fn is_transient(&self) -> bool {
+        is_transient(self)
+    }
+}
+
+impl Transient for DbError {
+    fn is_transient(&self) -> bool {
+        matches!(self, DbError::Query(e) if is_transient(e))
     }
 }
 
@@ -202,12 +224,15 @@ impl Db {
     }
 
     /// Runs `f` in one transaction (an immediate one on SQLite, so that
-    /// writers queue instead of failing to upgrade a read lock), retrying a
-    /// few times when the database aborts it for a transient reason.
+    /// writers queue instead of failing to upgrade a read lock). When the
+    /// database aborts it for a transient reason — at BEGIN, COMMIT or any
+    /// statement in between — the whole transaction runs again, up to
+    /// [`TRANSACTION_ATTEMPTS`] times with jittered backoff: `f` must be safe
+    /// to run more than once (it only touches the database and `tx`).
     pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        E: From<DbError> + From<DieselError> + Send + 'static,
+        E: From<DbError> + From<DieselError> + Transient + Send + 'static,
         F: FnMut(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
         let signal = self.outbox_signal.clone();
@@ -237,30 +262,47 @@ fn migrate(conn: &mut AnyConnection, migrations: Migrations) -> Result<(), DbErr
     result.map_err(|e| DbError::Migration(e.to_string()))
 }
 
-const TRANSACTION_ATTEMPTS: u32 = 5;
+/// How many times one transaction is tried before its error is returned.
+pub const TRANSACTION_ATTEMPTS: u32 = 8;
+
+/// Backoff before attempt `attempt + 1`: 2 ms doubling, capped at 250 ms,
+/// with full jitter so that transactions that collided do not collide again.
+fn retry_backoff(attempt: u32) -> Duration {
+    let ceiling_ms = (2u64 << attempt.min(7)).min(250);
+    let mut random = [0u8; 8];
+    let spread = match getrandom::fill(&mut random) {
+        Ok(()) => u64::from_le_bytes(random) % (ceiling_ms + 1),
+        Err(_) => ceiling_ms / 2,
+    };
+    Duration::from_millis(spread.max(1))
+}
 
 fn transaction_with_retry<T, E, F>(conn: &mut AnyConnection, mut f: F) -> Result<(T, usize), E>
 where
-    E: From<DbError> + From<DieselError>,
+    E: From<DbError> + From<DieselError> + Transient,
     F: FnMut(&mut Tx<'_>) -> Result<T, E>,
 {
     let mut attempt = 1;
     loop {
-        match run_in_transaction(conn, &mut f) {
-            Err(TxFailure::Database(e)) if is_transient(&e) && attempt < TRANSACTION_ATTEMPTS => {
-                tracing::debug!(attempt, error = %e, "transaction aborted, retrying");
-                std::thread::sleep(Duration::from_millis(5 << attempt));
-                attempt += 1;
-            }
-            Err(TxFailure::Database(e)) => return Err(E::from(e)),
-            Err(TxFailure::Body(e)) => return Err(e),
+        let error = match run_in_transaction(conn, &mut f) {
             Ok(done) => return Ok(done),
+            Err(TxFailure::Database(e)) => E::from(e),
+            Err(TxFailure::Body(e)) => e,
+        };
+        if !error.is_transient() || attempt >= TRANSACTION_ATTEMPTS {
+            return Err(error);
         }
+        tracing::debug!(
+            attempt,
+            "transaction aborted by the database, running it again"
+        );
+        std::thread::sleep(retry_backoff(attempt));
+        attempt += 1;
     }
 }
 
 enum TxFailure<E> {
-    /// BEGIN or COMMIT failed: the whole transaction may be retried.
+    /// BEGIN or COMMIT failed.
     Database(DieselError),
     Body(E),
 }
@@ -312,6 +354,21 @@ macro_rules! on_backend {
         match $conn {
             $crate::AnyConnection::Sqlite($c) => $body,
             $crate::AnyConnection::Postgresql($c) => $body,
+        }
+    };
+}
+
+/// Reads the one row `query` selects and locks it until the transaction
+/// ends (`SELECT … FOR UPDATE` on PostgreSQL), so that decisions about one
+/// aggregate taken by two instances at once are made one after the other,
+/// each on the other's outcome. SQLite needs no row lock: its transactions
+/// here begin IMMEDIATE, so writers already run one at a time.
+#[macro_export]
+macro_rules! first_for_update {
+    ($conn:expr, $query:expr) => {
+        match $conn {
+            $crate::AnyConnection::Postgresql(c) => $query.for_update().first(c).optional(),
+            $crate::AnyConnection::Sqlite(c) => $query.first(c).optional(),
         }
     };
 }

@@ -175,13 +175,18 @@ async fn ready(probes: web::Data<Probes>) -> HttpResponse {
             (name.clone(), state.into())
         })
         .collect();
-    let ready = database && broker && joined;
+    let producer_failure = probes.kafka.producer_fatal_error();
+    let ready = database && broker && joined && producer_failure.is_none();
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "service": probes.service,
         "checks": {
             "database": if database { "up" } else { "down" },
             "broker": if broker { "up" } else { "down" },
+            "producer": match &producer_failure {
+                None => "up".to_string(),
+                Some(error) => format!("failed: {error}"),
+            },
             "consumers": consumers,
         },
     });

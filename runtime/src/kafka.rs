@@ -8,6 +8,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use shared_events::{dead_letter_topic, Topic};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::config::KafkaSettings;
@@ -29,29 +30,49 @@ pub mod headers {
 pub struct Kafka {
     settings: KafkaSettings,
     client_id: String,
-    producer: FutureProducer,
+    /// Replaced as a whole when it fails fatally (an idempotent producer
+    /// that was fenced or lost its sequence): a fatal producer never
+    /// publishes again, so a new one is the only way back.
+    producer: Arc<RwLock<FutureProducer>>,
 }
 
 impl Kafka {
     pub fn connect(settings: &KafkaSettings, client_id: &str) -> Result<Kafka, KafkaError> {
-        let mut config = base_config(settings, client_id);
-        config
-            .set("acks", "all")
-            .set(
-                "enable.idempotence",
-                settings.enable_idempotence.to_string(),
-            )
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", "10000");
         Ok(Kafka {
             settings: settings.clone(),
             client_id: client_id.to_string(),
-            producer: config.create()?,
+            producer: Arc::new(RwLock::new(new_producer(settings, client_id)?)),
         })
     }
 
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
+    /// The current producer (a cheap handle).
+    pub fn producer(&self) -> FutureProducer {
+        match self.producer.read() {
+            Ok(producer) => producer.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The producer's fatal error, if it has one: nothing it sends will be
+    /// published until [`Kafka::replace_failed_producer`] replaces it.
+    pub fn producer_fatal_error(&self) -> Option<String> {
+        self.producer()
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code}: {reason}"))
+    }
+
+    /// Replaces a producer that failed fatally with a new one; true if it did.
+    pub fn replace_failed_producer(&self) -> Result<bool, KafkaError> {
+        let mut current = match self.producer.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if current.client().fatal_error().is_none() {
+            return Ok(false);
+        }
+        *current = new_producer(&self.settings, &self.client_id)?;
+        Ok(true)
     }
 
     /// The topic's name on this cluster (with the configured prefix).
@@ -128,7 +149,7 @@ impl Kafka {
 
     /// Whether a broker answers a metadata request within a second.
     pub async fn is_reachable(&self) -> bool {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         tokio::task::spawn_blocking(move || {
             producer
                 .client()
@@ -138,6 +159,22 @@ impl Kafka {
         .await
         .unwrap_or(false)
     }
+}
+
+fn new_producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
+    let mut config = base_config(settings, client_id);
+    config
+        .set("acks", "all")
+        .set(
+            "enable.idempotence",
+            settings.enable_idempotence.to_string(),
+        )
+        .set("linger.ms", "1")
+        .set(
+            "message.timeout.ms",
+            settings.message_timeout_ms.to_string(),
+        );
+    config.create()
 }
 
 fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {

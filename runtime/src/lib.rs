@@ -10,6 +10,7 @@ pub mod consumer;
 pub mod db;
 pub mod http;
 pub mod kafka;
+pub mod member;
 pub mod metrics;
 pub mod outbox;
 pub mod pass;
@@ -22,7 +23,7 @@ pub mod waiters;
 
 pub use config::{NoServiceSettings, Secret, Settings};
 pub use consumer::{EventHandler, HandlerError};
-pub use db::{AnyConnection, Backend, Db, DbError, Migrations, Tx};
+pub use db::{AnyConnection, Backend, Db, DbError, Migrations, Transient, Tx};
 pub use http::{ApiError, ErrorBody};
 pub use kafka::Kafka;
 pub use metrics::Metrics;

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub outbox_published: IntCounter,
     pub outbox_failures: IntCounter,
     pub outbox_pending: IntGauge,
+    /// Producers replaced after a fatal error.
+    pub producer_restarts: IntCounter,
 }
 
 impl Metrics {
@@ -68,6 +70,11 @@ impl Metrics {
         .expect("valid metric");
         let outbox_pending =
             IntGauge::new("outbox_pending", "Events waiting in the outbox").expect("valid metric");
+        let producer_restarts = IntCounter::new(
+            "kafka_producer_restarts_total",
+            "Producers replaced after a fatal error",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -76,6 +83,7 @@ impl Metrics {
             Box::new(outbox_published.clone()),
             Box::new(outbox_failures.clone()),
             Box::new(outbox_pending.clone()),
+            Box::new(producer_restarts.clone()),
         ] {
             registry
                 .register(collector)
@@ -90,6 +98,7 @@ impl Metrics {
             outbox_published,
             outbox_failures,
             outbox_pending,
+            producer_restarts,
         }
     }
 

@@ -13,8 +13,8 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use rdkafka::util::Timeout;
 use shared_events::Envelope;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -28,10 +28,8 @@ use crate::metrics::Metrics;
 use crate::schema::{outbox, outbox_relay_lease};
 use crate::telemetry;
 
-/// How long a relay may hold the lease without renewing it (a dead relay's
-/// lease is taken over after this).
-const LEASE_TTL: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
-/// How long to wait for another instance's relay to finish draining.
+/// How long to wait before looking again while another instance's relay
+/// holds the lease.
 const LEASE_BUSY_RETRY: Duration = Duration::from_millis(20);
 
 #[derive(Insertable)]
@@ -118,7 +116,8 @@ impl OutboxRelay {
                 _ = self.signal.notified() => {}
                 _ = tokio::time::sleep(sweep) => {}
             }
-            if let Err(error) = self.drain().await {
+            self.recover_producer();
+            if let Err(error) = self.drain(&stop).await {
                 tracing::warn!(%error, "outbox relay could not publish; will retry");
                 tokio::select! {
                     _ = stop.cancelled() => break,
@@ -135,24 +134,41 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes everything pending. Returns how many events were acknowledged.
-    pub async fn drain(&self) -> Result<usize, RelayError> {
-        let mut total = 0;
-        loop {
-            if !self.acquire_lease().await? {
-                // Another instance is draining; it will also publish our rows,
-                // but wait for it so nothing is left behind when it stops.
-                tokio::time::sleep(LEASE_BUSY_RETRY).await;
-                if self.pending().await? == 0 {
-                    return Ok(total);
-                }
-                continue;
+    /// A producer that failed fatally publishes nothing ever again: replace it.
+    fn recover_producer(&self) {
+        let Some(fatal) = self.kafka.producer_fatal_error() else {
+            return;
+        };
+        match self.kafka.replace_failed_producer() {
+            Ok(true) => {
+                self.metrics.producer_restarts.inc();
+                tracing::error!(error = %fatal, "the producer failed fatally; replaced it");
             }
-            let outcome = self.drain_holding_lease().await;
-            self.release_lease().await?;
-            let published = outcome?;
-            total += published;
-            return Ok(total);
+            Ok(false) => {}
+            Err(error) => {
+                tracing::error!(error = %fatal, cause = %error, "the producer failed fatally and cannot be replaced yet");
+            }
+        }
+    }
+
+    /// Publishes everything pending, unless `stop` comes first. Returns how
+    /// many events were acknowledged.
+    pub async fn drain(&self, stop: &CancelToken) -> Result<usize, RelayError> {
+        loop {
+            if self.acquire_lease().await? {
+                let outcome = self.drain_holding_lease().await;
+                self.release_lease().await?;
+                return outcome;
+            }
+            // Another instance is draining; it also publishes our rows, but
+            // wait for it so nothing is left behind when it stops.
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(0),
+                _ = tokio::time::sleep(LEASE_BUSY_RETRY) => {}
+            }
+            if self.pending().await? == 0 {
+                return Ok(0);
+            }
         }
     }
 
@@ -164,14 +180,19 @@ impl OutboxRelay {
                 return Ok(total);
             }
             let full = batch.len() as i64 == self.settings.batch_size;
-            let acked = self.publish(&batch).await;
-            let failed = acked.len() < batch.len();
-            self.mark_sent(acked.clone()).await?;
-            total += acked.len();
-            if failed {
+            // The lease is renewed while the batch is in flight: one slow
+            // publish must not let a second relay start beside this one.
+            let acked = tokio::select! {
+                acked = self.publish(&batch) => acked,
+                lost = self.keep_lease() => return Err(lost),
+            };
+            let sent = acknowledged_prefix(&batch, &acked);
+            self.mark_sent(sent.clone()).await?;
+            total += sent.len();
+            if sent.len() < batch.len() {
                 return Err(RelayError::Broker(format!(
-                    "{} of {} events not acknowledged",
-                    batch.len() - acked.len(),
+                    "{} of {} events not acknowledged, or held back behind an earlier event of their key",
+                    batch.len() - sent.len(),
                     batch.len()
                 )));
             }
@@ -180,6 +201,22 @@ impl OutboxRelay {
             }
             self.renew_lease().await?;
         }
+    }
+
+    /// Renews the lease every third of its time-to-live; returns only when
+    /// it was lost.
+    async fn keep_lease(&self) -> RelayError {
+        let every = self.lease_ttl() / 3;
+        loop {
+            tokio::time::sleep(every.to_std().unwrap_or(Duration::from_secs(1))).await;
+            if let Err(error) = self.renew_lease().await {
+                return error;
+            }
+        }
+    }
+
+    fn lease_ttl(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::milliseconds(self.settings.lease_ttl_ms.max(30) as i64)
     }
 
     async fn pending(&self) -> Result<i64, RelayError> {
@@ -191,6 +228,7 @@ impl OutboxRelay {
 
     async fn acquire_lease(&self) -> Result<bool, RelayError> {
         let holder = self.holder.clone();
+        let ttl = self.lease_ttl();
         let taken = self
             .db
             .run(move |conn| {
@@ -205,7 +243,7 @@ impl OutboxRelay {
                     )
                     .set((
                         outbox_relay_lease::holder.eq(&holder),
-                        outbox_relay_lease::expires_at.eq(now + LEASE_TTL),
+                        outbox_relay_lease::expires_at.eq(now + ttl),
                     ))
                     .execute(conn)
                     .map_err(DbError::from)
@@ -262,14 +300,20 @@ impl OutboxRelay {
             .await?)
     }
 
-    /// Sends the batch and waits for the broker; returns the acknowledged seqs.
+    /// Sends the batch in sequence order and waits for the broker; returns
+    /// the acknowledged seqs. Once an event cannot even be handed to the
+    /// producer, the later events of its key in this batch are not sent: they
+    /// must not overtake it.
     pub async fn publish(&self, batch: &[PendingEvent]) -> Vec<i64> {
-        let topics: Vec<String> = batch
-            .iter()
-            .map(|e| self.kafka.prefixed(&e.topic))
-            .collect();
+        let producer = self.kafka.producer();
+        let mut held_back: HashSet<(&str, &str)> = HashSet::new();
         let mut deliveries = Vec::with_capacity(batch.len());
-        for (event, topic) in batch.iter().zip(&topics) {
+        for event in batch {
+            let key = (event.topic.as_str(), event.partition_key.as_str());
+            if held_back.contains(&key) {
+                continue;
+            }
+            let topic = self.kafka.prefixed(&event.topic);
             let span = tracing::info_span!(
                 "outbox.publish",
                 event_id = %event.event_id,
@@ -295,24 +339,33 @@ impl OutboxRelay {
                     value: Some(traceparent.as_str()),
                 });
             }
-            let record = FutureRecord::to(topic)
+            let record = FutureRecord::to(&topic)
                 .key(event.partition_key.as_str())
                 .payload(event.payload.as_str())
                 .headers(message_headers);
-            let delivery = self
-                .kafka
-                .producer()
-                .send(record, Timeout::After(Duration::from_secs(10)));
-            let seq = event.seq;
-            deliveries.push(async move { (seq, delivery.await) }.instrument(span));
-        }
-        let mut acked = Vec::with_capacity(batch.len());
-        for (seq, result) in futures::future::join_all(deliveries).await {
-            match result {
-                Ok(_) => acked.push(seq),
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    let seq = event.seq;
+                    deliveries.push(async move { (seq, delivery.await) }.instrument(span));
+                }
                 Err((error, _)) => {
                     self.metrics.outbox_failures.inc();
+                    tracing::warn!(parent: &span, seq = event.seq, %error, "the producer refused the event; its key waits");
+                    held_back.insert(key);
+                }
+            }
+        }
+        let mut acked = Vec::with_capacity(deliveries.len());
+        for (seq, result) in futures::future::join_all(deliveries).await {
+            match result {
+                Ok(Ok(_)) => acked.push(seq),
+                Ok(Err((error, _))) => {
+                    self.metrics.outbox_failures.inc();
                     tracing::warn!(seq, %error, "broker did not acknowledge event");
+                }
+                Err(_) => {
+                    self.metrics.outbox_failures.inc();
+                    tracing::warn!(seq, "the producer dropped the event before delivery");
                 }
             }
         }
@@ -348,6 +401,28 @@ impl OutboxRelay {
     }
 }
 
+/// The rows that may be marked sent: per topic and key, the events up to the
+/// first one the broker did not acknowledge. A later event of that key may
+/// have been acknowledged, but it goes out again after the failed one, so
+/// that consumers meet them in commit order.
+pub fn acknowledged_prefix(batch: &[PendingEvent], acked: &[i64]) -> Vec<i64> {
+    let acked: HashSet<i64> = acked.iter().copied().collect();
+    let mut broken: HashSet<(&str, &str)> = HashSet::new();
+    let mut sent = Vec::with_capacity(acked.len());
+    for event in batch {
+        let key = (event.topic.as_str(), event.partition_key.as_str());
+        if broken.contains(&key) {
+            continue;
+        }
+        if acked.contains(&event.seq) {
+            sent.push(event.seq);
+        } else {
+            broken.insert(key);
+        }
+    }
+    sent
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
@@ -356,4 +431,39 @@ pub enum RelayError {
     Broker(String),
     #[error("another relay took over the outbox lease")]
     LeaseLost,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, key: &str) -> PendingEvent {
+        PendingEvent {
+            seq,
+            event_id: format!("e{seq}"),
+            topic: "reservation.events".into(),
+            partition_key: key.into(),
+            event_type: "ReservationRequested".into(),
+            payload: "{}".into(),
+            traceparent: None,
+        }
+    }
+
+    #[test]
+    fn only_the_acknowledged_prefix_of_each_key_is_sent() {
+        let batch = [
+            event(1, "a"),
+            event(2, "b"),
+            event(3, "a"),
+            event(4, "b"),
+            event(5, "a"),
+            event(6, "c"),
+        ];
+        // 1 (key a) failed; 3 and 5 of key a were acknowledged but must go
+        // out again after 1. 4 (key b) failed after 2 was acknowledged.
+        let sent = acknowledged_prefix(&batch, &[2, 3, 5, 6]);
+        assert_eq!(sent, vec![2, 6]);
+        assert_eq!(acknowledged_prefix(&batch, &[1, 2, 3, 4, 5, 6]).len(), 6);
+        assert!(acknowledged_prefix(&batch, &[]).is_empty());
+    }
 }

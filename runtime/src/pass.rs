@@ -40,7 +40,7 @@ impl PassClaims {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PassError {
-    #[error("an Authorization: Bearer <pass> header is required")]
+    #[error("a Queue-Pass header with the pass from the waiting line is required")]
     Missing,
     #[error("the pass is not a well-formed EdDSA JWT")]
     Malformed,
@@ -52,6 +52,8 @@ pub enum PassError {
     WrongConcert,
     #[error("the pass has ended")]
     Ended,
+    #[error("the pass was issued to another member")]
+    NotYours,
 }
 
 impl PassError {
@@ -63,19 +65,29 @@ impl PassError {
             PassError::Expired => "pass_expired",
             PassError::WrongConcert => "pass_wrong_concert",
             PassError::Ended => "pass_ended",
+            PassError::NotYours => "pass_not_yours",
         }
     }
 }
 
 impl From<PassError> for ApiError {
     fn from(error: PassError) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string())
+        // A valid pass of another member: the caller is known, and refused.
+        let status = if error == PassError::NotYours {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        ApiError::new(status, error.code(), error.to_string())
     }
 }
 
+/// The header that carries the pass; `Authorization` carries the member token.
+pub const PASS_HEADER: &str = "queue-pass";
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid pass key: {0}")]
-pub struct KeyError(String);
+pub struct KeyError(pub(crate) String);
 
 fn key_bytes(encoded: &str) -> Result<[u8; 32], KeyError> {
     let bytes = STANDARD
@@ -86,11 +98,21 @@ fn key_bytes(encoded: &str) -> Result<[u8; 32], KeyError> {
         .map_err(|_| KeyError("expected 32 bytes, base64-encoded".into()))
 }
 
+/// A new Ed25519 signing key from the OS's randomness.
+pub(crate) fn new_signing_key() -> Result<SigningKey, KeyError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| KeyError(format!("no randomness: {e}")))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+pub(crate) fn decode_key(encoded: &str) -> Result<[u8; 32], KeyError> {
+    key_bytes(encoded)
+}
+
 /// A new key pair as (private, public), both base64.
 pub fn generate_key_pair() -> (String, String) {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).expect("the OS provides randomness");
-    let key = SigningKey::from_bytes(&seed);
+    #[allow(clippy::expect_used)]
+    let key = new_signing_key().expect("the OS provides randomness");
     (
         STANDARD.encode(key.to_bytes()),
         STANDARD.encode(key.verifying_key().to_bytes()),
@@ -109,18 +131,26 @@ impl PassSigner {
     }
 
     pub fn sign(&self, claims: &PassClaims) -> String {
-        let claims = serde_json::to_vec(claims).expect("claims serialize");
-        let signing_input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(HEADER),
-            URL_SAFE_NO_PAD.encode(claims)
-        );
-        let signature = self.key.sign(signing_input.as_bytes());
-        format!(
-            "{signing_input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.to_bytes())
-        )
+        sign_eddsa_jwt(&self.key, HEADER, claims)
     }
+}
+
+/// A compact EdDSA JWS of `claims` under `header` (JSON). Hand-written
+/// because it is three base64 parts and one Ed25519 signature: nothing a
+/// JWT library would make simpler, and the key type stays ed25519-dalek's.
+pub(crate) fn sign_eddsa_jwt(key: &SigningKey, header: &str, claims: &impl Serialize) -> String {
+    // Serializing plain structs of strings and numbers into memory cannot fail.
+    let claims = serde_json::to_vec(claims).unwrap_or_default();
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(claims)
+    );
+    let signature = key.sign(signing_input.as_bytes());
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.to_bytes())
+    )
 }
 
 #[derive(Clone)]
@@ -177,9 +207,9 @@ impl PassVerifier {
     }
 }
 
-/// Extracts and verifies `Authorization: Bearer <pass>`; needs a
-/// `web::Data<PassVerifier>` in the app. Which concert it must be for is
-/// the handler's check.
+/// Extracts and verifies the `Queue-Pass` header; needs a
+/// `web::Data<PassVerifier>` in the app. Which concert it must be for, and
+/// that it is the calling member's, are the handler's checks.
 #[derive(Debug, Clone)]
 pub struct Pass(pub PassClaims);
 
@@ -196,17 +226,25 @@ fn extract(request: &HttpRequest) -> Result<Pass, ApiError> {
     let verifier = request
         .app_data::<web::Data<PassVerifier>>()
         .ok_or_else(|| ApiError::unexpected(&KeyError("no pass verifier configured".into())))?;
-    let header = request
+    let token = request
         .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
+        .get(PASS_HEADER)
         .and_then(|v| v.to_str().ok())
-        .ok_or(PassError::Missing)?;
-    let token = header
-        .strip_prefix("Bearer ")
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or(PassError::Missing)?;
     Ok(Pass(verifier.verify(token, Utc::now())?))
+}
+
+impl Pass {
+    /// The pass must be the calling member's own.
+    pub fn of(self, member: &crate::member::Member) -> Result<Pass, PassError> {
+        if self.0.sub == member.user_id {
+            Ok(self)
+        } else {
+            Err(PassError::NotYours)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,18 @@ impl<T> ServiceRuntime<T> {
         });
     }
 
+    /// The verifier of member tokens from the configured identity provider,
+    /// its keys refreshed in the background when they come from a URL.
+    pub async fn trust_members(
+        &mut self,
+        settings: &crate::member::MemberAuthSettings,
+    ) -> anyhow::Result<web::Data<crate::member::MemberVerifier>> {
+        let verifier = crate::member::MemberVerifier::load(settings).await?;
+        self.tasks
+            .spawn(verifier.clone().refresh_loop(self.stop.clone()));
+        Ok(web::Data::new(verifier))
+    }
+
     /// Runs a background job (a sweeper, say) until the service stops.
     pub fn spawn<F, Fut>(&mut self, job: F)
     where

@@ -175,8 +175,37 @@ pub fn unique_prefix() -> String {
     format!("t{}.", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
+/// Every log line of this test process at debug level for the project's
+/// crates (info for the others), so a test can search what was logged.
+static CAPTURED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match CAPTURED.lock() {
+            Ok(mut captured) => captured.extend_from_slice(buf),
+            Err(poisoned) => poisoned.into_inner().extend_from_slice(buf),
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What this process has logged so far (see [`init_tracing`]).
+pub fn captured_logs() -> String {
+    match CAPTURED.lock() {
+        Ok(captured) => String::from_utf8_lossy(&captured).into_owned(),
+        Err(poisoned) => String::from_utf8_lossy(&poisoned.into_inner()).into_owned(),
+    }
+}
+
 /// Logs to the test harness (shown for failing tests), with OpenTelemetry
-/// span contexts so trace propagation can be asserted. Idempotent.
+/// span contexts so trace propagation can be asserted, and into a buffer
+/// that [`captured_logs`] returns. Idempotent.
 pub fn init_tracing() {
     // Kept for the life of the process: dropping it would stop span ids.
     static PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
@@ -201,6 +230,15 @@ pub fn init_tracing() {
                 tracing_subscriber::fmt::layer()
                     .with_test_writer()
                     .with_filter(filter),
+            )
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(|| Capture)
+                    .with_filter(tracing_subscriber::EnvFilter::new(
+                        "info,ticket_runtime=debug,concert_service=debug,queue_service=debug,\
+                         reservation_service=debug,member_balance_service=debug,payment_service=debug",
+                    )),
             )
             .try_init();
         provider

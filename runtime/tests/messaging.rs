@@ -309,7 +309,10 @@ async fn relay_crash_after_ack(postgres: bool) {
 
     let restarted = OutboxRelay::new(store.clone(), kafka, crash_settings.outbox.clone(), metrics);
     assert_eq!(
-        restarted.drain().await.unwrap(),
+        restarted
+            .drain(&ticket_runtime::CancellationToken::new())
+            .await
+            .unwrap(),
         1,
         "published again after restart"
     );
@@ -533,4 +536,339 @@ async fn ready_has_request_id(http: &reqwest::Client, url: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Uuid::parse_str(v).ok())
         .is_some()
+}
+
+/// A standalone relay on its own database, so a test drives every drain.
+async fn standalone_relay(
+    db: &TestDatabase,
+    prefix: &str,
+    adjust: impl FnOnce(&mut Settings<NoServiceSettings>),
+) -> (Db, OutboxRelay) {
+    let mut relay_settings = settings(db, prefix);
+    relay_settings.outbox.sweep_interval_ms = 60_000;
+    adjust(&mut relay_settings);
+    let store = Db::connect(&relay_settings.database, SCHEMA).await.unwrap();
+    let kafka = ticket_runtime::Kafka::connect(&relay_settings.kafka, "relay-test").unwrap();
+    if relay_settings.kafka.brokers == testkit::broker() {
+        kafka.ensure_topics().await.unwrap();
+    }
+    let relay = OutboxRelay::new(
+        store.clone(),
+        kafka,
+        relay_settings.outbox.clone(),
+        ticket_runtime::Metrics::new("relay-test"),
+    );
+    (store, relay)
+}
+
+async fn sent_at_of(db: &Db, event_id: &str) -> Option<chrono::NaiveDateTime> {
+    let event_id = event_id.to_string();
+    db.run(move |conn| {
+        diesel::sql_query("SELECT sent_at FROM outbox WHERE event_id = $1")
+            .bind::<diesel::sql_types::Text, _>(event_id)
+            .get_result::<SentAt>(conn)
+            .map(|row| row.sent_at)
+            .map_err(DbError::from)
+    })
+    .await
+    .unwrap()
+}
+
+#[derive(QueryableByName)]
+struct SentAt {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamp>)]
+    sent_at: Option<chrono::NaiveDateTime>,
+}
+
+/// Events of one topic as the tap sees them within `window`, in order.
+async fn events_seen(tap: &testkit::EventTap, window: Duration) -> Vec<String> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + window;
+    // The tap's own limit lies past the window: the window ends the wait.
+    while let Ok(envelope) =
+        tokio::time::timeout_at(deadline, tap.next_matching(window * 2, |_| true)).await
+    {
+        seen.push(envelope.event_id.to_string());
+    }
+    seen
+}
+
+/// Every event the tap reads until `last`, in order, then whatever else
+/// arrives within a second.
+async fn events_through(tap: &testkit::EventTap, last: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let envelope = tap.next_matching(WAIT, |_| true).await;
+        seen.push(envelope.event_id.to_string());
+        if seen.last().is_some_and(|id| id == last) {
+            break;
+        }
+    }
+    seen.extend(events_seen(tap, Duration::from_secs(1)).await);
+    seen
+}
+
+/// Defect: the relay marked every acknowledged row sent even when an
+/// earlier row of the same key failed, so the failed one went out after
+/// its successors. The broker refuses an oversized event here; the later
+/// event of its key must wait for it, other keys go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_event_holds_back_the_later_events_of_its_key() {
+    testkit::init_tracing();
+    let db = TestDatabase::sqlite("prefix");
+    let prefix = testkit::unique_prefix();
+    let (store, relay) = standalone_relay(&db, &prefix, |_| {}).await;
+    let tap = testkit::EventTap::new(&prefix, Topic::BalanceEvents);
+    let (first, second, other) = (
+        charge(1, "member-k"),
+        charge(2, "member-k"),
+        charge(3, "member-j"),
+    );
+    let ids = [first.event_id, second.event_id, other.event_id].map(|id| id.to_string());
+    for event in [first, second, other] {
+        charge_in_a(&store, event).await;
+    }
+    // More than the producer's message.max.bytes: refused before sending.
+    let original = store
+        .run({
+            let id = ids[0].clone();
+            move |conn| {
+                let original: String =
+                    diesel::sql_query("SELECT payload FROM outbox WHERE event_id = $1")
+                        .bind::<diesel::sql_types::Text, _>(&id)
+                        .get_result::<Payload>(conn)?
+                        .payload;
+                diesel::sql_query("UPDATE outbox SET payload = $1 WHERE event_id = $2")
+                    .bind::<diesel::sql_types::Text, _>(format!(
+                        "{original}{}",
+                        " ".repeat(2_000_000)
+                    ))
+                    .bind::<diesel::sql_types::Text, _>(&id)
+                    .execute(conn)?;
+                Ok::<_, DbError>(original)
+            }
+        })
+        .await
+        .unwrap();
+
+    let stop = ticket_runtime::CancellationToken::new();
+    assert!(
+        relay.drain(&stop).await.is_err(),
+        "the oversized event fails"
+    );
+    assert!(sent_at_of(&store, &ids[0]).await.is_none());
+    assert!(
+        sent_at_of(&store, &ids[1]).await.is_none(),
+        "the later event of the failed key is not sent"
+    );
+    assert!(
+        sent_at_of(&store, &ids[2]).await.is_some(),
+        "other keys go on"
+    );
+    assert_eq!(
+        events_through(&tap, &ids[2]).await,
+        vec![ids[2].clone()],
+        "nothing of the failed key reached the broker"
+    );
+
+    // Fixed: both go out, in commit order.
+    store
+        .run({
+            let id = ids[0].clone();
+            move |conn| {
+                diesel::sql_query("UPDATE outbox SET payload = $1 WHERE event_id = $2")
+                    .bind::<diesel::sql_types::Text, _>(original)
+                    .bind::<diesel::sql_types::Text, _>(id)
+                    .execute(conn)
+                    .map_err(DbError::from)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(relay.drain(&stop).await.unwrap(), 2);
+    assert_eq!(
+        events_through(&tap, &ids[1]).await,
+        vec![ids[0].clone(), ids[1].clone()]
+    );
+}
+
+#[derive(QueryableByName)]
+struct Payload {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    payload: String,
+}
+
+/// Defect: the lease was renewed only after a whole batch, while one publish
+/// may outlast it; and a relay without the lease polled without watching
+/// the stop signal. Relay A publishes to a broker that never answers, for
+/// longer than the lease lasts; relay B, beside it on the same database,
+/// must not take the lease meanwhile, and must stop when told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_keeps_its_lease_through_a_slow_publish_and_a_waiting_relay_stops_when_told() {
+    testkit::init_tracing();
+    let db = TestDatabase::postgres("lease");
+    let prefix = testkit::unique_prefix();
+    let (store, slow) = standalone_relay(&db, &prefix, |s| {
+        s.kafka.brokers = "127.0.0.1:9".into();
+        s.kafka.message_timeout_ms = 3_000;
+        s.outbox.lease_ttl_ms = 300;
+    })
+    .await;
+    let (_, waiting) = standalone_relay(&db, &prefix, |s| s.outbox.lease_ttl_ms = 300).await;
+    let event = charge(5, "member-lease");
+    let event_id = event.event_id.to_string();
+    charge_in_a(&store, event).await;
+
+    let never = ticket_runtime::CancellationToken::new();
+    let slow_drain = tokio::spawn(async move { slow.drain(&never).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let stop = ticket_runtime::CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        stopper.cancel();
+    });
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), waiting.drain(&stop))
+        .await
+        .expect("the waiting relay stops when told");
+    assert_eq!(outcome.unwrap(), 0, "it never got the lease");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(sent_at_of(&store, &event_id).await.is_none());
+
+    assert!(
+        slow_drain.await.unwrap().is_err(),
+        "the unreachable broker never acknowledged"
+    );
+    // The slow relay released the lease: the other one publishes now.
+    let fresh = ticket_runtime::CancellationToken::new();
+    assert_eq!(waiting.drain(&fresh).await.unwrap(), 1);
+    assert!(sent_at_of(&store, &event_id).await.is_some());
+}
+
+/// Defect: a producer that failed fatally left readiness green while
+/// nothing was published. Readiness must say so, and the relay must replace
+/// the producer and publish again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_makes_the_service_unready_until_the_relay_replaces_it() {
+    use rdkafka::producer::Producer;
+    testkit::init_tracing();
+    let db = TestDatabase::sqlite("fatal");
+    let prefix = testkit::unique_prefix();
+    let mut fatal_settings = settings(&db, &prefix);
+    // Only commits wake the relay: the test decides when it runs.
+    fatal_settings.outbox.sweep_interval_ms = 60_000;
+    let runtime = ServiceRuntime::start(Service::MemberBalance, fatal_settings, SCHEMA)
+        .await
+        .unwrap();
+    let kafka = runtime.kafka.clone();
+    let store = runtime.db.clone();
+    let metrics = runtime.metrics.clone();
+    let running = runtime
+        .serve(|_cfg: &mut actix_web::web::ServiceConfig| {})
+        .unwrap();
+    let http = reqwest::Client::new();
+    let ready = format!("{}/health/ready", running.url());
+    assert_eq!(http.get(&ready).send().await.unwrap().status(), 200);
+
+    let producer = kafka.producer();
+    let reason = std::ffi::CString::new("fabricated by the test").unwrap();
+    // SAFETY: the pointer is the live producer's handle; librdkafka copies the reason.
+    unsafe {
+        rdkafka_sys::rd_kafka_test_fatal_error(
+            producer.client().native_ptr(),
+            rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            reason.as_ptr(),
+        );
+    }
+    eventually(WAIT, "the producer to report its fatal error", || async {
+        kafka.producer_fatal_error()
+    })
+    .await;
+    let unready = http.get(&ready).send().await.unwrap();
+    assert_eq!(unready.status(), 503);
+    let body: serde_json::Value = unready.json().await.unwrap();
+    assert!(
+        body["checks"]["producer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("failed")),
+        "{body}"
+    );
+
+    let tap = testkit::EventTap::new(&prefix, Topic::BalanceEvents);
+    let event = charge(7, "member-fatal");
+    let event_id = event.event_id;
+    charge_in_a(&store, event).await;
+    let published = tap.next_matching(WAIT, |e| e.event_id == event_id).await;
+    assert_eq!(published.event_id, event_id, "published by a new producer");
+    assert_eq!(metrics.producer_restarts.get(), 1);
+    assert_eq!(http.get(&ready).send().await.unwrap().status(), 200);
+    running.stop().await;
+}
+
+/// Defect: only BEGIN and COMMIT were retried, so a deadlock inside a
+/// transaction became an error (a 500, or a consumer attempt burnt). Two
+/// transactions lock two rows in opposite order; PostgreSQL aborts one;
+/// it runs again and both commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_aborted_by_a_deadlock_runs_again_whole() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    testkit::init_tracing();
+    let db = TestDatabase::postgres("deadlock");
+    let database = ticket_runtime::config::DatabaseSettings {
+        url: ticket_runtime::Secret::new(db.url.clone()),
+        pool_size: 4,
+        connect_timeout_ms: 5_000,
+    };
+    let store = Db::connect(&database, SCHEMA).await.unwrap();
+    store
+        .run(|conn| {
+            for id in ["x", "y"] {
+                diesel::insert_into(charges::table)
+                    .values((charges::id.eq(id), charges::amount.eq(0)))
+                    .execute(conn)?;
+            }
+            Ok::<_, DbError>(())
+        })
+        .await
+        .unwrap();
+    let both_hold_one = Arc::new(std::sync::Barrier::new(2));
+    let attempts = Arc::new(AtomicU32::new(0));
+    let transfer = |first: &'static str, second: &'static str| {
+        let (store, barrier, attempts) = (store.clone(), both_hold_one.clone(), attempts.clone());
+        async move {
+            let mut runs = 0;
+            store
+                .transaction(move |tx| {
+                    runs += 1;
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    for (n, id) in [first, second].into_iter().enumerate() {
+                        diesel::update(charges::table.find(id))
+                            .set(charges::amount.eq(charges::amount + 1))
+                            .execute(tx.conn())?;
+                        if n == 0 && runs == 1 {
+                            barrier.wait();
+                        }
+                    }
+                    Ok::<_, DbError>(())
+                })
+                .await
+        }
+    };
+    let (a, b) = tokio::join!(transfer("x", "y"), transfer("y", "x"));
+    a.expect("first transfer commits");
+    b.expect("second transfer commits");
+    assert_eq!(attempts.load(Ordering::SeqCst), 3, "one of them ran twice");
+    let amounts: Vec<i64> = store
+        .run(|conn| {
+            charges::table
+                .order(charges::id)
+                .select(charges::amount)
+                .load(conn)
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    assert_eq!(amounts, vec![2, 2], "each transfer applied once");
 }

@@ -127,6 +127,10 @@ pub struct SeatHeld {
     pub schedule_id: Uuid,
     pub seat_no: u32,
     pub price: i64,
+    /// When the concert service releases the seat unless it was sold: the
+    /// hold's expiry travels with the hold, so the seat's owner can end it
+    /// on its own data whatever happens to later events.
+    pub hold_expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

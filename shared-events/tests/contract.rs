@@ -28,6 +28,7 @@ fn sample_events() -> Vec<Event> {
             schedule_id,
             seat_no: 7,
             price: 150_000,
+            hold_expires_at: Utc.with_ymd_and_hms(2026, 11, 20, 12, 5, 1).unwrap(),
         }
         .into(),
         SeatHoldRejected {
@@ -340,6 +341,7 @@ fn reactions_keep_the_correlation_and_point_at_their_cause() {
             schedule_id: id(4),
             seat_no: 1,
             price: 10,
+            hold_expires_at: Utc::now(),
         },
         id(1).to_string(),
     );

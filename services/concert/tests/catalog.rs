@@ -8,7 +8,7 @@ use std::time::Duration;
 use ticket_runtime::testkit::{self, EventTap, TestDatabase};
 use ticket_runtime::RunningService;
 
-const ADMIN_KEY: &str = "test-admin-key";
+const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 struct Service {
     running: RunningService,
@@ -204,6 +204,28 @@ async fn bad_input_gets_a_4xx_and_a_code() {
         (status, body["code"].as_str().unwrap()),
         (401, "admin_key_invalid")
     );
+    // Without the key, a bad body is not even read: 401, never 400 or 422.
+    for (name, body) in [
+        ("malformed json", "{"),
+        ("wrong shape", r#"{"title": 5}"#),
+        ("empty", ""),
+    ] {
+        let response = service
+            .http
+            .post(service.url("/v1/admin/concerts"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status, body["code"].as_str().unwrap()),
+            (401, "admin_key_invalid"),
+            "{name}"
+        );
+    }
 
     let mut cases: Vec<(&str, Value, u16, &str)> = vec![
         (
@@ -277,4 +299,23 @@ async fn bad_input_gets_a_4xx_and_a_code() {
         "nothing was created"
     );
     service.running.stop().await;
+}
+
+/// No default credentials: a concert service without an admin key (or with
+/// a short one) refuses to start, rather than run with an open admin API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_refuses_to_start_without_an_admin_key() {
+    testkit::init_tracing();
+    let db = TestDatabase::sqlite("nokey");
+    for key in ["", "short"] {
+        let mut settings = testkit::settings::<concert_service::ConcertSettings>(
+            concert_service::DEFAULTS,
+            &db.url,
+            &testkit::unique_prefix(),
+        );
+        settings.service.concert.admin_key = ticket_runtime::Secret::new(key);
+        let refused = concert_service::start(settings).await;
+        let error = refused.err().expect("refused to start").to_string();
+        assert!(error.contains("APP__CONCERT__ADMIN_KEY"), "{error}");
+    }
 }

@@ -19,16 +19,22 @@ pub const SCHEMA: Migrations = Migrations {
 #[derive(Debug, Clone, Deserialize)]
 pub struct BalanceSettings {
     pub balance: domain::Limits,
+    pub member_auth: ticket_runtime::member::MemberAuthSettings,
 }
 
 pub async fn start(settings: Settings<BalanceSettings>) -> anyhow::Result<RunningService> {
+    let member_auth = settings.service.member_auth.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    let members = runtime.trust_members(&member_auth).await?;
     runtime.consume(std::sync::Arc::new(events::BalanceEvents));
     let state = api::AppState {
         db: runtime.db.clone(),
         limits: runtime.settings.service.balance.clone(),
     };
-    runtime.serve(move |cfg| api::routes(cfg, state.clone()))
+    runtime.serve(move |cfg| {
+        cfg.app_data(members.clone());
+        api::routes(cfg, state.clone());
+    })
 }
 
 pub async fn main() -> anyhow::Result<()> {

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use shared_events::{Event, Topic};
 use std::collections::HashSet;
 use std::time::Duration;
+use ticket_runtime::member::DevIssuer;
 use ticket_runtime::testkit::{self, EventTap, TestDatabase};
 use ticket_runtime::RunningService;
 use uuid::Uuid;
@@ -15,7 +16,15 @@ struct Service {
     running: RunningService,
     prefix: String,
     http: Client,
+    issuer: DevIssuer,
+    _jwks: std::path::PathBuf,
     _db: TestDatabase,
+}
+
+/// The member whose wallet a path names: the caller the tests act as.
+fn member_of(path: &str) -> Option<Uuid> {
+    let rest = path.strip_prefix("/v1/members/")?;
+    Uuid::parse_str(rest.split('/').next()?).ok()
 }
 
 async fn spawn(postgres: bool) -> Service {
@@ -32,6 +41,10 @@ async fn spawn(postgres: bool) -> Service {
         &prefix,
     );
     settings.database.pool_size = 8;
+    let issuer = DevIssuer::generate().unwrap();
+    let jwks = testkit::temp_dir("jwks").join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
+    settings.service.member_auth = issuer.settings(&jwks.display().to_string());
     let running = member_balance_service::start(settings)
         .await
         .expect("service starts");
@@ -39,6 +52,8 @@ async fn spawn(postgres: bool) -> Service {
         running,
         prefix,
         http: Client::new(),
+        issuer,
+        _jwks: jwks,
         _db: db,
     }
 }
@@ -48,10 +63,22 @@ impl Service {
         format!("{}{path}", self.running.url())
     }
 
+    /// A request as the member whose wallet the path names.
+    /// A request as the member whose wallet the path names (as some member
+    /// when it names none, so that the path itself is judged).
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let user = member_of(path).unwrap_or(Uuid::nil());
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(self.issuer.token(user, chrono::TimeDelta::minutes(5)))
+    }
+
     async fn charge(&self, user: Uuid, amount: i64, key: Option<&str>) -> (StatusCode, Value) {
         let mut request = self
-            .http
-            .post(self.url(&format!("/v1/members/{user}/charges")))
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/members/{user}/charges"),
+            )
             .json(&json!({ "amount": amount }));
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
@@ -61,7 +88,11 @@ impl Service {
     }
 
     async fn get(&self, path: &str) -> Value {
-        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let response = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{path}");
         response.json().await.unwrap()
     }
@@ -412,8 +443,8 @@ async fn bad_input_gets_a_4xx_and_a_code() {
     ];
     for case in cases {
         let mut request = match case.method {
-            "POST" => service.http.post(service.url(&case.path)),
-            _ => service.http.get(service.url(&case.path)),
+            "POST" => service.request(reqwest::Method::POST, &case.path),
+            _ => service.request(reqwest::Method::GET, &case.path),
         };
         if let Some(body) = case.body {
             request = request
@@ -448,13 +479,101 @@ async fn bad_input_gets_a_4xx_and_a_code() {
     );
     let oversized = format!(r#"{{"amount":1,"pad":"{}"}}"#, "x".repeat(70_000));
     let response = service
-        .http
-        .post(service.url(&charges))
+        .request(reqwest::Method::POST, &charges)
         .header("content-type", "application/json")
         .body(oversized)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+    service.running.stop().await;
+}
+
+/// A member acts on their own wallet only; credentials are checked before
+/// anything else, and each bad one is told apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_member_in_the_token_reaches_the_wallet() {
+    let service = spawn(false).await;
+    let (fan, other) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(
+        service.charge(fan, 1_000, None).await.0,
+        StatusCode::CREATED
+    );
+    let stranger = DevIssuer::generate().unwrap();
+    let mut wrong_issuer = DevIssuer::from_base64(&service.issuer.private_key_base64()).unwrap();
+    wrong_issuer.issuer = "someone-else".into();
+    let mut wrong_audience = DevIssuer::from_base64(&service.issuer.private_key_base64()).unwrap();
+    wrong_audience.audience = "another-app".into();
+    let minutes = chrono::TimeDelta::minutes(5);
+    let genuine = service.issuer.token(fan, minutes);
+    let unsigned = {
+        use base64::Engine;
+        let claims = genuine.split('.').nth(1).unwrap();
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#);
+        format!("{header}.{claims}.")
+    };
+    let credentials: Vec<(&str, Option<String>, u16, &str)> = vec![
+        ("no token", None, 401, "member_token_missing"),
+        (
+            "forged",
+            Some(stranger.token(fan, minutes)),
+            401,
+            "member_token_forged",
+        ),
+        (
+            "expired",
+            Some(service.issuer.token(fan, chrono::TimeDelta::seconds(-60))),
+            401,
+            "member_token_expired",
+        ),
+        (
+            "wrong issuer",
+            Some(wrong_issuer.token(fan, minutes)),
+            401,
+            "member_token_wrong_issuer",
+        ),
+        (
+            "wrong audience",
+            Some(wrong_audience.token(fan, minutes)),
+            401,
+            "member_token_wrong_audience",
+        ),
+        ("alg none", Some(unsigned), 401, "member_token_malformed"),
+        (
+            "another member's token",
+            Some(service.issuer.token(other, minutes)),
+            403,
+            "forbidden",
+        ),
+    ];
+    let paths = [
+        ("GET", format!("/v1/members/{fan}/balance")),
+        ("GET", format!("/v1/members/{fan}/ledger")),
+        ("POST", format!("/v1/members/{fan}/charges")),
+    ];
+    for (name, token, status, code) in &credentials {
+        for (method, path) in &paths {
+            let mut request = match *method {
+                "POST" => service
+                    .http
+                    .post(service.url(path))
+                    .json(&json!({ "amount": 5 })),
+                _ => service.http.get(service.url(path)),
+            };
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            let got = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(
+                (got, body["code"].as_str().unwrap()),
+                (*status, *code),
+                "{name}: {method} {path}"
+            );
+        }
+    }
+    let balance = service.get(&format!("/v1/members/{fan}/balance")).await;
+    assert_eq!(balance["balance"], 1_000, "nobody else charged or read it");
     service.running.stop().await;
 }

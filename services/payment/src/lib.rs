@@ -30,17 +30,20 @@ pub const SCHEMA: Migrations = Migrations {
 #[derive(Debug, Clone, Deserialize)]
 pub struct PaymentSettings {
     pub auth: AuthSettings,
+    pub member_auth: ticket_runtime::member::MemberAuthSettings,
     pub payment: PaymentPolicy,
     pub data_platform: DataPlatformSettings,
 }
 
 pub async fn start(settings: Settings<PaymentSettings>) -> anyhow::Result<RunningService> {
     let verifier = actix_web::web::Data::new(settings.service.auth.verifier()?);
+    let member_auth = settings.service.member_auth.clone();
     let policy = settings.service.payment.clone();
     let platform = settings.service.data_platform.clone();
     let waiters = Waiters::default();
     let deliveries = Arc::new(Notify::new());
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    let members = runtime.trust_members(&member_auth).await?;
     runtime.consume(Arc::new(events::PaymentEvents {
         waiters: waiters.clone(),
         deliveries: deliveries.clone(),
@@ -56,6 +59,7 @@ pub async fn start(settings: Settings<PaymentSettings>) -> anyhow::Result<Runnin
     };
     runtime.serve(move |cfg| {
         cfg.app_data(verifier.clone());
+        cfg.app_data(members.clone());
         api::routes(cfg, state.clone());
     })
 }
@@ -65,18 +69,7 @@ pub async fn start(settings: Settings<PaymentSettings>) -> anyhow::Result<Runnin
 async fn deadline_loop(db: Db, policy: PaymentPolicy, waiters: Waiters, stop: CancellationToken) {
     let interval = Duration::from_millis(policy.sweep_interval_ms.max(10));
     while !stop.is_cancelled() {
-        let deadline = policy.deadline();
-        let failed = db
-            .transaction(move |tx| {
-                let mut failed = Vec::new();
-                for payment in store::stalled(tx.conn(), Utc::now() - deadline, 200)? {
-                    events::fail(tx, None, &payment, reason::SAGA_TIMED_OUT, false)?;
-                    failed.push(payment.uuid());
-                }
-                Ok::<_, DbError>(failed)
-            })
-            .await;
-        match failed {
+        match fail_stalled(&db, &policy).await {
             Ok(ids) => ids.into_iter().for_each(|id| waiters.wake(id)),
             Err(error) => tracing::warn!(%error, "payment deadline sweep failed; will retry"),
         }
@@ -85,6 +78,26 @@ async fn deadline_loop(db: Db, policy: PaymentPolicy, waiters: Waiters, stop: Ca
             _ = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+/// Fails every payment PENDING for longer than the deadline; returns their ids.
+pub async fn fail_stalled(db: &Db, policy: &PaymentPolicy) -> Result<Vec<uuid::Uuid>, DbError> {
+    let deadline = policy.deadline();
+    db.transaction(move |tx| {
+        let mut failed = Vec::new();
+        for stalled in store::stalled(tx.conn(), Utc::now() - deadline, 200)? {
+            // Re-read under the row lock: a consumer may have ended it meanwhile.
+            let Some(payment) = store::lock(tx.conn(), stalled.uuid())? else {
+                continue;
+            };
+            if payment.status() == domain::Status::Pending {
+                events::fail(tx, None, &payment, reason::SAGA_TIMED_OUT, false)?;
+                failed.push(payment.uuid());
+            }
+        }
+        Ok::<_, DbError>(failed)
+    })
+    .await
 }
 
 /// Sends completed reservations to the data platform after the payment

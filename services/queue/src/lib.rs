@@ -29,6 +29,7 @@ pub const SCHEMA: Migrations = Migrations {
 #[derive(Debug, Clone, Deserialize)]
 pub struct QueueSettings {
     pub queue: QueueSection,
+    pub member_auth: ticket_runtime::member::MemberAuthSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -45,7 +46,9 @@ pub async fn start(settings: Settings<QueueSettings>) -> anyhow::Result<RunningS
         )?,
     );
     let policy = settings.service.queue.policy.clone();
+    let member_auth = settings.service.member_auth.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    let members = runtime.trust_members(&member_auth).await?;
     runtime.consume(Arc::new(events::QueueEvents));
     let (db, admit_policy, admit_signer) = (runtime.db.clone(), policy.clone(), signer.clone());
     runtime.spawn(move |stop| admission_loop(db, admit_policy, admit_signer, stop));
@@ -56,7 +59,10 @@ pub async fn start(settings: Settings<QueueSettings>) -> anyhow::Result<RunningS
         policy,
         signer,
     };
-    runtime.serve(move |cfg| api::routes(cfg, state.clone()))
+    runtime.serve(move |cfg| {
+        cfg.app_data(members.clone());
+        api::routes(cfg, state.clone());
+    })
 }
 
 /// Admits waiting fans as places free up and the rate allows. Safe with two

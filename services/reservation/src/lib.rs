@@ -29,14 +29,17 @@ pub const SCHEMA: Migrations = Migrations {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReservationSettings {
     pub auth: AuthSettings,
+    pub member_auth: ticket_runtime::member::MemberAuthSettings,
     pub reservation: HoldPolicy,
 }
 
 pub async fn start(settings: Settings<ReservationSettings>) -> anyhow::Result<RunningService> {
     let verifier = actix_web::web::Data::new(settings.service.auth.verifier()?);
+    let member_auth = settings.service.member_auth.clone();
     let policy = settings.service.reservation.clone();
     let waiters = Waiters::default();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    let members = runtime.trust_members(&member_auth).await?;
     runtime.consume(Arc::new(events::ReservationEvents {
         policy: policy.clone(),
         waiters: waiters.clone(),
@@ -50,6 +53,7 @@ pub async fn start(settings: Settings<ReservationSettings>) -> anyhow::Result<Ru
     };
     runtime.serve(move |cfg| {
         cfg.app_data(verifier.clone());
+        cfg.app_data(members.clone());
         api::routes(cfg, state.clone());
     })
 }

@@ -6,6 +6,8 @@
 //!   starts, and what a container runs).
 //! - `ticketctl data-platform` runs the stand-in data platform.
 //! - `ticketctl keygen` prints a new pass-signing key pair.
+//! - `ticketctl login USER-ID` prints a member token of the development
+//!   issuer that `up` keeps in its data folder.
 
 mod up;
 
@@ -18,13 +20,22 @@ usage:
   ticketctl serve <concert|queue|reservation|member-balance|payment>
   ticketctl data-platform [--port N] [--data-dir DIR]
   ticketctl keygen
+  ticketctl login <user-id> [--data-dir DIR | --issuer-key KEY] [--ttl-secs N]
 
 up: starts a broker (nisshi, installed on first use) and the five services on
 127.0.0.1: concert 8081, queue 8082, reservation 8083, member-balance 8084,
 payment 8085, data platform 8090, broker 9092. Data lives in DIR (default ./data) and survives a
 restart. --database gives every service its own database on that PostgreSQL
 server (postgres://host/NAME makes NAME_concert, ...; default ticketing_*);
---kafka uses that broker instead of starting one.";
+--kafka uses that broker instead of starting one. A process that dies is
+started again with backoff. The first up makes the data folder's secrets: pass
+keys, an admin key (printed once, kept in DIR/admin-key) and a development
+issuer of member tokens, whose public key every service trusts.
+
+login: prints a member token (Authorization: Bearer ...) for USER-ID, signed by
+the development issuer of DIR (default ./data; run up once first), or the one
+whose private key `keygen` printed as MEMBER_ISSUER_KEY, valid for --ttl-secs
+(default 3600).";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,10 +53,16 @@ fn main() -> anyhow::Result<()> {
         Some("data-platform") => runtime.block_on(data_platform(&args[1..])),
         Some("keygen") => {
             let (private, public) = ticket_runtime::pass::generate_key_pair();
+            let issuer = ticket_runtime::member::DevIssuer::generate()?;
             println!("APP__QUEUE__PASS_SIGNING_KEY={private}");
             println!("APP__AUTH__PASS_PUBLIC_KEY={public}");
+            // A development identity provider: its JWKS for the services, its
+            // key for `ticketctl login --issuer-key`.
+            println!("MEMBER_JWKS='{}'", issuer.jwks());
+            println!("MEMBER_ISSUER_KEY={}", issuer.private_key_base64());
             Ok(())
         }
+        Some("login") => login(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             Ok(())
@@ -65,6 +82,47 @@ async fn serve(service: Service) -> anyhow::Result<()> {
         Service::MemberBalance => member_balance_service::main().await,
         Service::Payment => payment_service::main().await,
     }
+}
+
+fn login(args: &[String]) -> anyhow::Result<()> {
+    let mut user = None;
+    let mut data_dir = std::path::PathBuf::from("data");
+    let mut issuer_key = None;
+    let mut ttl_secs = 3600;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| anyhow::anyhow!("{arg} needs a value"))
+        };
+        match arg.as_str() {
+            "--data-dir" => data_dir = value()?.into(),
+            "--issuer-key" => issuer_key = Some(value()?.clone()),
+            "--ttl-secs" => ttl_secs = value()?.parse()?,
+            id if user.is_none() => {
+                user = Some(
+                    uuid::Uuid::parse_str(id)
+                        .map_err(|_| anyhow::anyhow!("{id:?} is not a user id (a UUID)"))?,
+                )
+            }
+            other => anyhow::bail!("unknown option {other:?}\n{USAGE}"),
+        }
+    }
+    let user = user.ok_or_else(|| anyhow::anyhow!("login needs a user id\n{USAGE}"))?;
+    let issuer = match issuer_key {
+        Some(key) => ticket_runtime::member::DevIssuer::from_base64(&key)?,
+        None if data_dir.join("member-issuer.key").exists() => up::dev_issuer(&data_dir)?,
+        None => anyhow::bail!(
+            "{} has no member-token issuer yet: run `ticketctl up --data-dir {}` once",
+            data_dir.display(),
+            data_dir.display()
+        ),
+    };
+    println!(
+        "{}",
+        issuer.token(user, chrono::TimeDelta::seconds(ttl_secs))
+    );
+    Ok(())
 }
 
 async fn data_platform(args: &[String]) -> anyhow::Result<()> {

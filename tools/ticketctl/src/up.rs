@@ -4,16 +4,24 @@ use anyhow::{bail, Context};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use shared_events::Service;
+use std::ffi::OsString;
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use ticket_runtime::broker;
+use ticket_runtime::member::DevIssuer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// A process that died is started again after this, doubling up to the
+/// maximum while it keeps dying; one that ran for `STABLE` starts afresh.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const STABLE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
@@ -79,19 +87,79 @@ impl UpOptions {
     }
 }
 
-struct Running {
+/// How to start one process again after it died.
+struct Spec {
     name: String,
+    program: OsString,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+}
+
+impl Spec {
+    fn of(name: &str, command: &std::process::Command) -> Spec {
+        Spec {
+            name: name.to_string(),
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(ToOwned::to_owned).collect(),
+            envs: command
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+                .collect(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args).envs(self.envs.iter().cloned());
+        command
+    }
+}
+
+struct Running {
+    spec: Spec,
     child: Child,
+    started: Instant,
+    backoff: Duration,
+    /// Set while the process is dead: when it starts again.
+    restart_at: Option<Instant>,
+}
+
+impl Running {
+    fn start(spec: Spec) -> anyhow::Result<Running> {
+        let child = spawn(&spec.name, &mut spec.command())?;
+        Ok(Running {
+            spec,
+            child,
+            started: Instant::now(),
+            backoff: FIRST_BACKOFF,
+            restart_at: None,
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+/// What `up` keeps in the data folder, made on the first run: the pass key
+/// pair, the development member-token issuer (and its JWKS, which every
+/// service trusts) and the admin key.
+pub struct LocalSecrets {
+    pass_keys: (String, String),
+    pub issuer: DevIssuer,
+    jwks_path: PathBuf,
+    admin_key: String,
+    admin_key_is_new: bool,
 }
 
 pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("cannot create {}", options.data_dir.display()))?;
     let data_dir = options.data_dir.canonicalize()?;
-    let keys = pass_keys(&data_dir)?;
+    let secrets = local_secrets(&data_dir)?;
     let mut processes: Vec<Running> = Vec::new();
 
-    let result = start_all(&options, &data_dir, &keys, &mut processes).await;
+    let result = start_all(&options, &data_dir, &secrets, &mut processes).await;
     if let Err(error) = result {
         eprintln!("ticketctl: {error:#}");
         stop_all(&mut processes).await;
@@ -114,18 +182,74 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     );
     println!("  {:<15} {}", "broker", brokers(&options));
     println!("  data in {}", data_dir.display());
+    if secrets.admin_key_is_new {
+        println!(
+            "  admin key (X-Admin-Key), shown once, kept in {}: {}",
+            data_dir.join("admin-key").display(),
+            secrets.admin_key
+        );
+    }
+    println!(
+        "  member tokens: ticketctl login <user-id> --data-dir {}",
+        data_dir.display()
+    );
     println!("press Ctrl-C to stop");
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let outcome = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = terminate.recv() => Ok(()),
-        exited = first_exit(&mut processes) => Err(anyhow::anyhow!("{exited} stopped unexpectedly")),
-    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+        _ = supervise(&mut processes) => {}
+    }
     println!("stopping...");
     stop_all(&mut processes).await;
     println!("stopped");
-    outcome
+    Ok(())
+}
+
+/// Restarts processes that die, with backoff, as compose's `restart:` would.
+/// Runs until cancelled.
+async fn supervise(processes: &mut [Running]) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for process in processes.iter_mut() {
+            match process.restart_at {
+                None => {
+                    let Ok(Some(status)) = process.child.try_wait() else {
+                        if process.started.elapsed() >= STABLE {
+                            process.backoff = FIRST_BACKOFF;
+                        }
+                        continue;
+                    };
+                    if process.started.elapsed() >= STABLE {
+                        process.backoff = FIRST_BACKOFF;
+                    }
+                    println!(
+                        "{:>15} | exited unexpectedly ({status}); restarting in {:?}",
+                        process.name(),
+                        process.backoff
+                    );
+                    process.restart_at = Some(Instant::now() + process.backoff);
+                }
+                Some(at) if Instant::now() >= at => {
+                    match spawn(process.name(), &mut process.spec.command()) {
+                        Ok(child) => {
+                            println!("{:>15} | restarted", process.name());
+                            process.child = child;
+                            process.started = Instant::now();
+                            process.restart_at = None;
+                        }
+                        Err(error) => {
+                            println!("{:>15} | cannot restart: {error:#}", process.name());
+                            process.restart_at = Some(Instant::now() + process.backoff);
+                        }
+                    }
+                    process.backoff = (process.backoff * 2).min(MAX_BACKOFF);
+                }
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 fn brokers(options: &UpOptions) -> String {
@@ -138,25 +262,20 @@ fn brokers(options: &UpOptions) -> String {
 async fn start_all(
     options: &UpOptions,
     data_dir: &Path,
-    keys: &(String, String),
+    secrets: &LocalSecrets,
     processes: &mut Vec<Running>,
 ) -> anyhow::Result<()> {
     if options.kafka.is_none() {
         let broker_dir = data_dir.join("broker");
         std::fs::create_dir_all(&broker_dir)?;
         let binary = ensure_nisshi()?;
-        let mut command: Command =
-            broker::broker_command(&binary, options.broker_port, &broker_dir).into();
-        let child = spawn("broker", &mut command)?;
-        processes.push(Running {
-            name: "broker".into(),
-            child,
-        });
+        let command = broker::broker_command(&binary, options.broker_port, &broker_dir);
+        processes.push(Running::start(Spec::of("broker", &command))?);
         wait_for_port(options.broker_port, processes).await?;
     }
     let exe = std::env::current_exe()?;
     let platform_port = options.data_platform_port();
-    let mut command = Command::new(&exe);
+    let mut command = std::process::Command::new(&exe);
     command
         .args([
             "data-platform",
@@ -165,11 +284,7 @@ async fn start_all(
             "--data-dir",
         ])
         .arg(data_dir);
-    let child = spawn("data-platform", &mut command)?;
-    processes.push(Running {
-        name: "data-platform".into(),
-        child,
-    });
+    processes.push(Running::start(Spec::of("data-platform", &command))?);
     for service in Service::ALL {
         let database_url = match &options.database {
             Some(server) => postgres_database(server, service)?,
@@ -178,7 +293,7 @@ async fn start_all(
                 data_dir.join(format!("{}.db", service.as_str())).display()
             ),
         };
-        let mut command = Command::new(&exe);
+        let mut command = std::process::Command::new(&exe);
         command
             .args(["serve", service.as_str()])
             .env("APP__HTTP__PORT", options.http_port(service).to_string())
@@ -187,20 +302,20 @@ async fn start_all(
             // One instance per service here: more partitions would only add
             // idle fetch work for the broker.
             .env("APP__KAFKA__PARTITIONS", "1")
-            .env("APP__AUTH__PASS_PUBLIC_KEY", &keys.1)
+            .env("APP__AUTH__PASS_PUBLIC_KEY", &secrets.pass_keys.1)
+            .env("APP__MEMBER_AUTH__JWKS", &secrets.jwks_path)
+            .env("APP__MEMBER_AUTH__ISSUER", &secrets.issuer.issuer)
+            .env("APP__MEMBER_AUTH__AUDIENCE", &secrets.issuer.audience)
+            .env("APP__CONCERT__ADMIN_KEY", &secrets.admin_key)
             .env("APP__CONCERT__DEMO_DATA", options.demo_data.to_string())
             .env(
                 "APP__DATA_PLATFORM__URL",
                 format!("http://127.0.0.1:{platform_port}"),
             );
         if service == Service::Queue {
-            command.env("APP__QUEUE__PASS_SIGNING_KEY", &keys.0);
+            command.env("APP__QUEUE__PASS_SIGNING_KEY", &secrets.pass_keys.0);
         }
-        let child = spawn(service.as_str(), &mut command)?;
-        processes.push(Running {
-            name: service.as_str().into(),
-            child,
-        });
+        processes.push(Running::start(Spec::of(service.as_str(), &command))?);
     }
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -275,7 +390,7 @@ fn check_alive(processes: &mut [Running]) -> anyhow::Result<()> {
         if let Some(status) = process.child.try_wait()? {
             bail!(
                 "{} exited during start-up ({status}); its output is above",
-                process.name
+                process.name()
             );
         }
     }
@@ -294,21 +409,10 @@ async fn wait_for_port(port: u16, processes: &mut [Running]) -> anyhow::Result<(
     Ok(())
 }
 
-async fn first_exit(processes: &mut [Running]) -> String {
-    loop {
-        for process in processes.iter_mut() {
-            if let Ok(Some(_)) = process.child.try_wait() {
-                return process.name.clone();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// Services first (they finish in-flight work and commit), the broker last.
 async fn stop_all(processes: &mut Vec<Running>) {
     let (mut broker, mut services): (Vec<Running>, Vec<Running>) =
-        processes.drain(..).partition(|p| p.name == "broker");
+        processes.drain(..).partition(|p| p.name() == "broker");
     for group in [&mut services, &mut broker] {
         for process in group.iter() {
             if let Some(pid) = process.child.id() {
@@ -331,7 +435,7 @@ async fn stop_one(process: &mut Running) {
     {
         eprintln!(
             "{} did not stop in {STOP_TIMEOUT:?}; killing it",
-            process.name
+            process.name()
         );
         let _ = process.child.kill().await;
     }
@@ -376,6 +480,58 @@ fn postgres_database(server: &str, service: Service) -> anyhow::Result<String> {
     Ok(format!("{scheme}://{authority}/{name}"))
 }
 
+/// Writes a file only its owner may read.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The secrets of a data folder, made on its first `up` and kept there.
+pub fn local_secrets(data_dir: &Path) -> anyhow::Result<LocalSecrets> {
+    let pass_keys = pass_keys(data_dir)?;
+    let issuer = dev_issuer(data_dir)?;
+    let jwks_path = data_dir.join("member-jwks.json");
+    std::fs::write(&jwks_path, issuer.jwks().to_string())
+        .with_context(|| format!("cannot write {}", jwks_path.display()))?;
+    let admin_path = data_dir.join("admin-key");
+    let (admin_key, admin_key_is_new) = match std::fs::read_to_string(&admin_path) {
+        Ok(key) if key.trim().len() >= concert_service::MIN_ADMIN_KEY_LEN => {
+            (key.trim().to_string(), false)
+        }
+        _ => {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            write_private(&admin_path, &key)?;
+            (key, true)
+        }
+    };
+    Ok(LocalSecrets {
+        pass_keys,
+        issuer,
+        jwks_path,
+        admin_key,
+        admin_key_is_new,
+    })
+}
+
+/// The development member-token issuer of a data folder.
+pub fn dev_issuer(data_dir: &Path) -> anyhow::Result<DevIssuer> {
+    let path = data_dir.join("member-issuer.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return DevIssuer::from_base64(&text).with_context(|| {
+            format!(
+                "{} is not an issuer key; delete it to make a new one",
+                path.display()
+            )
+        });
+    }
+    let issuer = DevIssuer::generate()?;
+    write_private(&path, &issuer.private_key_base64())?;
+    Ok(issuer)
+}
+
 /// The pass key pair, made on the first `up` and kept in the data folder.
 fn pass_keys(data_dir: &Path) -> anyhow::Result<(String, String)> {
     let path = data_dir.join("pass-keys.json");
@@ -392,8 +548,6 @@ fn pass_keys(data_dir: &Path) -> anyhow::Result<(String, String)> {
     }
     let (private, public) = ticket_runtime::pass::generate_key_pair();
     let body = serde_json::json!({ "private": private, "public": public }).to_string();
-    std::fs::write(&path, body)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    write_private(&path, &body)?;
     Ok((private, public))
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use shared_events::{Event, Service, Topic};
 use std::collections::HashMap;
 use std::time::Duration;
-use support::{Cluster, Knobs, WAIT};
+use support::{Cluster, Fan, Knobs, PASS_HEADER, WAIT};
 use ticket_runtime::pass::PassClaims;
 use ticket_runtime::testkit::{eventually, EventTap};
 use uuid::Uuid;
@@ -27,8 +27,9 @@ async fn fans_are_admitted_in_arrival_order_and_positions_only_go_down() {
     let (concert, _) = cluster.schedule().await;
     let tap = EventTap::new(&cluster.prefix, Topic::QueueEvents);
     let mut tokens = Vec::new();
-    for _ in 0..9 {
-        let (status, token) = cluster.join(Uuid::new_v4(), &concert).await;
+    let users: Vec<Uuid> = (0..9).map(|_| Uuid::new_v4()).collect();
+    for user in &users {
+        let (status, token) = cluster.join(*user, &concert).await;
         assert_eq!(status, StatusCode::CREATED);
         tokens.push(token);
     }
@@ -67,8 +68,8 @@ async fn fans_are_admitted_in_arrival_order_and_positions_only_go_down() {
         // Last to first: if a later fan is admitted when polled, everyone
         // before, polled afterwards, must be admitted too.
         let mut round = Vec::new();
-        for id in ids.iter().rev() {
-            round.push(cluster.poll(id).await);
+        for (user, id) in users.iter().zip(&ids).rev() {
+            round.push(cluster.poll(*user, id).await);
         }
         round.reverse();
         for (i, token) in round.iter().enumerate() {
@@ -103,7 +104,7 @@ async fn fans_are_admitted_in_arrival_order_and_positions_only_go_down() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let expired = cluster.poll(&ids[0]).await;
+    let expired = cluster.poll(users[0], &ids[0]).await;
     assert_eq!(expired["status"], "EXPIRED");
     assert_eq!(expired["ended_reason"], "PASS_EXPIRED");
     assert!(expired["pass"].is_null() && expired["position"].is_null());
@@ -167,50 +168,53 @@ async fn a_fan_who_stops_polling_drops_out_and_no_longer_holds_up_the_line() {
     let (concert, _) = cluster.schedule().await;
     let mut ids = Vec::new();
     for _ in 0..4 {
-        let (_, token) = cluster.join(Uuid::new_v4(), &concert).await;
-        ids.push(token["token"].as_str().unwrap().to_string());
+        let user = Uuid::new_v4();
+        let (_, token) = cluster.join(user, &concert).await;
+        ids.push((user, token["token"].as_str().unwrap().to_string()));
     }
     let (quitter, patient, last) = (&ids[1], &ids[2], &ids[3]);
-    assert_eq!(cluster.poll(patient).await["position"], 1);
+    assert_eq!(poll_fan(&cluster, patient).await["position"], 1);
 
     // Everyone but the quitter keeps polling; the quitter is dropped and the
     // fans behind move up.
     let moved_up = eventually(WAIT, "the quitter to drop out", || async {
-        let patient_view = cluster.poll(patient).await;
-        let last_view = cluster.poll(last).await;
+        let patient_view = poll_fan(&cluster, patient).await;
+        let last_view = poll_fan(&cluster, last).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         (patient_view["position"] == 0 && last_view["position"] == 1).then_some(())
     });
     moved_up.await;
-    let dropped = cluster.poll(quitter).await;
+    let dropped = poll_fan(&cluster, quitter).await;
     assert_eq!(dropped["status"], "EXPIRED");
     assert_eq!(dropped["ended_reason"], "DROPPED");
     assert!(dropped["position"].is_null());
 
     // When the active fan's pass ends, the next live fan is admitted, not the quitter.
     let admitted = eventually(WAIT, "the next live fan's admission", || async {
-        let view = cluster.poll(patient).await;
-        cluster.poll(last).await;
+        let view = poll_fan(&cluster, patient).await;
+        poll_fan(&cluster, last).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         (view["status"] == "ACTIVE").then_some(view)
     })
     .await;
     assert!(admitted["pass"].is_string());
-    assert_eq!(cluster.poll(last).await["position"], 0);
+    assert_eq!(poll_fan(&cluster, last).await["position"], 0);
     cluster.stop().await;
 }
 
 async fn reserve_with(
     cluster: &Cluster,
-    authorization: Option<String>,
+    member: &str,
+    pass: Option<String>,
     schedule: &str,
 ) -> (StatusCode, Value) {
     let mut request = cluster
         .http
         .post(cluster.url(Service::Reservation, "/v1/reservations"))
+        .bearer_auth(member)
         .json(&serde_json::json!({ "schedule_id": schedule, "seat_no": 1 }));
-    if let Some(value) = authorization {
-        request = request.header("authorization", value);
+    if let Some(value) = pass {
+        request = request.header(PASS_HEADER, value);
     }
     let response = request.send().await.unwrap();
     (response.status(), response.json().await.unwrap())
@@ -223,7 +227,7 @@ async fn passes_verify_in_other_services_and_bad_ones_are_refused_with_distinct_
     let fan = cluster.fan(&concert).await;
 
     let (status, body) =
-        reserve_with(&cluster, Some(format!("Bearer {}", fan.pass)), &schedule).await;
+        reserve_with(&cluster, &fan.member, Some(fan.pass.clone()), &schedule).await;
     assert_eq!(
         status,
         StatusCode::CREATED,
@@ -250,26 +254,14 @@ async fn passes_verify_in_other_services_and_bad_ones_are_refused_with_distinct_
 
     let cases = [
         ("missing", None, "pass_missing"),
-        (
-            "not bearer",
-            Some(format!("Basic {}", fan.pass)),
-            "pass_missing",
-        ),
-        (
-            "malformed",
-            Some("Bearer not.a.jwt".to_string()),
-            "pass_malformed",
-        ),
-        ("forged", Some(format!("Bearer {forged}")), "pass_forged"),
-        ("expired", Some(format!("Bearer {expired}")), "pass_expired"),
-        (
-            "wrong concert",
-            Some(format!("Bearer {other_pass}")),
-            "pass_wrong_concert",
-        ),
+        ("empty", Some(" ".to_string()), "pass_missing"),
+        ("malformed", Some("not.a.jwt".to_string()), "pass_malformed"),
+        ("forged", Some(forged), "pass_forged"),
+        ("expired", Some(expired), "pass_expired"),
+        ("wrong concert", Some(other_pass), "pass_wrong_concert"),
     ];
-    for (name, authorization, code) in cases {
-        let (status, body) = reserve_with(&cluster, authorization.clone(), &schedule).await;
+    for (name, pass, code) in cases {
+        let (status, body) = reserve_with(&cluster, &fan.member, pass.clone(), &schedule).await;
         assert_eq!(
             (status, body["code"].as_str().unwrap()),
             (StatusCode::UNAUTHORIZED, code),
@@ -278,9 +270,10 @@ async fn passes_verify_in_other_services_and_bad_ones_are_refused_with_distinct_
         let mut request = cluster
             .http
             .post(cluster.url(Service::Payment, "/v1/payments"))
+            .bearer_auth(&fan.member)
             .json(&serde_json::json!({ "reservation_id": Uuid::new_v4() }));
-        if let Some(value) = authorization {
-            request = request.header("authorization", value);
+        if let Some(value) = pass {
+            request = request.header(PASS_HEADER, value);
         }
         let response = request.send().await.unwrap();
         let status = response.status();
@@ -303,32 +296,27 @@ async fn passes_verify_in_other_services_and_bad_ones_are_refused_with_distinct_
 async fn queue_bad_input_gets_a_4xx_and_a_code() {
     let cluster = Cluster::start(false, Knobs::default()).await;
     let (concert, _) = cluster.schedule().await;
-    cluster.fan(&concert).await;
+    let fan = cluster.fan(&concert).await;
     let tokens = cluster.url(Service::Queue, "/v1/queue/tokens");
     let unknown = Uuid::new_v4();
     let posts = [
-        ("malformed json", "{\"user_id\":", 400, "malformed_json"),
+        ("malformed json", "{\"concert_id\":", 400, "malformed_json"),
         (
-            "user id not a uuid",
-            r#"{"user_id":"me","concert_id":"00000000-0000-0000-0000-000000000000"}"#,
+            "concert id not a uuid",
+            r#"{"concert_id":"me"}"#,
             422,
             "invalid_body",
         ),
-        (
-            "concert id missing",
-            &format!(r#"{{"user_id":"{unknown}"}}"#) as &str,
-            422,
-            "invalid_body",
-        ),
+        ("concert id missing", "{}", 422, "invalid_body"),
         (
             "concert id a number",
-            &format!(r#"{{"user_id":"{unknown}","concert_id":7}}"#),
+            r#"{"concert_id":7}"#,
             422,
             "invalid_body",
         ),
         (
             "unknown concert",
-            &format!(r#"{{"user_id":"{unknown}","concert_id":"{unknown}"}}"#),
+            &format!(r#"{{"concert_id":"{unknown}"}}"#) as &str,
             404,
             "concert_not_found",
         ),
@@ -337,6 +325,7 @@ async fn queue_bad_input_gets_a_4xx_and_a_code() {
         let response = cluster
             .http
             .post(&tokens)
+            .bearer_auth(&fan.member)
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
@@ -361,6 +350,7 @@ async fn queue_bad_input_gets_a_4xx_and_a_code() {
         let response = cluster
             .http
             .get(cluster.url(Service::Queue, &path))
+            .bearer_auth(&fan.member)
             .send()
             .await
             .unwrap();
@@ -390,7 +380,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
         &'a str,
         String,
         Option<String>,
-        &'a str,
+        &'a Fan,
         u16,
         &'a str,
     );
@@ -400,7 +390,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "POST",
             "/v1/reservations".into(),
             Some(format!(r#"{{"schedule_id":"{schedule}","seat_no":0}}"#)),
-            &fan.pass,
+            &fan,
             422,
             "invalid_seat",
         ),
@@ -409,7 +399,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "POST",
             "/v1/reservations".into(),
             Some(format!(r#"{{"schedule_id":"{schedule}","seat_no":51}}"#)),
-            &fan.pass,
+            &fan,
             422,
             "invalid_seat",
         ),
@@ -418,7 +408,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "POST",
             "/v1/reservations".into(),
             Some(format!(r#"{{"schedule_id":"{schedule}","seat_no":"one"}}"#)),
-            &fan.pass,
+            &fan,
             422,
             "invalid_body",
         ),
@@ -427,7 +417,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "POST",
             "/v1/reservations".into(),
             Some(r#"{"schedule_id":"x","seat_no":1}"#.into()),
-            &fan.pass,
+            &fan,
             422,
             "invalid_body",
         ),
@@ -436,7 +426,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "POST",
             "/v1/reservations".into(),
             Some(format!(r#"{{"schedule_id":"{unknown}","seat_no":1}}"#)),
-            &fan.pass,
+            &fan,
             404,
             "schedule_not_found",
         ),
@@ -445,7 +435,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "POST",
             "/v1/reservations".into(),
             Some("{".into()),
-            &fan.pass,
+            &fan,
             400,
             "malformed_json",
         ),
@@ -454,7 +444,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "GET",
             format!("/v1/reservations/{unknown}"),
             None,
-            &fan.pass,
+            &fan,
             404,
             "reservation_not_found",
         ),
@@ -463,7 +453,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "GET",
             format!("/v1/reservations/{hold_id}"),
             None,
-            &other.pass,
+            &other,
             404,
             "reservation_not_found",
         ),
@@ -472,7 +462,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "GET",
             "/v1/reservations/42".into(),
             None,
-            &fan.pass,
+            &fan,
             400,
             "invalid_path",
         ),
@@ -481,7 +471,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "GET",
             format!("/v1/reservations/{hold_id}?wait_ms=999999"),
             None,
-            &fan.pass,
+            &fan,
             400,
             "invalid_wait",
         ),
@@ -490,7 +480,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "GET",
             format!("/v1/reservations/{hold_id}?wait_ms=-1"),
             None,
-            &fan.pass,
+            &fan,
             400,
             "invalid_query",
         ),
@@ -499,7 +489,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "GET",
             format!("/v1/reservations/{hold_id}?wait_ms=10&seen_status=NAPPING"),
             None,
-            &fan.pass,
+            &fan,
             400,
             "invalid_seen_status",
         ),
@@ -508,7 +498,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "DELETE",
             format!("/v1/reservations/{hold_id}"),
             None,
-            &other.pass,
+            &other,
             404,
             "reservation_not_found",
         ),
@@ -517,7 +507,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "POST",
             "/v1/payments".into(),
             Some(format!(r#"{{"reservation_id":"{unknown}"}}"#)),
-            &fan.pass,
+            &fan,
             404,
             "reservation_not_found",
         ),
@@ -526,7 +516,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "POST",
             "/v1/payments".into(),
             Some(format!(r#"{{"reservation_id":"{hold_id}"}}"#)),
-            &other.pass,
+            &other,
             404,
             "reservation_not_found",
         ),
@@ -535,7 +525,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "POST",
             "/v1/payments".into(),
             Some(r#"{"reservation_id":12}"#.into()),
-            &fan.pass,
+            &fan,
             422,
             "invalid_body",
         ),
@@ -544,7 +534,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "GET",
             format!("/v1/payments/{unknown}"),
             None,
-            &fan.pass,
+            &fan,
             404,
             "payment_not_found",
         ),
@@ -553,7 +543,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "GET",
             "/v1/payments/nope".into(),
             None,
-            &fan.pass,
+            &fan,
             400,
             "invalid_path",
         ),
@@ -562,12 +552,12 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "GET",
             format!("/v1/payments/{unknown}?wait_ms=999999"),
             None,
-            &fan.pass,
+            &fan,
             400,
             "invalid_wait",
         ),
     ];
-    for (name, method, path, body, pass, status, code) in cases {
+    for (name, method, path, body, caller, status, code) in cases {
         let url = match path.starts_with("/v1/payments") {
             true => cluster.url(Service::Payment, &path),
             false => cluster.url(Service::Reservation, &path),
@@ -577,7 +567,8 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
             "DELETE" => cluster.http.delete(url),
             _ => cluster.http.get(url),
         }
-        .bearer_auth(pass);
+        .bearer_auth(&caller.member)
+        .header(PASS_HEADER, &caller.pass);
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
@@ -598,7 +589,8 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
     let bad_key = cluster
         .http
         .post(cluster.url(Service::Payment, "/v1/payments"))
-        .bearer_auth(&fan.pass)
+        .bearer_auth(&fan.member)
+        .header(PASS_HEADER, &fan.pass)
         .header("Idempotency-Key", "has space")
         .json(&serde_json::json!({ "reservation_id": hold_id }))
         .send()
@@ -611,4 +603,238 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
         "nothing changed the hold"
     );
     cluster.stop().await;
+}
+
+/// Every endpoint that acts for a fan takes the fan from a verified member
+/// token: bad tokens are refused with distinct codes, and a fan never
+/// reaches another fan's token, pass, reservation or payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fan_endpoint_checks_the_member_token_and_keeps_fans_apart() {
+    use ticket_runtime::member::DevIssuer;
+    let cluster = Cluster::start(false, Knobs::default()).await;
+    let (concert, schedule) = cluster.schedule().await;
+    let fan = cluster.fan(&concert).await;
+    let other = cluster.fan(&concert).await;
+    cluster.charge(&fan, 500_000).await;
+    let hold = cluster.hold(&fan, &schedule, 30).await;
+    let hold_id = hold["id"].as_str().unwrap().to_string();
+    let (_, payment) = cluster.pay(&fan, &hold_id, Some("identity-1")).await;
+    let payment_id = payment["id"].as_str().unwrap().to_string();
+
+    let minutes = chrono::TimeDelta::minutes(5);
+    let key = cluster.issuer.private_key_base64();
+    let stranger = DevIssuer::generate().unwrap();
+    let mut wrong_issuer = DevIssuer::from_base64(&key).unwrap();
+    wrong_issuer.issuer = "https://elsewhere.example".into();
+    let mut wrong_audience = DevIssuer::from_base64(&key).unwrap();
+    wrong_audience.audience = "another-app".into();
+    let unsigned = {
+        use base64::Engine;
+        let claims = fan.member.split('.').nth(1).unwrap().to_string();
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"alg":"none","typ":"JWT"}"#);
+        format!("{header}.{claims}.")
+    };
+    let bad_tokens: Vec<(&str, Option<String>, &str)> = vec![
+        ("missing", None, "member_token_missing"),
+        (
+            "forged",
+            Some(stranger.token(fan.user, minutes)),
+            "member_token_forged",
+        ),
+        (
+            "expired",
+            Some(
+                cluster
+                    .issuer
+                    .token(fan.user, chrono::TimeDelta::seconds(-60)),
+            ),
+            "member_token_expired",
+        ),
+        (
+            "wrong issuer",
+            Some(wrong_issuer.token(fan.user, minutes)),
+            "member_token_wrong_issuer",
+        ),
+        (
+            "wrong audience",
+            Some(wrong_audience.token(fan.user, minutes)),
+            "member_token_wrong_audience",
+        ),
+        ("alg none", Some(unsigned), "member_token_malformed"),
+    ];
+    let endpoints: Vec<(Service, &str, String, Option<Value>)> = vec![
+        (
+            Service::Queue,
+            "POST",
+            "/v1/queue/tokens".into(),
+            Some(serde_json::json!({ "concert_id": concert })),
+        ),
+        (
+            Service::Queue,
+            "GET",
+            format!("/v1/queue/tokens/{}", fan.token),
+            None,
+        ),
+        (
+            Service::Reservation,
+            "POST",
+            "/v1/reservations".into(),
+            Some(serde_json::json!({ "schedule_id": schedule, "seat_no": 31 })),
+        ),
+        (
+            Service::Reservation,
+            "GET",
+            format!("/v1/reservations/{hold_id}"),
+            None,
+        ),
+        (
+            Service::Reservation,
+            "DELETE",
+            format!("/v1/reservations/{hold_id}"),
+            None,
+        ),
+        (
+            Service::Payment,
+            "POST",
+            "/v1/payments".into(),
+            Some(serde_json::json!({ "reservation_id": hold_id })),
+        ),
+        (
+            Service::Payment,
+            "GET",
+            format!("/v1/payments/{payment_id}"),
+            None,
+        ),
+    ];
+    let send = |service: Service,
+                method: &str,
+                path: &str,
+                body: &Option<Value>,
+                member: Option<&str>,
+                pass: &str| {
+        let url = cluster.url(service, path);
+        let mut request = match method {
+            "POST" => cluster.http.post(url),
+            "DELETE" => cluster.http.delete(url),
+            _ => cluster.http.get(url),
+        }
+        .header(PASS_HEADER, pass);
+        if let Some(member) = member {
+            request = request.bearer_auth(member);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send()
+    };
+    for (service, method, path, body) in &endpoints {
+        for (name, token, code) in &bad_tokens {
+            let response = send(*service, method, path, body, token.as_deref(), &fan.pass)
+                .await
+                .unwrap();
+            let status = response.status();
+            let json: Value = response.json().await.unwrap();
+            assert_eq!(
+                (status, json["code"].as_str().unwrap()),
+                (StatusCode::UNAUTHORIZED, *code),
+                "{name}: {method} {path}"
+            );
+        }
+    }
+    // The other fan, well authenticated, on the first fan's things.
+    let trespass: Vec<(usize, StatusCode, &str)> = vec![
+        (1, StatusCode::NOT_FOUND, "token_not_found"),
+        (2, StatusCode::FORBIDDEN, "pass_not_yours"),
+        (3, StatusCode::NOT_FOUND, "reservation_not_found"),
+        (4, StatusCode::NOT_FOUND, "reservation_not_found"),
+        (5, StatusCode::FORBIDDEN, "pass_not_yours"),
+        (6, StatusCode::NOT_FOUND, "payment_not_found"),
+    ];
+    for (index, expected, code) in trespass {
+        let (service, method, path, body) = &endpoints[index];
+        let response = send(*service, method, path, body, Some(&other.member), &fan.pass)
+            .await
+            .unwrap();
+        let status = response.status();
+        let json: Value = response.json().await.unwrap();
+        assert_eq!(
+            (status, json["code"].as_str().unwrap()),
+            (expected, code),
+            "the other fan: {method} {path}"
+        );
+    }
+    // Joining with the other fan's token queues the other fan, whatever the body says.
+    let response = send(
+        Service::Queue,
+        "POST",
+        "/v1/queue/tokens",
+        &Some(serde_json::json!({ "concert_id": concert, "user_id": fan.user })),
+        Some(&other.member),
+        "",
+    )
+    .await
+    .unwrap();
+    let joined: Value = response.json().await.unwrap();
+    assert_eq!(joined["user_id"], other.user.to_string());
+    let still = cluster.reservation(&fan, &hold_id).await;
+    assert_ne!(still["status"], "CANCELLED", "nobody else cancelled it");
+    cluster.stop().await;
+}
+
+/// No secret, pass or member token appears in any log line of a saga run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_secret_pass_or_member_token_appears_in_the_logs() {
+    let cluster = Cluster::start(false, Knobs::default()).await;
+    let (concert, schedule) = cluster.schedule().await;
+    let fan = cluster.fan(&concert).await;
+    cluster.charge(&fan, 500_000).await;
+    let hold = cluster.hold(&fan, &schedule, 33).await;
+    let hold_id = hold["id"].as_str().unwrap();
+    let (_, payment) = cluster.pay(&fan, hold_id, None).await;
+    let outcome = cluster
+        .payment_outcome(&fan, payment["id"].as_str().unwrap())
+        .await;
+    assert_eq!(outcome["status"], "COMPLETED");
+    // A refused request logs too.
+    let refused = cluster
+        .http
+        .get(cluster.url(
+            Service::Payment,
+            &format!("/v1/payments/{}", outcome["id"].as_str().unwrap()),
+        ))
+        .bearer_auth(format!("{}x", fan.member))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let (issuer_key, pass_key) = (
+        cluster.issuer.private_key_base64(),
+        cluster.pass_private_key(),
+    );
+    cluster.stop().await;
+
+    let logs = ticket_runtime::testkit::captured_logs();
+    assert!(
+        logs.contains("listening") && logs.contains("infrastructure ready"),
+        "the capture saw the run: {} bytes: {}",
+        logs.len(),
+        logs.chars().take(300).collect::<String>()
+    );
+    let signature = |jwt: &str| jwt.rsplit('.').next().unwrap().to_string();
+    for (what, secret) in [
+        ("pass", fan.pass.clone()),
+        ("pass signature", signature(&fan.pass)),
+        ("member token", fan.member.clone()),
+        ("member token signature", signature(&fan.member)),
+        ("admin key", support::ADMIN_KEY.to_string()),
+        ("issuer key", issuer_key),
+        ("pass signing key", pass_key),
+    ] {
+        assert!(!logs.contains(&secret), "the {what} appears in the logs");
+    }
+}
+
+async fn poll_fan(cluster: &Cluster, (user, token): &(Uuid, String)) -> Value {
+    cluster.poll(*user, token).await
 }

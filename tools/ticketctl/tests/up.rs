@@ -99,6 +99,33 @@ impl Up {
     }
 }
 
+/// A member token from the data folder's development issuer, as a user gets one.
+fn login(data_dir: &std::path::Path, user: uuid::Uuid) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
+        .args(["login", &user.to_string(), "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("ticketctl login runs");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// The pid of `ticketctl serve <service>` listening on `port`.
+fn service_pid(service: &str, port: u16) -> i32 {
+    let wanted_args = format!("serve\0{service}\0");
+    let wanted_port = format!("APP__HTTP__PORT={port}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let read =
+                |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
+            String::from_utf8_lossy(&read("cmdline")).contains(&wanted_args)
+                && String::from_utf8_lossy(&read("environ")).contains(&wanted_port)
+        })
+        .unwrap_or_else(|| panic!("no {service} process on port {port}"))
+}
+
 async fn json(http: &reqwest::Client, url: String) -> serde_json::Value {
     let response = http.get(&url).send().await.unwrap();
     assert!(
@@ -117,7 +144,7 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
     let http = reqwest::Client::new();
     let url = |offset: u16, path: &str| format!("http://127.0.0.1:{}{path}", base + offset);
 
-    let up = start(&data_dir, base, broker, &[]);
+    let mut up = start(&data_dir, base, broker, &[]);
     for (name, offset) in SERVICES {
         let ready = json(&http, url(offset, "/health/ready")).await;
         assert_eq!(ready["status"], "ready", "{name}");
@@ -128,13 +155,83 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
     let concerts = json(&http, url(1, "/v1/concerts")).await;
     assert_eq!(concerts.as_array().unwrap().len(), 3, "demo catalog");
     let member = uuid::Uuid::new_v4();
+    let token = login(&data_dir, member);
     let charged = http
         .post(url(4, &format!("/v1/members/{member}/charges")))
-        .json(&serde_json::json!({ "amount": 12_345 }))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "amount": 500_000 }))
         .send()
         .await
         .unwrap();
     assert_eq!(charged.status(), 201);
+
+    // A saga in flight survives a `kill -9` of a service: `up` restarts it.
+    let concert = concerts[0]["id"].as_str().unwrap();
+    let schedules = json(&http, url(1, &format!("/v1/concerts/{concert}/schedules"))).await;
+    let schedule = schedules[0]["id"].as_str().unwrap();
+    let joined: serde_json::Value = http
+        .post(url(2, "/v1/queue/tokens"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "concert_id": concert }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pass = joined["pass"]
+        .as_str()
+        .expect("admitted at once")
+        .to_string();
+    let hold: serde_json::Value = http
+        .post(url(3, "/v1/reservations"))
+        .bearer_auth(&token)
+        .header("queue-pass", &pass)
+        .json(&serde_json::json!({ "schedule_id": schedule, "seat_no": 9 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hold["status"], "HELD", "{hold}");
+    // SAFETY: signalling a process this test started, as `kill -9` would.
+    unsafe {
+        libc::kill(service_pid("member-balance", base + 4), libc::SIGKILL);
+    }
+    let paid: serde_json::Value = http
+        .post(url(5, "/v1/payments"))
+        .bearer_auth(&token)
+        .header("queue-pass", &pass)
+        .json(&serde_json::json!({ "reservation_id": hold["id"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    up.wait_for("member-balance | restarted", Duration::from_secs(60));
+    let payment_url = url(5, &format!("/v1/payments/{}", paid["id"].as_str().unwrap()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let payment: serde_json::Value = http
+            .get(format!("{payment_url}?wait_ms=2000&seen_status=PENDING"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if payment["status"] != "PENDING" {
+            assert_eq!(payment["status"], "COMPLETED", "{payment}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the payment never finished"
+        );
+    }
     up.stop();
     for (_, offset) in SERVICES {
         assert!(
@@ -147,8 +244,21 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
     let up = start(&data_dir, base, broker, &[]);
     let again = json(&http, url(1, "/v1/concerts")).await;
     assert_eq!(again, concerts, "same catalog, not seeded twice");
-    let balance = json(&http, url(4, &format!("/v1/members/{member}/balance"))).await;
-    assert_eq!(balance["balance"], 12_345, "balance survived the restart");
+    let balance: serde_json::Value = http
+        .get(url(4, &format!("/v1/members/{member}/balance")))
+        .bearer_auth(login(&data_dir, member))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let price = hold["price"].as_i64().unwrap();
+    assert_eq!(
+        balance["balance"],
+        500_000 - price,
+        "balance survived the restart"
+    );
     up.stop();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
@@ -191,6 +301,7 @@ async fn up_runs_on_external_postgres_and_kafka() {
     let member = uuid::Uuid::new_v4();
     let charged = http
         .post(url(4, &format!("/v1/members/{member}/charges")))
+        .bearer_auth(login(&data_dir, member))
         .json(&serde_json::json!({ "amount": 777 }))
         .send()
         .await

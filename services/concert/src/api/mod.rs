@@ -1,7 +1,10 @@
 //! HTTP: thin handlers that validate input into domain types and call the store.
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, HttpResponse, ResponseError};
 use diesel::result::Error as DieselError;
 use ticket_runtime::{ApiError, Db, DbError, Secret};
 use uuid::Uuid;
@@ -28,7 +31,31 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: AppState) {
             "/v1/schedules/{schedule_id}/seats",
             web::get().to(list_seats),
         )
-        .route("/v1/admin/concerts", web::post().to(create_concert));
+        .service(
+            // The key is checked before anything the caller sent is read: an
+            // unauthenticated caller learns nothing about valid bodies.
+            web::scope("/v1/admin")
+                .wrap(from_fn(require_admin_key))
+                .route("/concerts", web::post().to(create_concert)),
+        );
+}
+
+async fn require_admin_key(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let expected = request
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.admin_key.clone());
+    let given = request
+        .headers()
+        .get(ADMIN_KEY_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    match expected {
+        Some(expected) if same_key(given, expected.expose().as_bytes()) => next.call(request).await,
+        _ => Err(ConcertError::Unauthorized.into()),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +70,12 @@ pub enum ConcertError {
     Invalid(#[from] InvalidConcert),
     #[error(transparent)]
     Unexpected(#[from] DbError),
+}
+
+impl ticket_runtime::Transient for ConcertError {
+    fn is_transient(&self) -> bool {
+        matches!(self, ConcertError::Unexpected(e) if e.is_transient())
+    }
 }
 
 impl From<DieselError> for ConcertError {
@@ -138,17 +171,8 @@ fn same_key(given: &[u8], expected: &[u8]) -> bool {
 
 async fn create_concert(
     state: web::Data<AppState>,
-    request: HttpRequest,
     body: web::Json<ConcertRequest>,
 ) -> Result<HttpResponse, ConcertError> {
-    let given = request
-        .headers()
-        .get(ADMIN_KEY_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    if !same_key(given, state.admin_key.expose().as_bytes()) {
-        return Err(ConcertError::Unauthorized);
-    }
     let concert = NewConcert::try_from(body.into_inner())?;
     let (created, schedules) = state
         .db

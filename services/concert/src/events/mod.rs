@@ -8,7 +8,9 @@ use ticket_runtime::{EventHandler, HandlerError, Tx};
 
 use crate::store::{self, HoldOutcome};
 
-pub struct ConcertEvents;
+pub struct ConcertEvents {
+    pub holds: crate::HoldPolicy,
+}
 
 impl EventHandler for ConcertEvents {
     fn name(&self) -> &str {
@@ -39,13 +41,18 @@ impl EventHandler for ConcertEvents {
                     &e.schedule_id.to_string(),
                     e.seat_no as i32,
                     &e.reservation_id.to_string(),
+                    chrono::Utc::now() + self.holds.hold_ttl(),
                 )?;
                 let reply: Event = match outcome {
-                    HoldOutcome::Held { price } => SeatHeld {
+                    HoldOutcome::Held {
+                        price,
+                        hold_expires_at,
+                    } => SeatHeld {
                         reservation_id: e.reservation_id,
                         schedule_id: e.schedule_id,
                         seat_no: e.seat_no,
                         price,
+                        hold_expires_at,
                     }
                     .into(),
                     HoldOutcome::Rejected(reason) => SeatHoldRejected {

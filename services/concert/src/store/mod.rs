@@ -10,7 +10,7 @@ use ticket_runtime::{AnyConnection, Db, DbError, Tx};
 use uuid::Uuid;
 
 use crate::domain::{NewConcert, SeatPlanEntry, SeatStatus, SEATS_PER_SCHEDULE};
-use schema::{concerts, schedules, seats};
+use schema::{catalog_seeds, concerts, schedules, seats};
 
 #[derive(Debug, Clone, Queryable, serde::Serialize)]
 pub struct Concert {
@@ -182,9 +182,29 @@ pub fn seats_of(conn: &mut AnyConnection, schedule_id: &str) -> QueryResult<Opti
     Ok((!seats.is_empty()).then_some(seats))
 }
 
-/// A few concerts so a newcomer can try the flow at once; only into an empty catalog.
+/// Claims a one-time seed: true for the one transaction that records it
+/// first. Two instances starting together both try; the second waits on
+/// the first's row and then finds it taken.
+fn claim_seed(conn: &mut AnyConnection, name: &str) -> QueryResult<bool> {
+    let row = (
+        catalog_seeds::name.eq(name),
+        catalog_seeds::seeded_at.eq(now()),
+    );
+    let inserted =
+        ticket_runtime::on_backend!(conn, |c| diesel::insert_into(catalog_seeds::table)
+            .values(row)
+            .on_conflict_do_nothing()
+            .execute(c))?;
+    Ok(inserted == 1)
+}
+
+/// A few concerts so a newcomer can try the flow at once; only into an
+/// empty catalog, and once however many instances start together.
 pub async fn seed_demo_catalog(db: &Db) -> Result<(), DbError> {
     db.transaction(|tx| {
+        if !claim_seed(tx.conn(), "demo")? {
+            return Ok(());
+        }
         let existing: i64 = concerts::table.count().get_result(tx.conn())?;
         if existing > 0 {
             return Ok(());
@@ -192,7 +212,7 @@ pub async fn seed_demo_catalog(db: &Db) -> Result<(), DbError> {
         let base = Utc::now()
             .date_naive()
             .and_hms_opt(19, 0, 0)
-            .expect("valid time")
+            .unwrap_or_default()
             .and_utc();
         let demo = [
             (
@@ -228,7 +248,10 @@ pub async fn seed_demo_catalog(db: &Db) -> Result<(), DbError> {
 
 /// What the seat a reservation asked for turned out to be.
 pub enum HoldOutcome {
-    Held { price: i64 },
+    Held {
+        price: i64,
+        hold_expires_at: DateTime<Utc>,
+    },
     Rejected(&'static str),
 }
 
@@ -241,6 +264,7 @@ pub fn hold_seat(
     schedule_id: &str,
     seat_no: i32,
     reservation_id: &str,
+    hold_expires_at: DateTime<Utc>,
 ) -> QueryResult<HoldOutcome> {
     let schedule_concert: Option<String> = schedules::table
         .find(schedule_id)
@@ -258,17 +282,31 @@ pub fn hold_seat(
         .set((
             seats::status.eq(SeatStatus::Held.as_str()),
             seats::reservation_id.eq(reservation_id),
+            seats::hold_expires_at.eq(hold_expires_at.naive_utc()),
             seats::updated_at.eq(now()),
         ))
         .execute(conn)?;
-    let current: Option<(i64, Option<String>)> = seat
-        .select((seats::price, seats::reservation_id))
+    let current: Option<(i64, Option<String>, String, Option<NaiveDateTime>)> = seat
+        .select((
+            seats::price,
+            seats::reservation_id,
+            seats::status,
+            seats::hold_expires_at,
+        ))
         .first(conn)
         .optional()?;
     Ok(match current {
         None => HoldOutcome::Rejected("SEAT_NOT_FOUND"),
-        Some((price, holder)) if held == 1 || holder.as_deref() == Some(reservation_id) => {
-            HoldOutcome::Held { price }
+        // A redelivered request finds the seat still held by it: same answer.
+        Some((price, holder, status, Some(expires_at)))
+            if held == 1
+                || (holder.as_deref() == Some(reservation_id)
+                    && status == SeatStatus::Held.as_str()) =>
+        {
+            HoldOutcome::Held {
+                price,
+                hold_expires_at: expires_at.and_utc(),
+            }
         }
         Some(_) => HoldOutcome::Rejected("SEAT_TAKEN"),
     })
@@ -289,6 +327,50 @@ pub fn release_seat(
             seats::status.eq(SeatStatus::Available.as_str()),
             seats::reservation_id.eq(None::<String>),
             seats::payment_id.eq(None::<String>),
+            seats::hold_expires_at.eq(None::<NaiveDateTime>),
+            seats::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(released == 1)
+}
+
+/// A HELD seat whose hold ran out: where it is and who held it.
+#[derive(Debug, Clone, Queryable)]
+pub struct LapsedHold {
+    pub schedule_id: String,
+    pub seat_no: i32,
+    pub reservation_id: Option<String>,
+}
+
+/// Seats still HELD although their hold ran out before `cutoff`.
+pub fn lapsed_holds(
+    conn: &mut AnyConnection,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<LapsedHold>> {
+    seats::table
+        .filter(seats::status.eq(SeatStatus::Held.as_str()))
+        .filter(seats::hold_expires_at.le(cutoff.naive_utc()))
+        .order(seats::hold_expires_at)
+        .limit(limit)
+        .select((seats::schedule_id, seats::seat_no, seats::reservation_id))
+        .load(conn)
+}
+
+/// Releases a lapsed hold, unless it changed meanwhile (sold, or released).
+pub fn release_lapsed(
+    conn: &mut AnyConnection,
+    hold: &LapsedHold,
+    cutoff: DateTime<Utc>,
+) -> QueryResult<bool> {
+    let released = diesel::update(seats::table.find((&hold.schedule_id, hold.seat_no)))
+        .filter(seats::status.eq(SeatStatus::Held.as_str()))
+        .filter(seats::reservation_id.eq(&hold.reservation_id))
+        .filter(seats::hold_expires_at.le(cutoff.naive_utc()))
+        .set((
+            seats::status.eq(SeatStatus::Available.as_str()),
+            seats::reservation_id.eq(None::<String>),
+            seats::hold_expires_at.eq(None::<NaiveDateTime>),
             seats::updated_at.eq(now()),
         ))
         .execute(conn)?;

@@ -25,8 +25,16 @@ diesel::table! {
         reservation_id -> Nullable<Text>,
         payment_id -> Nullable<Text>,
         updated_at -> Timestamp,
+        hold_expires_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    catalog_seeds (name) {
+        name -> Text,
+        seeded_at -> Timestamp,
     }
 }
 
 diesel::joinable!(schedules -> concerts (concert_id));
-diesel::allow_tables_to_appear_in_same_query!(concerts, schedules, seats);
+diesel::allow_tables_to_appear_in_same_query!(concerts, schedules, seats, catalog_seeds);

@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Deserialize;
+use ticket_runtime::member::Member;
 use ticket_runtime::{ApiError, Db, DbError};
 use uuid::Uuid;
 
@@ -39,8 +40,16 @@ pub enum BalanceError {
     InvalidCursor,
     #[error("{0}")]
     Refused(ChargeRefused),
+    #[error("a member may only see and charge their own wallet")]
+    NotYours,
     #[error(transparent)]
     Unexpected(#[from] DbError),
+}
+
+impl ticket_runtime::Transient for BalanceError {
+    fn is_transient(&self) -> bool {
+        matches!(self, BalanceError::Unexpected(e) if e.is_transient())
+    }
 }
 
 impl From<DieselError> for BalanceError {
@@ -77,6 +86,11 @@ impl BalanceError {
                 self.to_string(),
             ),
             BalanceError::Refused(_) => unprocessable("balance_limit_exceeded"),
+            // 403, not 404: member ids are not secret, and the caller named
+            // another member's wallet explicitly.
+            BalanceError::NotYours => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", self.to_string())
+            }
             BalanceError::Unexpected(e) => ApiError::unexpected(e),
         }
     }
@@ -102,11 +116,22 @@ impl ResponseError for BalanceError {
     }
 }
 
+/// The wallet in the path must be the calling member's own.
+fn own_wallet(member: Member, user_id: web::Path<Uuid>) -> Result<Uuid, BalanceError> {
+    let user_id = user_id.into_inner();
+    if user_id == member.user_id {
+        Ok(user_id)
+    } else {
+        Err(BalanceError::NotYours)
+    }
+}
+
 async fn balance(
     state: web::Data<AppState>,
+    member: Member,
     user_id: web::Path<Uuid>,
 ) -> Result<HttpResponse, BalanceError> {
-    let user_id = user_id.into_inner();
+    let user_id = own_wallet(member, user_id)?;
     let balance = state
         .db
         .run(move |conn| Ok::<_, BalanceError>(store::balance_of(conn, &user_id.to_string())?))
@@ -122,10 +147,11 @@ pub struct ChargeBody {
 async fn charge(
     state: web::Data<AppState>,
     request: HttpRequest,
+    member: Member,
     user_id: web::Path<Uuid>,
     body: web::Json<ChargeBody>,
 ) -> Result<HttpResponse, BalanceError> {
-    let user_id = user_id.into_inner();
+    let user_id = own_wallet(member, user_id)?;
     let amount = ChargeAmount::parse(body.amount, &state.limits)?;
     let key = match request.headers().get(IDEMPOTENCY_KEY) {
         Some(value) => Some(IdempotencyKey::try_from(
@@ -177,10 +203,11 @@ pub struct LedgerQuery {
 
 async fn ledger(
     state: web::Data<AppState>,
+    member: Member,
     user_id: web::Path<Uuid>,
     query: web::Query<LedgerQuery>,
 ) -> Result<HttpResponse, BalanceError> {
-    let user_id = user_id.into_inner();
+    let user_id = own_wallet(member, user_id)?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(BalanceError::InvalidLimit);

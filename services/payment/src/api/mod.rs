@@ -1,4 +1,5 @@
-//! HTTP: pay for a held reservation, watch the payment. Every call needs the pass.
+//! HTTP: pay for a held reservation, watch the payment. Every call needs the
+//! fan's member token; paying also needs their own pass from the line.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -7,6 +8,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::{Deserialize, Serialize};
 use shared_events::{Envelope, PaymentRequested};
 use std::time::Duration;
+use ticket_runtime::member::Member;
 use ticket_runtime::pass::{Pass, PassError};
 use ticket_runtime::waiters::{wait_for, Waiters};
 use ticket_runtime::{ApiError, Db, DbError};
@@ -52,6 +54,12 @@ pub enum PaymentError {
     InvalidSeenStatus,
     #[error(transparent)]
     Unexpected(#[from] DbError),
+}
+
+impl ticket_runtime::Transient for PaymentError {
+    fn is_transient(&self) -> bool {
+        matches!(self, PaymentError::Unexpected(e) if e.is_transient())
+    }
 }
 
 impl From<DieselError> for PaymentError {
@@ -158,11 +166,13 @@ pub struct PayRequest {
 async fn pay(
     state: web::Data<AppState>,
     request: HttpRequest,
+    member: Member,
     pass: Pass,
     body: web::Json<PayRequest>,
 ) -> Result<HttpResponse, PaymentError> {
+    let pass = pass.of(&member)?;
     let claims = pass.0.clone();
-    let user = claims.user_id();
+    let user = member.user_id;
     if ticket_runtime::pass::is_ended(&state.db, &pass).await? {
         return Err(PassError::Ended.into());
     }
@@ -292,14 +302,16 @@ pub struct WatchQuery {
     pub seen_status: Option<String>,
 }
 
+/// Another member's payment is "not found" (404): whether it exists is
+/// nobody else's business.
 async fn get_payment(
     state: web::Data<AppState>,
-    pass: Pass,
+    member: Member,
     id: web::Path<Uuid>,
     query: web::Query<WatchQuery>,
 ) -> Result<HttpResponse, PaymentError> {
     let id = id.into_inner();
-    let user = pass.0.user_id();
+    let user = member.user_id;
     let wait = query.wait_ms.unwrap_or(0);
     if wait > state.policy.max_wait_ms {
         return Err(PaymentError::InvalidWait(state.policy.max_wait_ms));

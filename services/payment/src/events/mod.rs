@@ -80,7 +80,7 @@ impl EventHandler for PaymentEvents {
         let Some(payment_id) = payment_of(&event.event) else {
             return Ok(());
         };
-        let Some(payment) = store::find(tx.conn(), payment_id)? else {
+        let Some(payment) = store::lock(tx.conn(), payment_id)? else {
             return Ok(());
         };
         let detail = detail_of(&event.event);

@@ -82,6 +82,13 @@ pub fn find(conn: &mut AnyConnection, id: Uuid) -> QueryResult<Option<Payment>> 
     payments::table.find(id.to_string()).first(conn).optional()
 }
 
+/// The payment, locked until the transaction ends, so that the deadline
+/// sweeper and a consumer handling the payment's events (on any instance)
+/// decide one after the other, each seeing the other's outcome.
+pub fn lock(conn: &mut AnyConnection, id: Uuid) -> QueryResult<Option<Payment>> {
+    ticket_runtime::first_for_update!(conn, payments::table.find(id.to_string()))
+}
+
 pub fn find_by_key(
     conn: &mut AnyConnection,
     user_id: Uuid,

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use ticket_runtime::member::Member;
 use ticket_runtime::pass::PassSigner;
 use ticket_runtime::{ApiError, Db, DbError};
 use uuid::Uuid;
@@ -34,6 +35,12 @@ pub enum QueueError {
     TokenNotFound(Uuid),
     #[error(transparent)]
     Unexpected(#[from] DbError),
+}
+
+impl ticket_runtime::Transient for QueueError {
+    fn is_transient(&self) -> bool {
+        matches!(self, QueueError::Unexpected(e) if e.is_transient())
+    }
 }
 
 impl From<DieselError> for QueueError {
@@ -107,20 +114,19 @@ fn view(token: QueueToken, position: Option<i64>) -> TokenView {
     }
 }
 
+/// Who joins is the member token's subject, never a field of the body.
 #[derive(Deserialize)]
 pub struct JoinRequest {
-    pub user_id: Uuid,
     pub concert_id: Uuid,
 }
 
 async fn join(
     state: web::Data<AppState>,
+    member: Member,
     body: web::Json<JoinRequest>,
 ) -> Result<HttpResponse, QueueError> {
-    let JoinRequest {
-        user_id,
-        concert_id,
-    } = body.into_inner();
+    let user_id = member.user_id;
+    let concert_id = body.into_inner().concert_id;
     // A fan asking twice at the same moment: one insert wins the live-token
     // index, the other's transaction is rolled back and, run again, finds it.
     let mut attempt = 0;
@@ -159,16 +165,22 @@ async fn join(
     Ok(HttpResponse::build(status).json(token_view))
 }
 
+/// Another member's token is "not found": its id says nothing, and its pass
+/// is a credential.
 async fn poll(
     state: web::Data<AppState>,
+    member: Member,
     token: web::Path<Uuid>,
 ) -> Result<HttpResponse, QueueError> {
     let token = token.into_inner();
     let policy = state.policy.clone();
+    let me = member.user_id.to_string();
     let token_view = state
         .db
         .run(move |conn| {
-            let found = store::find(conn, token)?.ok_or(QueueError::TokenNotFound(token))?;
+            let found = store::find(conn, token)?
+                .filter(|t| t.user_id == me)
+                .ok_or(QueueError::TokenNotFound(token))?;
             store::touch(conn, &found, Utc::now(), &policy)?;
             let position = store::position(conn, &found)?;
             Ok::<_, QueueError>(view(found, position))

@@ -177,15 +177,16 @@ pub fn admit(
     signer: &PassSigner,
     now: DateTime<Utc>,
 ) -> QueryResult<usize> {
-    let line: Option<(i64, i64, NaiveDateTime)> = queue_lines::table
-        .find(concert_id)
-        .select((
+    // The line's row is locked first: two instances admitting at once take
+    // turns, and the second sees the first's admissions and active count.
+    let line: Option<(i64, i64, NaiveDateTime)> = ticket_runtime::first_for_update!(
+        tx.conn(),
+        queue_lines::table.find(concert_id).select((
             queue_lines::active_count,
             queue_lines::next_seq,
             queue_lines::rate_clock,
         ))
-        .first(tx.conn())
-        .optional()?;
+    )?;
     let Some((active, next_seq, rate_clock)) = line else {
         return Ok(0);
     };
@@ -204,13 +205,16 @@ pub fn admit(
             queue_tokens::seq,
         ))
         .load(tx.conn())?;
-    let admitted = waiting.len() as i64;
     // Whole seconds, like the pass's `exp`.
     let expires_at = (now + policy.pass_ttl()).trunc_subsecs(0);
-    let concert = Uuid::parse_str(concert_id).expect("stored uuid");
+    let Ok(concert) = Uuid::parse_str(concert_id) else {
+        return Ok(0);
+    };
+    let mut admitted = 0;
     for (token, user_id, _) in &waiting {
-        let token_id = Uuid::parse_str(token).expect("stored uuid");
-        let user = Uuid::parse_str(user_id).expect("stored uuid");
+        let (Ok(token_id), Ok(user)) = (Uuid::parse_str(token), Uuid::parse_str(user_id)) else {
+            continue;
+        };
         let pass = signer.sign(&PassClaims {
             sub: user,
             concert_id: concert,
@@ -218,7 +222,10 @@ pub fn admit(
             iat: now.timestamp(),
             exp: expires_at.timestamp(),
         });
-        diesel::update(queue_tokens::table.find(token))
+        // Only a fan still WAITING is admitted: one dropped out by the
+        // sweeper since the read above stays out.
+        let changed = diesel::update(queue_tokens::table.find(token))
+            .filter(queue_tokens::status.eq(TokenStatus::Waiting.as_str()))
             .set((
                 queue_tokens::status.eq(TokenStatus::Active.as_str()),
                 queue_tokens::pass.eq(pass),
@@ -226,6 +233,10 @@ pub fn admit(
                 queue_tokens::admitted_at.eq(naive(now)),
             ))
             .execute(tx.conn())?;
+        if changed == 0 {
+            continue;
+        }
+        admitted += 1;
         tx.publish(&Envelope::new(
             QueueTokenAdmitted {
                 token: token_id,
@@ -238,7 +249,7 @@ pub fn admit(
     }
     // Everyone before the last admitted fan has left the waiting line; when
     // nobody waits any more, neither does anyone before the next arrival.
-    let head = if admitted < budget.admit {
+    let head = if (waiting.len() as i64) < budget.admit {
         next_seq
     } else {
         waiting.last().map_or(next_seq, |(_, _, seq)| seq + 1)
@@ -250,7 +261,7 @@ pub fn admit(
             queue_lines::rate_clock.eq(naive(budget.clock_after(admitted))),
         ))
         .execute(tx.conn())?;
-    Ok(waiting.len())
+    Ok(admitted as usize)
 }
 
 /// Concerts whose line may have fans waiting.
@@ -373,7 +384,7 @@ pub fn end_pass_after_payment(
     tx.publish(&Envelope::caused_by(
         cause,
         QueuePassEnded {
-            token: Uuid::parse_str(&live.token).expect("stored uuid"),
+            token: Uuid::parse_str(&live.token).unwrap_or_default(),
             user_id,
             concert_id,
             reason: ended::PAYMENT_COMPLETED.into(),

@@ -1,4 +1,5 @@
-//! HTTP: ask for a hold, watch it, cancel it. Every call needs the fan's pass.
+//! HTTP: ask for a hold, watch it, cancel it. Every call needs the fan's
+//! member token; asking for a hold also needs their own pass from the line.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
@@ -6,6 +7,7 @@ use diesel::result::Error as DieselError;
 use serde::Deserialize;
 use shared_events::{Envelope, ReservationCancelled, ReservationRequested};
 use std::time::Duration;
+use ticket_runtime::member::Member;
 use ticket_runtime::pass::{Pass, PassError};
 use ticket_runtime::waiters::{wait_for, Waiters};
 use ticket_runtime::{ApiError, Db, DbError};
@@ -49,6 +51,12 @@ pub enum ReservationError {
     InvalidSeenStatus,
     #[error(transparent)]
     Unexpected(#[from] DbError),
+}
+
+impl ticket_runtime::Transient for ReservationError {
+    fn is_transient(&self) -> bool {
+        matches!(self, ReservationError::Unexpected(e) if e.is_transient())
+    }
 }
 
 impl From<DieselError> for ReservationError {
@@ -104,9 +112,10 @@ async fn live_pass(db: &Db, pass: &Pass) -> Result<(), ReservationError> {
     Ok(())
 }
 
-/// The fan's own reservation; another fan's is "not found".
-async fn own(db: &Db, id: Uuid, pass: &Pass) -> Result<Reservation, ReservationError> {
-    let user = pass.0.user_id().to_string();
+/// The fan's own reservation; another fan's is "not found" (404, not 403:
+/// whether an id exists is nobody else's business).
+async fn own(db: &Db, id: Uuid, member: Member) -> Result<Reservation, ReservationError> {
+    let user = member.user_id.to_string();
     db.run(move |conn| {
         store::find(conn, id)?
             .filter(|r| r.user_id == user)
@@ -118,7 +127,7 @@ async fn own(db: &Db, id: Uuid, pass: &Pass) -> Result<Reservation, ReservationE
 async fn watch(
     state: &AppState,
     id: Uuid,
-    pass: &Pass,
+    member: Member,
     seen: Status,
     wait: Duration,
 ) -> Result<Reservation, ReservationError> {
@@ -126,7 +135,7 @@ async fn watch(
         &state.waiters,
         id,
         wait,
-        || own(&state.db, id, pass),
+        || own(&state.db, id, member),
         |r| r.status() != seen,
     )
     .await
@@ -140,9 +149,11 @@ pub struct HoldRequest {
 
 async fn request_hold(
     state: web::Data<AppState>,
+    member: Member,
     pass: Pass,
     body: web::Json<HoldRequest>,
 ) -> Result<HttpResponse, ReservationError> {
+    let pass = pass.of(&member)?;
     live_pass(&state.db, &pass).await?;
     let seat_no = SeatNo::try_from(body.seat_no)?;
     let schedule_id = body.schedule_id;
@@ -196,7 +207,7 @@ async fn request_hold(
             Ok::<_, ReservationError>(())
         })
         .await?;
-    let reservation = watch(&state, id, &pass, Status::Pending, wait).await?;
+    let reservation = watch(&state, id, member, Status::Pending, wait).await?;
     let status = if reservation.status() == Status::Pending {
         StatusCode::ACCEPTED
     } else {
@@ -216,7 +227,7 @@ pub struct WatchQuery {
 
 async fn get_reservation(
     state: web::Data<AppState>,
-    pass: Pass,
+    member: Member,
     id: web::Path<Uuid>,
     query: web::Query<WatchQuery>,
 ) -> Result<HttpResponse, ReservationError> {
@@ -229,22 +240,22 @@ async fn get_reservation(
         Some(s) => Some(Status::parse(s).ok_or(ReservationError::InvalidSeenStatus)?),
         None => None,
     };
-    let current = own(&state.db, id, &pass).await?;
+    let current = own(&state.db, id, member).await?;
     if wait == 0 {
         return Ok(HttpResponse::Ok().json(current));
     }
     let seen = seen.unwrap_or(current.status());
-    let reservation = watch(&state, id, &pass, seen, Duration::from_millis(wait)).await?;
+    let reservation = watch(&state, id, member, seen, Duration::from_millis(wait)).await?;
     Ok(HttpResponse::Ok().json(reservation))
 }
 
 async fn cancel_reservation(
     state: web::Data<AppState>,
-    pass: Pass,
+    member: Member,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ReservationError> {
     let id = id.into_inner();
-    let found = own(&state.db, id, &pass).await?;
+    let found = own(&state.db, id, member).await?;
     let cancelled = state
         .db
         .transaction(move |tx| {
@@ -263,7 +274,7 @@ async fn cancel_reservation(
                 },
                 id.to_string(),
             ))?;
-            Ok::<_, ReservationError>(store::find(tx.conn(), id)?.expect("exists"))
+            store::find(tx.conn(), id)?.ok_or(ReservationError::NotFound(id))
         })
         .await?;
     state.waiters.wake(id);

@@ -8,7 +8,6 @@ pub const SEATS_PER_SCHEDULE: u32 = 50;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct HoldPolicy {
-    pub hold_ttl_secs: i64,
     pub pending_deadline_secs: i64,
     pub decision_wait_ms: u64,
     pub max_wait_ms: u64,
@@ -16,10 +15,6 @@ pub struct HoldPolicy {
 }
 
 impl HoldPolicy {
-    pub fn hold_ttl(&self) -> TimeDelta {
-        TimeDelta::seconds(self.hold_ttl_secs)
-    }
-
     pub fn pending_deadline(&self) -> TimeDelta {
         TimeDelta::seconds(self.pending_deadline_secs)
     }

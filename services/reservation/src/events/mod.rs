@@ -4,7 +4,7 @@
 use chrono::Utc;
 use shared_events::{
     Envelope, Event, EventType, ReservationCancelled, ReservationConfirmationRejected,
-    ReservationConfirmed, ReservationHeld, ReservationRejected, Topic,
+    ReservationConfirmed, ReservationExpired, ReservationHeld, ReservationRejected, Topic,
 };
 use ticket_runtime::waiters::Waiters;
 use ticket_runtime::{EventHandler, HandlerError, Tx};
@@ -26,6 +26,7 @@ fn reservation_of(event: &Event) -> Option<Uuid> {
         Event::SeatSaleRejected(e) => Some(e.reservation_id),
         Event::BalanceDebited(e) => Some(e.reservation_id),
         Event::PaymentFailed(e) => Some(e.reservation_id),
+        Event::SeatReleased(e) => Some(e.reservation_id),
         _ => None,
     }
 }
@@ -51,6 +52,7 @@ impl EventHandler for ReservationEvents {
                 | EventType::QueuePassEnded
                 | EventType::SeatHeld
                 | EventType::SeatHoldRejected
+                | EventType::SeatReleased
                 | EventType::SeatSaleRejected
                 | EventType::BalanceDebited
                 | EventType::PaymentFailed
@@ -65,18 +67,29 @@ impl EventHandler for ReservationEvents {
             }
             Event::QueuePassEnded(e) => ticket_runtime::pass::record_ended(tx.conn(), e.token)?,
             Event::SeatHeld(e) => {
-                let expires_at = Utc::now() + self.policy.hold_ttl();
                 // Not PENDING any more (timed out or cancelled meanwhile): the
                 // ReservationCancelled already published makes the concert
                 // service release the seat it is holding now.
+                let expires_at = e.hold_expires_at;
                 if store::hold(tx.conn(), e.reservation_id, e.price, expires_at)? {
-                    let held = store::find(tx.conn(), e.reservation_id)?.expect("just updated");
+                    let Some(held) = store::find(tx.conn(), e.reservation_id)? else {
+                        return Ok(());
+                    };
+                    let (Ok(user_id), Ok(concert_id)) = (
+                        Uuid::parse_str(&held.user_id),
+                        Uuid::parse_str(&held.concert_id),
+                    ) else {
+                        return Err(HandlerError::Rejected(format!(
+                            "reservation {} has malformed ids",
+                            held.id
+                        )));
+                    };
                     tx.publish(&Envelope::caused_by(
                         event,
                         ReservationHeld {
                             reservation_id: e.reservation_id,
-                            user_id: Uuid::parse_str(&held.user_id).expect("stored uuid"),
-                            concert_id: Uuid::parse_str(&held.concert_id).expect("stored uuid"),
+                            user_id,
+                            concert_id,
                             schedule_id: e.schedule_id,
                             seat_no: e.seat_no,
                             price: e.price,
@@ -86,9 +99,14 @@ impl EventHandler for ReservationEvents {
                     ))?;
                 }
             }
+            Event::SeatReleased(e) => expire_released(tx, event, e)?,
             Event::SeatHoldRejected(e) => reject_hold(tx, event, e)?,
             Event::BalanceDebited(e) => self.confirm_or_reject(tx, event, e)?,
             Event::PaymentFailed(e) => {
+                // On the reservation's row first: a confirmation for this
+                // payment being decided by another instance is either
+                // committed (and cancelled below) or sees the failure.
+                store::lock(tx.conn(), e.reservation_id)?;
                 store::remember_failed_payment(tx.conn(), e.payment_id)?;
                 cancel_confirmed(
                     tx,
@@ -131,8 +149,11 @@ impl ReservationEvents {
     ) -> Result<(), HandlerError> {
         let now = Utc::now();
         let payment = debit.payment_id.to_string();
+        // Lock first, then read whether the payment failed: a PaymentFailed
+        // handled by another instance at the same time waits for this
+        // decision, or was committed before it and is seen here.
+        let found = store::lock(tx.conn(), debit.reservation_id)?;
         let failed = store::payment_failed(tx.conn(), debit.payment_id)?;
-        let found = store::find(tx.conn(), debit.reservation_id)?;
         let decision = match &found {
             None => Confirmation::Reject(reason::NOT_HELD),
             Some(r) => decide_confirmation(
@@ -187,6 +208,30 @@ impl ReservationEvents {
     }
 }
 
+/// The concert service released a seat whose hold lapsed: a reservation
+/// still HELD for it is over (its own sweeper may have been behind).
+fn expire_released(
+    tx: &mut Tx<'_>,
+    event: &Envelope,
+    released: &shared_events::SeatReleased,
+) -> Result<(), HandlerError> {
+    let Some(found) = store::lock(tx.conn(), released.reservation_id)? else {
+        return Ok(());
+    };
+    if found.status() == Status::Held && store::expire(tx.conn(), found.uuid(), Utc::now())? {
+        tx.publish(&Envelope::caused_by(
+            event,
+            ReservationExpired {
+                reservation_id: released.reservation_id,
+                schedule_id: released.schedule_id,
+                seat_no: released.seat_no,
+            },
+            event.partition_key.clone(),
+        ))?;
+    }
+    Ok(())
+}
+
 fn reject_hold(
     tx: &mut Tx<'_>,
     event: &Envelope,
@@ -214,7 +259,7 @@ fn cancel_confirmed(
     payment_id: Uuid,
     why: &str,
 ) -> Result<(), HandlerError> {
-    let Some(found) = store::find(tx.conn(), reservation_id)? else {
+    let Some(found) = store::lock(tx.conn(), reservation_id)? else {
         return Ok(());
     };
     let confirmed_by_it = found.status() == Status::Confirmed

@@ -100,6 +100,13 @@ pub fn find(conn: &mut AnyConnection, id: Uuid) -> QueryResult<Option<Reservatio
         .optional()
 }
 
+/// The reservation, locked until the transaction ends: every decision
+/// about one reservation (confirm, cancel, record a failed payment) is
+/// taken on its row, one instance after the other.
+pub fn lock(conn: &mut AnyConnection, id: Uuid) -> QueryResult<Option<Reservation>> {
+    ticket_runtime::first_for_update!(conn, reservations::table.find(id.to_string()))
+}
+
 /// Moves `id` from `from` to `to` (with the given fields); false if it was
 /// no longer in `from`.
 fn transition(

@@ -10,7 +10,9 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use shared_events::Service;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use ticket_runtime::member::DevIssuer;
 use ticket_runtime::testkit::{self, eventually, TestDatabase};
 use ticket_runtime::{Db, DbError, RunningService, Settings};
 use uuid::Uuid;
@@ -22,6 +24,7 @@ const DECISION_WINDOW_MS: u64 = 8_000;
 #[derive(Clone)]
 pub struct Knobs {
     pub hold_ttl_secs: i64,
+    pub release_grace_secs: i64,
     pub payment_deadline_secs: i64,
     pub max_active: i64,
     pub pass_ttl_secs: i64,
@@ -32,6 +35,7 @@ impl Default for Knobs {
     fn default() -> Knobs {
         Knobs {
             hold_ttl_secs: 300,
+            release_grace_secs: 60,
             payment_deadline_secs: 60,
             max_active: 1000,
             pass_ttl_secs: 600,
@@ -40,13 +44,23 @@ impl Default for Knobs {
     }
 }
 
+/// The admin key of every test cluster's concert service.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
 pub struct Cluster {
     pub postgres: bool,
     pub prefix: String,
     pub knobs: Knobs,
     keys: (String, String),
+    /// The identity provider of the cluster's fans, and its JWKS file.
+    pub issuer: DevIssuer,
+    jwks: std::path::PathBuf,
     databases: HashMap<Service, TestDatabase>,
-    services: HashMap<Service, RunningService>,
+    /// Every running instance of each service; requests go round-robin.
+    services: HashMap<Service, Vec<RunningService>>,
+    instances: usize,
+    partitions: i32,
+    next_instance: AtomicUsize,
     pub platform: data_platform_mock::DataPlatform,
     platform_url: String,
     pub http: Client,
@@ -64,6 +78,21 @@ pub fn defaults(service: Service) -> &'static str {
 
 impl Cluster {
     pub async fn start(postgres: bool, knobs: Knobs) -> Cluster {
+        Cluster::start_with(postgres, knobs, 1, 2).await
+    }
+
+    /// Two instances of every service on one PostgreSQL database each, and
+    /// topics of four partitions: what `docker compose up --scale` runs.
+    pub async fn start_scaled(knobs: Knobs) -> Cluster {
+        Cluster::start_with(true, knobs, 2, 4).await
+    }
+
+    async fn start_with(
+        postgres: bool,
+        knobs: Knobs,
+        instances: usize,
+        partitions: i32,
+    ) -> Cluster {
         testkit::init_tracing();
         let prefix = testkit::unique_prefix();
         let databases = Service::ALL
@@ -81,13 +110,21 @@ impl Cluster {
         let platform = data_platform_mock::DataPlatform::new(None);
         let (server, addr) = platform.serve(0).unwrap();
         tokio::spawn(server);
+        let issuer = DevIssuer::generate().unwrap();
+        let jwks = testkit::temp_dir("jwks").join("jwks.json");
+        std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
         let mut cluster = Cluster {
             postgres,
             prefix,
             knobs,
             keys: ticket_runtime::pass::generate_key_pair(),
+            issuer,
+            jwks,
             databases,
             services: HashMap::new(),
+            instances,
+            partitions,
+            next_instance: AtomicUsize::new(0),
             platform,
             platform_url: format!("http://{addr}"),
             http: Client::new(),
@@ -99,19 +136,37 @@ impl Cluster {
     }
 
     fn settings<T: serde::de::DeserializeOwned>(&self, service: Service) -> Settings<T> {
-        testkit::settings(
+        let mut settings: Settings<T> = testkit::settings(
             defaults(service),
             &self.databases[&service].url,
             &self.prefix,
-        )
+        );
+        settings.kafka.partitions = self.partitions;
+        settings
     }
 
-    /// Starts (or restarts, on the same database) one service.
+    fn member_auth(&self) -> ticket_runtime::member::MemberAuthSettings {
+        self.issuer.settings(&self.jwks.display().to_string())
+    }
+
+    /// Starts (or restarts, on the same database) every instance of one service.
     pub async fn launch(&mut self, service: Service) {
+        let mut started = Vec::new();
+        for _ in 0..self.instances {
+            started.push(self.launch_one(service).await);
+        }
+        self.services.insert(service, started);
+    }
+
+    async fn launch_one(&self, service: Service) -> RunningService {
         let running = match service {
             Service::Concert => {
                 let mut s = self.settings::<concert_service::ConcertSettings>(service);
                 s.service.concert.demo_data = true;
+                s.service.concert.admin_key = ticket_runtime::Secret::new(ADMIN_KEY);
+                s.service.concert.holds.hold_ttl_secs = self.knobs.hold_ttl_secs;
+                s.service.concert.holds.release_grace_secs = self.knobs.release_grace_secs;
+                s.service.concert.holds.sweep_interval_ms = 100;
                 concert_service::start(s).await
             }
             Service::Queue => {
@@ -123,12 +178,13 @@ impl Cluster {
                 s.service.queue.policy.poll_timeout_secs = self.knobs.poll_timeout_secs;
                 s.service.queue.policy.sweep_interval_ms = 100;
                 s.service.queue.policy.admission_interval_ms = 50;
+                s.service.member_auth = self.member_auth();
                 queue_service::start(s).await
             }
             Service::Reservation => {
                 let mut s = self.settings::<reservation_service::ReservationSettings>(service);
                 s.service.auth.pass_public_key = self.keys.1.clone();
-                s.service.reservation.hold_ttl_secs = self.knobs.hold_ttl_secs;
+                s.service.member_auth = self.member_auth();
                 s.service.reservation.sweep_interval_ms = 100;
                 // Wide windows: scenarios assert "decided within the window"
                 // (201) and must not flake on a loaded machine.
@@ -136,12 +192,14 @@ impl Cluster {
                 reservation_service::start(s).await
             }
             Service::MemberBalance => {
-                let s = self.settings::<member_balance_service::BalanceSettings>(service);
+                let mut s = self.settings::<member_balance_service::BalanceSettings>(service);
+                s.service.member_auth = self.member_auth();
                 member_balance_service::start(s).await
             }
             Service::Payment => {
                 let mut s = self.settings::<payment_service::PaymentSettings>(service);
                 s.service.auth.pass_public_key = self.keys.1.clone();
+                s.service.member_auth = self.member_auth();
                 s.service.payment.deadline_secs = self.knobs.payment_deadline_secs;
                 s.service.payment.sweep_interval_ms = 100;
                 s.service.payment.decision_wait_ms = DECISION_WINDOW_MS;
@@ -152,7 +210,6 @@ impl Cluster {
         }
         .unwrap_or_else(|e| panic!("{service} starts: {e:#}"));
         let ready = format!("{}/health/ready", running.url());
-        self.services.insert(service, running);
         // Ready includes "its consumers joined their groups": no event the
         // scenario causes next waits for a rebalance.
         eventually(WAIT, &format!("{service} to be ready"), || async {
@@ -160,27 +217,47 @@ impl Cluster {
             response.status().is_success().then_some(())
         })
         .await;
+        running
     }
 
-    /// Stops a service as a crash would.
+    /// Stops every instance of a service as a crash would.
     pub async fn kill(&mut self, service: Service) {
-        if let Some(running) = self.services.remove(&service) {
+        for running in self.services.remove(&service).unwrap_or_default() {
             running.kill().await;
         }
     }
 
     pub async fn stop(mut self) {
-        for (_, running) in self.services.drain() {
-            running.stop().await;
+        for (_, instances) in self.services.drain() {
+            for running in instances {
+                running.stop().await;
+            }
         }
     }
 
+    /// A URL on one of the service's instances, taken in turn.
     pub fn url(&self, service: Service, path: &str) -> String {
-        format!("{}{path}", self.services[&service].url())
+        let instances = &self.services[&service];
+        let n = self.next_instance.fetch_add(1, Ordering::Relaxed) % instances.len();
+        format!("{}{path}", instances[n].url())
     }
 
+    /// Every instance's URL of a service.
+    pub fn urls(&self, service: Service, path: &str) -> Vec<String> {
+        self.services[&service]
+            .iter()
+            .map(|running| format!("{}{path}", running.url()))
+            .collect()
+    }
+
+    /// The service's database (shared by its instances).
     pub fn db(&self, service: Service) -> &Db {
-        &self.services[&service].db
+        &self.services[&service][0].db
+    }
+
+    /// A member token for `user` from the cluster's identity provider.
+    pub fn member_token(&self, user: Uuid) -> String {
+        self.issuer.token(user, chrono::TimeDelta::minutes(30))
     }
 
     /// A demo schedule (and its concert) to reserve seats in.
@@ -208,6 +285,11 @@ impl Cluster {
         response.json().await.unwrap()
     }
 
+    /// The private key that signs the cluster's passes.
+    pub fn pass_private_key(&self) -> String {
+        self.keys.0.clone()
+    }
+
     /// Signs a pass with the cluster's real key (for expired passes, say).
     pub fn sign_pass(&self, claims: &ticket_runtime::pass::PassClaims) -> String {
         ticket_runtime::pass::PassSigner::from_base64(&self.keys.0)
@@ -215,12 +297,20 @@ impl Cluster {
             .sign(claims)
     }
 
-    /// Joins the line; returns the token's JSON and the HTTP status.
+    /// Joins the line as `user`; returns the token's JSON and the HTTP status.
     pub async fn join(&self, user: Uuid, concert: &str) -> (StatusCode, Value) {
         let url = self.url(Service::Queue, "/v1/queue/tokens");
-        let body = json!({ "user_id": user, "concert_id": concert });
+        let body = json!({ "concert_id": concert });
+        let member = self.member_token(user);
         eventually(WAIT, "the queue to know the concert", || async {
-            let response = self.http.post(&url).json(&body).send().await.unwrap();
+            let response = self
+                .http
+                .post(&url)
+                .bearer_auth(&member)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let status = response.status();
             (status != StatusCode::NOT_FOUND).then_some(())?;
             Some((status, response.json().await.unwrap()))
@@ -228,9 +318,29 @@ impl Cluster {
         .await
     }
 
-    pub async fn poll(&self, token: &str) -> Value {
-        self.get_json(self.url(Service::Queue, &format!("/v1/queue/tokens/{token}")))
+    /// A GET as `member` that must succeed.
+    pub async fn get_as(&self, member: &str, url: String) -> Value {
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(member)
+            .send()
             .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    pub async fn poll(&self, user: Uuid, token: &str) -> Value {
+        self.get_as(
+            &self.member_token(user),
+            self.url(Service::Queue, &format!("/v1/queue/tokens/{token}")),
+        )
+        .await
     }
 
     /// A fan admitted for `concert`, with their pass.
@@ -238,9 +348,8 @@ impl Cluster {
         let user = Uuid::new_v4();
         let (_, token) = self.join(user, concert).await;
         let token_id = token["token"].as_str().unwrap().to_string();
-        let poll = self.url(Service::Queue, &format!("/v1/queue/tokens/{token_id}"));
         let pass = eventually(WAIT, "admission", || async {
-            let token = self.get_json(poll.clone()).await;
+            let token = self.poll(user, &token_id).await;
             token["pass"].as_str().map(str::to_string)
         })
         .await;
@@ -248,6 +357,7 @@ impl Cluster {
             user,
             token: token_id,
             pass,
+            member: self.member_token(user),
         }
     }
 
@@ -258,6 +368,7 @@ impl Cluster {
                 Service::MemberBalance,
                 &format!("/v1/members/{}/charges", fan.user),
             ))
+            .bearer_auth(&fan.member)
             .json(&json!({ "amount": amount }))
             .send()
             .await
@@ -267,10 +378,13 @@ impl Cluster {
 
     pub async fn balance(&self, fan: &Fan) -> i64 {
         let body = self
-            .get_json(self.url(
-                Service::MemberBalance,
-                &format!("/v1/members/{}/balance", fan.user),
-            ))
+            .get_as(
+                &fan.member,
+                self.url(
+                    Service::MemberBalance,
+                    &format!("/v1/members/{}/balance", fan.user),
+                ),
+            )
             .await;
         body["balance"].as_i64().unwrap()
     }
@@ -279,7 +393,8 @@ impl Cluster {
         let response = self
             .http
             .post(self.url(Service::Reservation, "/v1/reservations"))
-            .bearer_auth(&fan.pass)
+            .bearer_auth(&fan.member)
+            .header(PASS_HEADER, &fan.pass)
             .json(&json!({ "schedule_id": schedule, "seat_no": seat_no }))
             .send()
             .await
@@ -291,7 +406,7 @@ impl Cluster {
         let response = self
             .http
             .get(self.url(Service::Reservation, &format!("/v1/reservations/{id}")))
-            .bearer_auth(&fan.pass)
+            .bearer_auth(&fan.member)
             .send()
             .await
             .unwrap();
@@ -308,7 +423,7 @@ impl Cluster {
                     Service::Reservation,
                     &format!("/v1/reservations/{id}?wait_ms=2000"),
                 ))
-                .bearer_auth(&fan.pass)
+                .bearer_auth(&fan.member)
                 .send()
                 .await
                 .unwrap();
@@ -335,7 +450,8 @@ impl Cluster {
         let mut request = self
             .http
             .post(self.url(Service::Payment, "/v1/payments"))
-            .bearer_auth(&fan.pass)
+            .bearer_auth(&fan.member)
+            .header(PASS_HEADER, &fan.pass)
             .json(&json!({ "reservation_id": reservation }));
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
@@ -350,7 +466,7 @@ impl Cluster {
         let response = self
             .http
             .get(&url)
-            .bearer_auth(&fan.pass)
+            .bearer_auth(&fan.member)
             .send()
             .await
             .unwrap();
@@ -366,7 +482,7 @@ impl Cluster {
         let response = self
             .http
             .delete(&url)
-            .bearer_auth(&fan.pass)
+            .bearer_auth(&fan.member)
             .send()
             .await
             .unwrap();
@@ -392,7 +508,7 @@ impl Cluster {
                     Service::Payment,
                     &format!("/v1/payments/{id}?wait_ms=2000&seen_status=PENDING"),
                 ))
-                .bearer_auth(&fan.pass)
+                .bearer_auth(&fan.member)
                 .send()
                 .await
                 .unwrap();
@@ -584,8 +700,10 @@ impl Cluster {
         let mut quiet_since = tokio::time::Instant::now();
         loop {
             let mut snapshot = String::new();
-            for service in Service::ALL {
-                let url = self.url(service, "/metrics");
+            for url in Service::ALL
+                .into_iter()
+                .flat_map(|service| self.urls(service, "/metrics"))
+            {
                 let text = self
                     .http
                     .get(&url)
@@ -628,10 +746,13 @@ impl Cluster {
     /// How many times events were applied, skipped as duplicates, etc.
     pub async fn consumed(&self, outcome: &str) -> u64 {
         let mut total = 0;
-        for service in Service::ALL {
+        for url in Service::ALL
+            .into_iter()
+            .flat_map(|service| self.urls(service, "/metrics"))
+        {
             let text = self
                 .http
-                .get(self.url(service, "/metrics"))
+                .get(url)
                 .send()
                 .await
                 .unwrap()
@@ -655,4 +776,8 @@ pub struct Fan {
     pub user: Uuid,
     pub token: String,
     pub pass: String,
+    /// The fan's member token (Authorization: Bearer).
+    pub member: String,
 }
+
+pub use ticket_runtime::pass::PASS_HEADER;
