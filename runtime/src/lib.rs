@@ -5,10 +5,13 @@
 //! and metrics endpoints.
 
 pub mod broker;
+pub mod column;
 pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod http;
+pub mod ids;
+pub mod jobs;
 pub mod kafka;
 pub mod member;
 pub mod metrics;
@@ -29,3 +32,6 @@ pub use kafka::Kafka;
 pub use metrics::Metrics;
 pub use service::{RunningService, ServiceRuntime};
 pub use tokio_util::sync::CancellationToken;
+
+#[doc(hidden)]
+pub use serde as __serde;

@@ -108,6 +108,18 @@ impl<T> ServiceRuntime<T> {
         self.tasks.spawn(job(self.stop.clone()));
     }
 
+    /// Runs `round` every `interval` until the service stops (see
+    /// [`jobs::every`](crate::jobs::every)).
+    pub fn every<F, Fut, E>(&mut self, job: &'static str, interval: Duration, round: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        self.tasks
+            .spawn(crate::jobs::every(job, interval, self.stop.clone(), round));
+    }
+
     /// Starts the HTTP server with the service's routes.
     pub fn serve<F>(self, configure: F) -> anyhow::Result<RunningService>
     where

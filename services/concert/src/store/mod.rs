@@ -405,24 +405,3 @@ pub fn sell_seat(
         .get_result(conn)?;
     Ok(already == 1)
 }
-
-/// A seat's place, status and holding reservation.
-#[derive(Debug, Clone, Queryable)]
-pub struct SeatHolder {
-    pub schedule_id: String,
-    pub seat_no: i32,
-    pub status: String,
-    pub reservation_id: Option<String>,
-}
-
-/// Every seat with its status and holder, for invariant checks.
-pub fn seat_holders(conn: &mut AnyConnection) -> QueryResult<Vec<SeatHolder>> {
-    seats::table
-        .select((
-            seats::schedule_id,
-            seats::seat_no,
-            seats::status,
-            seats::reservation_id,
-        ))
-        .load(conn)
-}

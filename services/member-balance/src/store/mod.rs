@@ -219,24 +219,6 @@ pub fn ledger_page(
     query.load(conn)
 }
 
-/// The sum of a member's ledger, signed: what the balance must equal.
-pub fn ledger_sum(conn: &mut AnyConnection, user_id: &str) -> QueryResult<i64> {
-    let rows: Vec<(String, i64)> = ledger_entries::table
-        .filter(ledger_entries::user_id.eq(user_id))
-        .select((ledger_entries::kind, ledger_entries::amount))
-        .load(conn)?;
-    Ok(rows
-        .iter()
-        .map(|(kind, amount)| {
-            if kind == EntryKind::PaymentDebit.as_str() {
-                -amount
-            } else {
-                *amount
-            }
-        })
-        .sum())
-}
-
 pub enum Debit {
     Taken(LedgerEntry),
     /// This payment was debited before (a redelivered request changes nothing).
@@ -324,19 +306,4 @@ pub fn refund_payment(conn: &mut AnyConnection, payment_id: Uuid) -> QueryResult
         user_id: Uuid::parse_str(&user).expect("stored uuid"),
         reservation_id: Uuid::parse_str(&reservation).expect("stored uuid"),
     }))
-}
-
-/// Debits with no refund, for invariant checks: (payment, reservation).
-pub fn unrefunded_debits(conn: &mut AnyConnection) -> QueryResult<Vec<(String, String)>> {
-    payment_debits::table
-        .filter(payment_debits::refund_entry_id.is_null())
-        .select((payment_debits::payment_id, payment_debits::reservation_id))
-        .load(conn)
-}
-
-/// Every member with a wallet and their balance, for invariant checks.
-pub fn balances(conn: &mut AnyConnection) -> QueryResult<Vec<(String, i64)>> {
-    wallets::table
-        .select((wallets::user_id, wallets::balance))
-        .load(conn)
 }

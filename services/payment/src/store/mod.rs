@@ -321,10 +321,3 @@ pub fn delivery_failed(
         .execute(conn)?;
     Ok(())
 }
-
-/// Every payment with its status, for invariant checks: (id, reservation, status).
-pub fn all_payments(conn: &mut AnyConnection) -> QueryResult<Vec<(String, String, String)>> {
-    payments::table
-        .select((payments::id, payments::reservation_id, payments::status))
-        .load(conn)
-}

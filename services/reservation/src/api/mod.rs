@@ -3,66 +3,26 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
-use diesel::result::Error as DieselError;
-use serde::Deserialize;
-use shared_events::{Envelope, ReservationCancelled, ReservationRequested};
-use std::time::Duration;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ticket_runtime::http::utc_millis;
+use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::member::Member;
-use ticket_runtime::pass::{Pass, PassError};
-use ticket_runtime::waiters::{wait_for, Waiters};
-use ticket_runtime::{ApiError, Db, DbError};
-use uuid::Uuid;
+use ticket_runtime::pass::Pass;
+use ticket_runtime::ApiError;
 
-use crate::domain::{reason, HoldPolicy, InvalidSeat, SeatNo, Status};
-use crate::store::{self, NewReservation, Reservation};
+use crate::app::{ReservationError, Reservations};
+use crate::domain::Status;
+use crate::store::Reservation;
 
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub policy: HoldPolicy,
-    pub waiters: Waiters,
-}
-
-pub fn routes(cfg: &mut web::ServiceConfig, state: AppState) {
-    cfg.app_data(web::Data::new(state))
+pub fn routes(cfg: &mut web::ServiceConfig, app: Reservations) {
+    cfg.app_data(web::Data::new(app))
         .route("/v1/reservations", web::post().to(request_hold))
         .route("/v1/reservations/{id}", web::get().to(get_reservation))
         .route(
             "/v1/reservations/{id}",
             web::delete().to(cancel_reservation),
         );
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReservationError {
-    #[error(transparent)]
-    Pass(#[from] PassError),
-    #[error(transparent)]
-    InvalidSeat(#[from] InvalidSeat),
-    #[error("no schedule {0}")]
-    ScheduleNotFound(Uuid),
-    #[error("no reservation {0}")]
-    NotFound(Uuid),
-    #[error("a {0} reservation cannot be cancelled")]
-    NotCancellable(&'static str),
-    #[error("wait_ms must be 0 to {0}")]
-    InvalidWait(u64),
-    #[error("seen_status must be one of PENDING, HELD, CONFIRMED, REJECTED, EXPIRED, CANCELLED")]
-    InvalidSeenStatus,
-    #[error(transparent)]
-    Unexpected(#[from] DbError),
-}
-
-impl ticket_runtime::Transient for ReservationError {
-    fn is_transient(&self) -> bool {
-        matches!(self, ReservationError::Unexpected(e) if e.is_transient())
-    }
-}
-
-impl From<DieselError> for ReservationError {
-    fn from(error: DieselError) -> ReservationError {
-        ReservationError::Unexpected(DbError::Query(error))
-    }
 }
 
 impl ReservationError {
@@ -86,11 +46,14 @@ impl ReservationError {
             ReservationError::InvalidWait(_) => {
                 ApiError::bad_request("invalid_wait", self.to_string())
             }
-            ReservationError::InvalidSeenStatus => {
-                ApiError::bad_request("invalid_seen_status", self.to_string())
-            }
             ReservationError::Unexpected(e) => ApiError::unexpected(e),
         }
+    }
+}
+
+impl From<ReservationError> for ApiError {
+    fn from(error: ReservationError) -> ApiError {
+        error.api()
     }
 }
 
@@ -104,118 +67,70 @@ impl ResponseError for ReservationError {
     }
 }
 
-/// The pass must not have ended early (its payment completed).
-async fn live_pass(db: &Db, pass: &Pass) -> Result<(), ReservationError> {
-    if ticket_runtime::pass::is_ended(db, pass).await? {
-        return Err(PassError::Ended.into());
+/// A reservation as the API shows it; the storage row is not the contract.
+#[derive(Serialize)]
+pub struct ReservationBody {
+    pub id: ReservationId,
+    pub user_id: UserId,
+    pub concert_id: ConcertId,
+    pub schedule_id: ScheduleId,
+    pub seat_no: u32,
+    pub status: Status,
+    pub price: Option<i64>,
+    #[serde(serialize_with = "utc_millis::option")]
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    pub payment_id: Option<PaymentId>,
+    pub reason: Option<String>,
+    #[serde(serialize_with = "utc_millis::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "utc_millis::serialize")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Reservation> for ReservationBody {
+    fn from(r: Reservation) -> ReservationBody {
+        ReservationBody {
+            seat_no: r.seat(),
+            hold_expires_at: r.hold_expires_at(),
+            id: r.id,
+            user_id: r.user_id,
+            concert_id: r.concert_id,
+            schedule_id: r.schedule_id,
+            status: r.status,
+            price: r.price,
+            payment_id: r.payment_id,
+            reason: r.reason,
+            created_at: r.created_at.and_utc(),
+            updated_at: r.updated_at.and_utc(),
+        }
     }
-    Ok(())
-}
-
-/// The fan's own reservation; another fan's is "not found" (404, not 403:
-/// whether an id exists is nobody else's business).
-async fn own(db: &Db, id: Uuid, member: Member) -> Result<Reservation, ReservationError> {
-    let user = member.user_id.to_string();
-    db.run(move |conn| {
-        store::find(conn, id)?
-            .filter(|r| r.user_id == user)
-            .ok_or(ReservationError::NotFound(id))
-    })
-    .await
-}
-
-async fn watch(
-    state: &AppState,
-    id: Uuid,
-    member: Member,
-    seen: Status,
-    wait: Duration,
-) -> Result<Reservation, ReservationError> {
-    wait_for(
-        &state.waiters,
-        id,
-        wait,
-        || own(&state.db, id, member),
-        |r| r.status() != seen,
-    )
-    .await
 }
 
 #[derive(Deserialize)]
 pub struct HoldRequest {
-    pub schedule_id: Uuid,
+    pub schedule_id: ScheduleId,
     pub seat_no: i64,
 }
 
 async fn request_hold(
-    state: web::Data<AppState>,
+    app: web::Data<Reservations>,
     member: Member,
     pass: Pass,
     body: web::Json<HoldRequest>,
 ) -> Result<HttpResponse, ReservationError> {
     let pass = pass.of(&member)?;
-    live_pass(&state.db, &pass).await?;
-    let seat_no = SeatNo::try_from(body.seat_no)?;
-    let schedule_id = body.schedule_id;
-    let claims = pass.0.clone();
-    let wait = Duration::from_millis(state.policy.decision_wait_ms);
-    // A schedule created a moment ago may not have reached this service's
-    // catalog yet: wait for it briefly rather than refuse it.
-    let db = state.db.clone();
-    let concert = wait_for(
-        &state.waiters,
-        schedule_id,
-        wait,
-        || {
-            let db = db.clone();
-            async move {
-                db.run(move |conn| {
-                    Ok::<_, ReservationError>(store::concert_of_schedule(conn, schedule_id)?)
-                })
-                .await
-            }
-        },
-        Option::is_some,
-    )
-    .await?
-    .ok_or(ReservationError::ScheduleNotFound(schedule_id))?;
-    if concert != claims.concert_id.to_string() {
-        return Err(PassError::WrongConcert.into());
-    }
-    let id = Uuid::now_v7();
-    state
-        .db
-        .transaction(move |tx| {
-            let new = NewReservation {
-                id,
-                user_id: claims.user_id(),
-                concert_id: claims.concert_id,
-                schedule_id,
-                seat_no,
-            };
-            store::insert_pending(tx.conn(), &new)?;
-            tx.publish(&Envelope::new(
-                ReservationRequested {
-                    reservation_id: id,
-                    user_id: new.user_id,
-                    concert_id: new.concert_id,
-                    schedule_id,
-                    seat_no: seat_no.get(),
-                },
-                id.to_string(),
-            ))?;
-            Ok::<_, ReservationError>(())
-        })
+    let requested = app
+        .request_hold(&pass, body.schedule_id, body.seat_no)
         .await?;
-    let reservation = watch(&state, id, member, Status::Pending, wait).await?;
-    let status = if reservation.status() == Status::Pending {
-        StatusCode::ACCEPTED
-    } else {
+    let status = if requested.decided {
         StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
     };
+    let id = requested.reservation.id;
     Ok(HttpResponse::build(status)
         .insert_header(("location", format!("/v1/reservations/{id}")))
-        .json(reservation))
+        .json(ReservationBody::from(requested.reservation)))
 }
 
 #[derive(Deserialize)]
@@ -226,57 +141,36 @@ pub struct WatchQuery {
 }
 
 async fn get_reservation(
-    state: web::Data<AppState>,
+    app: web::Data<Reservations>,
     member: Member,
-    id: web::Path<Uuid>,
+    id: web::Path<ReservationId>,
     query: web::Query<WatchQuery>,
-) -> Result<HttpResponse, ReservationError> {
-    let id = id.into_inner();
-    let wait = query.wait_ms.unwrap_or(0);
-    if wait > state.policy.max_wait_ms {
-        return Err(ReservationError::InvalidWait(state.policy.max_wait_ms));
-    }
+) -> Result<HttpResponse, ApiError> {
+    let (id, user) = (id.into_inner(), UserId::from(member.user_id));
+    let wait = app.check_wait(query.wait_ms.unwrap_or(0))?;
     let seen = match &query.seen_status {
-        Some(s) => Some(Status::parse(s).ok_or(ReservationError::InvalidSeenStatus)?),
+        Some(s) => Some(s.parse::<Status>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_seen_status",
+                format!("seen_status must be one of {}", Status::names()),
+            )
+        })?),
         None => None,
     };
-    let current = own(&state.db, id, member).await?;
-    if wait == 0 {
-        return Ok(HttpResponse::Ok().json(current));
+    let current = app.own(id, user).await?;
+    if wait.is_zero() {
+        return Ok(HttpResponse::Ok().json(ReservationBody::from(current)));
     }
-    let seen = seen.unwrap_or(current.status());
-    let reservation = watch(&state, id, member, seen, Duration::from_millis(wait)).await?;
-    Ok(HttpResponse::Ok().json(reservation))
+    let seen = seen.unwrap_or(current.status);
+    let reservation = app.watch(id, user, seen, wait).await?;
+    Ok(HttpResponse::Ok().json(ReservationBody::from(reservation)))
 }
 
 async fn cancel_reservation(
-    state: web::Data<AppState>,
+    app: web::Data<Reservations>,
     member: Member,
-    id: web::Path<Uuid>,
+    id: web::Path<ReservationId>,
 ) -> Result<HttpResponse, ReservationError> {
-    let id = id.into_inner();
-    let found = own(&state.db, id, member).await?;
-    let cancelled = state
-        .db
-        .transaction(move |tx| {
-            let current = store::find(tx.conn(), id)?.ok_or(ReservationError::NotFound(id))?;
-            let status = current.status();
-            if !status.cancellable() || !store::cancel(tx.conn(), id, status, reason::BY_USER)? {
-                return Err(ReservationError::NotCancellable(status.as_str()));
-            }
-            tx.publish(&Envelope::new(
-                ReservationCancelled {
-                    reservation_id: id,
-                    schedule_id: found.schedule_uuid(),
-                    seat_no: found.seat(),
-                    reason: reason::BY_USER.into(),
-                    payment_id: None,
-                },
-                id.to_string(),
-            ))?;
-            store::find(tx.conn(), id)?.ok_or(ReservationError::NotFound(id))
-        })
-        .await?;
-    state.waiters.wake(id);
-    Ok(HttpResponse::Ok().json(cancelled))
+    let cancelled = app.cancel(id.into_inner(), member.user_id.into()).await?;
+    Ok(HttpResponse::Ok().json(ReservationBody::from(cancelled)))
 }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
+use ticket_runtime::ids::{PaymentId, UserId};
 
 pub const SEATS_PER_SCHEDULE: u32 = 50;
 
@@ -20,41 +21,19 @@ impl HoldPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Held,
-    Confirmed,
-    Rejected,
-    Expired,
-    Cancelled,
+ticket_runtime::text_enum! {
+    /// Where a reservation is in its life.
+    pub enum Status {
+        Pending = "PENDING",
+        Held = "HELD",
+        Confirmed = "CONFIRMED",
+        Rejected = "REJECTED",
+        Expired = "EXPIRED",
+        Cancelled = "CANCELLED",
+    }
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "PENDING",
-            Status::Held => "HELD",
-            Status::Confirmed => "CONFIRMED",
-            Status::Rejected => "REJECTED",
-            Status::Expired => "EXPIRED",
-            Status::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<Status> {
-        [
-            Status::Pending,
-            Status::Held,
-            Status::Confirmed,
-            Status::Rejected,
-            Status::Expired,
-            Status::Cancelled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == value)
-    }
-
     /// Whether a fan may still cancel it.
     pub fn cancellable(self) -> bool {
         matches!(self, Status::Pending | Status::Held)
@@ -108,20 +87,20 @@ pub enum Confirmation {
     Reject(&'static str),
 }
 
-pub struct Hold<'a> {
+pub struct Hold {
     pub status: Status,
-    pub user_id: &'a str,
+    pub user_id: UserId,
     pub price: Option<i64>,
     pub hold_expires_at: Option<DateTime<Utc>>,
-    pub payment_id: Option<&'a str>,
+    pub payment_id: Option<PaymentId>,
 }
 
 /// A debit confirms the hold only if it is still held, unexpired, by the
 /// payer, for its price, and the payment has not already failed.
 pub fn decide_confirmation(
-    hold: &Hold<'_>,
-    payment_id: &str,
-    payer: &str,
+    hold: &Hold,
+    payment_id: PaymentId,
+    payer: UserId,
     amount: i64,
     payment_failed: bool,
     now: DateTime<Utc>,
@@ -154,11 +133,17 @@ pub fn decide_confirmation(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
-    fn held(now: DateTime<Utc>) -> Hold<'static> {
+    const FAN: UserId = UserId(Uuid::from_u128(1));
+    const STRANGER: UserId = UserId(Uuid::from_u128(2));
+    const P: PaymentId = PaymentId(Uuid::from_u128(10));
+    const Q: PaymentId = PaymentId(Uuid::from_u128(11));
+
+    fn held(now: DateTime<Utc>) -> Hold {
         Hold {
             status: Status::Held,
-            user_id: "u",
+            user_id: FAN,
             price: Some(100),
             hold_expires_at: Some(now + TimeDelta::minutes(5)),
             payment_id: None,
@@ -169,30 +154,23 @@ mod tests {
     fn only_a_live_hold_of_the_payer_at_its_price_is_confirmed() {
         let now = Utc::now();
         assert_eq!(
-            decide_confirmation(&held(now), "p", "u", 100, false, now),
+            decide_confirmation(&held(now), P, FAN, 100, false, now),
             Confirmation::Confirm
         );
         assert_eq!(
-            decide_confirmation(
-                &held(now),
-                "p",
-                "u",
-                100,
-                false,
-                now + TimeDelta::minutes(6)
-            ),
+            decide_confirmation(&held(now), P, FAN, 100, false, now + TimeDelta::minutes(6)),
             Confirmation::Reject(reason::HOLD_EXPIRED)
         );
         assert_eq!(
-            decide_confirmation(&held(now), "p", "x", 100, false, now),
+            decide_confirmation(&held(now), P, STRANGER, 100, false, now),
             Confirmation::Reject(reason::NOT_OWNER)
         );
         assert_eq!(
-            decide_confirmation(&held(now), "p", "u", 99, false, now),
+            decide_confirmation(&held(now), P, FAN, 99, false, now),
             Confirmation::Reject(reason::AMOUNT_MISMATCH)
         );
         assert_eq!(
-            decide_confirmation(&held(now), "p", "u", 100, true, now),
+            decide_confirmation(&held(now), P, FAN, 100, true, now),
             Confirmation::Reject(reason::PAYMENT_FAILED)
         );
         for status in [Status::Pending, Status::Cancelled, Status::Rejected] {
@@ -201,7 +179,7 @@ mod tests {
                 ..held(now)
             };
             assert_eq!(
-                decide_confirmation(&hold, "p", "u", 100, false, now),
+                decide_confirmation(&hold, P, FAN, 100, false, now),
                 Confirmation::Reject(reason::NOT_HELD)
             );
         }
@@ -210,7 +188,7 @@ mod tests {
             ..held(now)
         };
         assert_eq!(
-            decide_confirmation(&expired, "p", "u", 100, false, now),
+            decide_confirmation(&expired, P, FAN, 100, false, now),
             Confirmation::Reject(reason::HOLD_EXPIRED)
         );
     }
@@ -220,15 +198,15 @@ mod tests {
         let now = Utc::now();
         let confirmed = Hold {
             status: Status::Confirmed,
-            payment_id: Some("p"),
+            payment_id: Some(P),
             ..held(now)
         };
         assert_eq!(
-            decide_confirmation(&confirmed, "p", "u", 100, false, now),
+            decide_confirmation(&confirmed, P, FAN, 100, false, now),
             Confirmation::AlreadyConfirmed
         );
         assert_eq!(
-            decide_confirmation(&confirmed, "q", "u", 100, false, now),
+            decide_confirmation(&confirmed, Q, FAN, 100, false, now),
             Confirmation::Reject(reason::NOT_HELD)
         );
     }

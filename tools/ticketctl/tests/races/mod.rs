@@ -111,33 +111,30 @@ async fn a_debit_and_a_payment_failure_handled_at_once_never_confirm_a_failed_pa
     let (reservation, user, payment) = (Uuid::now_v7(), Uuid::new_v4(), Uuid::now_v7());
     let schedule = Uuid::now_v7();
     db.transaction(move |tx| {
+        let now = chrono::Utc::now();
         store::insert_pending(
             tx.conn(),
             &store::NewReservation {
-                id: reservation,
-                user_id: user,
-                concert_id: Uuid::now_v7(),
-                schedule_id: schedule,
+                id: reservation.into(),
+                user_id: user.into(),
+                concert_id: Uuid::now_v7().into(),
+                schedule_id: schedule.into(),
                 seat_no: reservation_service::domain::SeatNo::try_from(3).unwrap(),
             },
+            now,
         )?;
         store::hold(
             tx.conn(),
-            reservation,
+            reservation.into(),
             1000,
-            chrono::Utc::now() + chrono::TimeDelta::minutes(5),
+            now + chrono::TimeDelta::minutes(5),
+            now,
         )?;
         Ok::<_, DbError>(())
     })
     .await
     .unwrap();
     let handler: Arc<dyn EventHandler> = Arc::new(reservation_service::events::ReservationEvents {
-        policy: reservation_service::domain::HoldPolicy {
-            pending_deadline_secs: 30,
-            decision_wait_ms: 0,
-            max_wait_ms: 0,
-            sweep_interval_ms: 1000,
-        },
         waiters: Default::default(),
     });
     let debited = Arc::new(Envelope::new(
@@ -176,7 +173,7 @@ async fn a_debit_and_a_payment_failure_handled_at_once_never_confirm_a_failed_pa
     fail.await.unwrap().unwrap();
 
     let end = db
-        .run(move |conn| store::find(conn, reservation).map_err(DbError::from))
+        .run(move |conn| store::find(conn, reservation.into()).map_err(DbError::from))
         .await
         .unwrap()
         .unwrap();

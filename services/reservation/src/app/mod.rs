@@ -1,0 +1,261 @@
+//! The application layer: each use case in one local transaction, and the
+//! decision of which events it publishes. HTTP calls come through
+//! [`Reservations`]; events through [`saga`]; the sweeper through
+//! [`Reservations::sweep`].
+
+pub mod saga;
+
+use chrono::Utc;
+use shared_events::{Envelope, ReservationCancelled, ReservationExpired, ReservationRequested};
+use std::time::Duration;
+use ticket_runtime::ids::{ReservationId, ScheduleId, UserId};
+use ticket_runtime::pass::{Pass, PassError};
+use ticket_runtime::waiters::{wait_for, Waiters};
+use ticket_runtime::{Db, DbError};
+
+use crate::domain::{reason, HoldPolicy, InvalidSeat, SeatNo, Status};
+use crate::store::{self, NewReservation, Reservation};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReservationError {
+    #[error(transparent)]
+    Pass(#[from] PassError),
+    #[error(transparent)]
+    InvalidSeat(#[from] InvalidSeat),
+    #[error("no schedule {0}")]
+    ScheduleNotFound(ScheduleId),
+    #[error("no reservation {0}")]
+    NotFound(ReservationId),
+    #[error("a {0} reservation cannot be cancelled")]
+    NotCancellable(Status),
+    #[error("wait_ms must be 0 to {0}")]
+    InvalidWait(u64),
+    #[error(transparent)]
+    Unexpected(#[from] DbError),
+}
+
+impl ticket_runtime::Transient for ReservationError {
+    fn is_transient(&self) -> bool {
+        matches!(self, ReservationError::Unexpected(e) if e.is_transient())
+    }
+}
+
+impl From<diesel::result::Error> for ReservationError {
+    fn from(error: diesel::result::Error) -> ReservationError {
+        ReservationError::Unexpected(DbError::Query(error))
+    }
+}
+
+/// A hold asked for, and whether the concert service decided it within the
+/// wait (`Some` status other than PENDING) or it is still pending.
+pub struct Requested {
+    pub reservation: Reservation,
+    pub decided: bool,
+}
+
+#[derive(Clone)]
+pub struct Reservations {
+    pub db: Db,
+    pub policy: HoldPolicy,
+    pub waiters: Waiters,
+}
+
+impl Reservations {
+    /// Asks the concert service for `seat_no` on `schedule_id` for the
+    /// pass's holder, then waits briefly for the answer.
+    pub async fn request_hold(
+        &self,
+        pass: &Pass,
+        schedule_id: ScheduleId,
+        seat_no: i64,
+    ) -> Result<Requested, ReservationError> {
+        if ticket_runtime::pass::is_ended(&self.db, pass).await? {
+            return Err(PassError::Ended.into());
+        }
+        let seat_no = SeatNo::try_from(seat_no)?;
+        let claims = pass.0.clone();
+        let wait = Duration::from_millis(self.policy.decision_wait_ms);
+        // A schedule created a moment ago may not have reached this
+        // service's catalog yet: wait for it briefly rather than refuse it.
+        let db = self.db.clone();
+        let concert = wait_for(
+            &self.waiters,
+            schedule_id.get(),
+            wait,
+            || {
+                let db = db.clone();
+                async move {
+                    db.run(move |conn| {
+                        Ok::<_, ReservationError>(store::concert_of_schedule(conn, schedule_id)?)
+                    })
+                    .await
+                }
+            },
+            Option::is_some,
+        )
+        .await?
+        .ok_or(ReservationError::ScheduleNotFound(schedule_id))?;
+        if concert != claims.concert_id {
+            return Err(PassError::WrongConcert.into());
+        }
+        let new = NewReservation {
+            id: ReservationId::generate(),
+            user_id: claims.user_id().into(),
+            concert_id: concert,
+            schedule_id,
+            seat_no,
+        };
+        let (id, user) = (new.id, new.user_id);
+        self.db
+            .transaction(move |tx| {
+                store::insert_pending(tx.conn(), &new, Utc::now())?;
+                tx.publish(&Envelope::new(
+                    ReservationRequested {
+                        reservation_id: new.id.get(),
+                        user_id: new.user_id.get(),
+                        concert_id: new.concert_id.get(),
+                        schedule_id: schedule_id.get(),
+                        seat_no: seat_no.get(),
+                    },
+                    new.id.to_string(),
+                ))?;
+                Ok::<_, ReservationError>(())
+            })
+            .await?;
+        let reservation = self.watch(id, user, Status::Pending, wait).await?;
+        let decided = reservation.status != Status::Pending;
+        Ok(Requested {
+            reservation,
+            decided,
+        })
+    }
+
+    /// The fan's own reservation; another fan's is "not found" (not
+    /// "forbidden": whether an id exists is nobody else's business).
+    pub async fn own(
+        &self,
+        id: ReservationId,
+        user: UserId,
+    ) -> Result<Reservation, ReservationError> {
+        self.db
+            .run(move |conn| {
+                store::find(conn, id)?
+                    .filter(|r| r.user_id == user)
+                    .ok_or(ReservationError::NotFound(id))
+            })
+            .await
+    }
+
+    /// The reservation once its status differs from `seen`, or as it is
+    /// after `wait`.
+    pub async fn watch(
+        &self,
+        id: ReservationId,
+        user: UserId,
+        seen: Status,
+        wait: Duration,
+    ) -> Result<Reservation, ReservationError> {
+        wait_for(
+            &self.waiters,
+            id.get(),
+            wait,
+            || self.own(id, user),
+            |r| r.status != seen,
+        )
+        .await
+    }
+
+    /// Long-poll bounds are the service's to set.
+    pub fn check_wait(&self, wait_ms: u64) -> Result<Duration, ReservationError> {
+        if wait_ms > self.policy.max_wait_ms {
+            return Err(ReservationError::InvalidWait(self.policy.max_wait_ms));
+        }
+        Ok(Duration::from_millis(wait_ms))
+    }
+
+    /// The fan gives up a pending or held reservation; the concert service
+    /// releases the seat when it hears of it.
+    pub async fn cancel(
+        &self,
+        id: ReservationId,
+        user: UserId,
+    ) -> Result<Reservation, ReservationError> {
+        self.own(id, user).await?;
+        let cancelled = self
+            .db
+            .transaction(move |tx| {
+                let now = Utc::now();
+                let current = store::lock(tx.conn(), id)?.ok_or(ReservationError::NotFound(id))?;
+                let status = current.status;
+                if !status.cancellable()
+                    || !store::cancel(tx.conn(), id, status, reason::BY_USER, now)?
+                {
+                    return Err(ReservationError::NotCancellable(status));
+                }
+                tx.publish(&Envelope::new(
+                    ReservationCancelled {
+                        reservation_id: id.get(),
+                        schedule_id: current.schedule_id.get(),
+                        seat_no: current.seat(),
+                        reason: reason::BY_USER.into(),
+                        payment_id: None,
+                    },
+                    id.to_string(),
+                ))?;
+                store::find(tx.conn(), id)?.ok_or(ReservationError::NotFound(id))
+            })
+            .await?;
+        self.waiters.wake(id.get());
+        Ok(cancelled)
+    }
+
+    /// Expires holds whose time ran out, and gives up requests the concert
+    /// service never answered. Driven by the database, so a restart loses
+    /// nothing; safe with two instances (conditional updates).
+    pub async fn sweep(&self) -> Result<(), DbError> {
+        let deadline = self.policy.pending_deadline();
+        let changed = self
+            .db
+            .transaction(move |tx| {
+                let now = Utc::now();
+                let mut changed = Vec::new();
+                for hold in store::due_holds(tx.conn(), now, 200)? {
+                    if store::expire(tx.conn(), hold.id, now)? {
+                        tx.publish(&Envelope::new(
+                            ReservationExpired {
+                                reservation_id: hold.id.get(),
+                                schedule_id: hold.schedule_id.get(),
+                                seat_no: hold.seat(),
+                            },
+                            hold.id.to_string(),
+                        ))?;
+                        changed.push(hold.id);
+                    }
+                }
+                for stalled in store::stalled_requests(tx.conn(), now - deadline, 200)? {
+                    if store::reject(tx.conn(), stalled.id, reason::HOLD_TIMED_OUT, now)? {
+                        // The concert service may still hold the seat later;
+                        // this event, behind the request on the same
+                        // partition, releases it.
+                        tx.publish(&Envelope::new(
+                            ReservationCancelled {
+                                reservation_id: stalled.id.get(),
+                                schedule_id: stalled.schedule_id.get(),
+                                seat_no: stalled.seat(),
+                                reason: reason::HOLD_TIMED_OUT.into(),
+                                payment_id: None,
+                            },
+                            stalled.id.to_string(),
+                        ))?;
+                        changed.push(stalled.id);
+                    }
+                }
+                Ok::<_, DbError>(changed)
+            })
+            .await?;
+        changed
+            .into_iter()
+            .for_each(|id| self.waiters.wake(id.get()));
+        Ok(())
+    }
+}
