@@ -278,9 +278,8 @@ impl EventConsumer {
                 return self.dead_letter(message, &reason, attempt, stop).await;
             }
             tracing::warn!(parent: &span, attempt, error = %format!("{error:#}"), "event handling failed; retrying");
-            tokio::select! {
-                _ = stop.cancelled() => return false,
-                _ = tokio::time::sleep(backoff) => {}
+            if !crate::jobs::pause(stop, backoff).await {
+                return false;
             }
             backoff = (backoff * 2).min(Duration::from_millis(self.settings.backoff_max_ms));
         }
@@ -354,9 +353,8 @@ impl EventConsumer {
                     tracing::warn!(%error, "dead-letter publish failed; retrying");
                 }
             }
-            tokio::select! {
-                _ = stop.cancelled() => return false,
-                _ = tokio::time::sleep(backoff) => {}
+            if !crate::jobs::pause(stop, backoff).await {
+                return false;
             }
             backoff = (backoff * 2).min(Duration::from_millis(self.settings.backoff_max_ms));
         }

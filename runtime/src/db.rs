@@ -84,6 +84,19 @@ impl Transient for DieselError {
     }
 }
 
+impl DbError {
+    /// A unique index refused the write: someone else inserted first.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
 impl Transient for DbError {
     fn is_transient(&self) -> bool {
         matches!(self, DbError::Query(e) if is_transient(e))

@@ -4,7 +4,9 @@
 
 use std::fmt::Display;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Sleeps for `pause` unless the service stops first; false when stopping.
@@ -22,6 +24,22 @@ pub async fn every<F, Fut, E>(
     job: &'static str,
     interval: Duration,
     stop: CancellationToken,
+    round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    every_or_woken(job, interval, Arc::new(Notify::new()), stop, round).await
+}
+
+/// As [`every`], and also as soon as `wake` is notified: for work that
+/// another part of the service knows has just become due.
+pub async fn every_or_woken<F, Fut, E>(
+    job: &'static str,
+    interval: Duration,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
     mut round: F,
 ) where
     F: FnMut() -> Fut,
@@ -35,8 +53,10 @@ pub async fn every<F, Fut, E>(
         if let Err(error) = round().await {
             tracing::warn!(job, %error, "background job failed; will retry");
         }
-        if !pause(&stop, interval).await {
-            break;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(interval) => {}
         }
     }
 }
@@ -45,7 +65,6 @@ pub async fn every<F, Fut, E>(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn a_failed_round_does_not_end_the_job_and_stop_does() {

@@ -120,6 +120,27 @@ impl<T> ServiceRuntime<T> {
             .spawn(crate::jobs::every(job, interval, self.stop.clone(), round));
     }
 
+    /// As [`every`](Self::every), and also whenever `wake` is notified.
+    pub fn every_or_woken<F, Fut, E>(
+        &mut self,
+        job: &'static str,
+        interval: Duration,
+        wake: Arc<tokio::sync::Notify>,
+        round: F,
+    ) where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        self.tasks.spawn(crate::jobs::every_or_woken(
+            job,
+            interval,
+            wake,
+            self.stop.clone(),
+            round,
+        ));
+    }
+
     /// Starts the HTTP server with the service's routes.
     pub fn serve<F>(self, configure: F) -> anyhow::Result<RunningService>
     where

@@ -1,6 +1,6 @@
 //! Payment rules: `PENDING → COMPLETED`, or `FAILED` with a reason.
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -34,27 +34,47 @@ impl DataPlatformSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Completed,
-    Failed,
+ticket_runtime::text_enum! {
+    /// Where a payment is in its life.
+    pub enum Status {
+        Pending = "PENDING",
+        Completed = "COMPLETED",
+        Failed = "FAILED",
+    }
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "PENDING",
-            Status::Completed => "COMPLETED",
-            Status::Failed => "FAILED",
-        }
+ticket_runtime::text_enum! {
+    /// The reservation as this service last heard of it (its projection).
+    pub enum ReservationState {
+        Held = "HELD",
+        Confirmed = "CONFIRMED",
+        Expired = "EXPIRED",
+        Cancelled = "CANCELLED",
     }
+}
 
-    pub fn parse(value: &str) -> Option<Status> {
-        [Status::Pending, Status::Completed, Status::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == value)
+/// Why a reservation cannot be paid now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotPayable {
+    #[error("it is {0}")]
+    NotHeld(ReservationState),
+    #[error("its hold has expired")]
+    HoldExpired,
+}
+
+/// A reservation may be paid while it is held and its hold has not lapsed.
+pub fn check_payable(
+    state: ReservationState,
+    hold_expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), NotPayable> {
+    if state != ReservationState::Held {
+        return Err(NotPayable::NotHeld(state));
     }
+    if hold_expires_at <= now {
+        return Err(NotPayable::HoldExpired);
+    }
+    Ok(())
 }
 
 pub mod reason {
@@ -84,6 +104,21 @@ mod tests {
         assert_eq!(settings.backoff(3), Duration::from_secs(4));
         assert_eq!(settings.backoff(4), Duration::from_secs(5));
         assert_eq!(settings.backoff(1000), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn only_a_live_hold_is_payable() {
+        let now = Utc::now();
+        let later = now + TimeDelta::minutes(1);
+        assert_eq!(check_payable(ReservationState::Held, later, now), Ok(()));
+        assert_eq!(
+            check_payable(ReservationState::Held, now, now),
+            Err(NotPayable::HoldExpired)
+        );
+        assert_eq!(
+            check_payable(ReservationState::Confirmed, later, now),
+            Err(NotPayable::NotHeld(ReservationState::Confirmed))
+        );
     }
 
     #[test]

@@ -1,101 +1,77 @@
-//! Payment storage: payments and their saga steps, the projection of
-//! reservations, and completed payments waiting for the data platform.
+//! Payment storage, SQL only: payments and their saga steps, the projection
+//! of reservations, and completed payments waiting for the data platform.
 
 mod schema;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use serde::Serialize;
+use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::AnyConnection;
 use uuid::Uuid;
 
-use crate::domain::Status;
+use crate::domain::{ReservationState, Status};
 use schema::{data_platform_deliveries, payment_steps, payments, reservation_projection};
 
-fn now() -> NaiveDateTime {
-    Utc::now().naive_utc()
-}
-
-fn utc<S: serde::Serializer>(at: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(
-        &at.and_utc()
-            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    )
-}
-
-#[derive(Debug, Clone, Queryable, Serialize)]
+#[derive(Debug, Clone, Queryable)]
 pub struct Payment {
-    pub id: String,
-    pub reservation_id: String,
-    pub user_id: String,
+    pub id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
     pub amount: i64,
-    pub status: String,
+    pub status: Status,
     pub reason: Option<String>,
     pub refunded: bool,
-    #[serde(skip)]
     pub idempotency_key: Option<String>,
-    #[serde(serialize_with = "utc")]
     pub created_at: NaiveDateTime,
-    #[serde(serialize_with = "utc")]
     pub updated_at: NaiveDateTime,
 }
 
-impl Payment {
-    pub fn status(&self) -> Status {
-        Status::parse(&self.status).expect("stored status is valid")
-    }
-
-    pub fn uuid(&self) -> Uuid {
-        Uuid::parse_str(&self.id).expect("stored uuid")
-    }
-
-    pub fn reservation_uuid(&self) -> Uuid {
-        Uuid::parse_str(&self.reservation_id).expect("stored uuid")
-    }
-
-    pub fn user_uuid(&self) -> Uuid {
-        Uuid::parse_str(&self.user_id).expect("stored uuid")
-    }
-}
-
-#[derive(Debug, Clone, Queryable, Serialize)]
+#[derive(Debug, Clone, Queryable)]
 pub struct Step {
     pub event_type: String,
     pub detail: Option<String>,
-    #[serde(serialize_with = "utc")]
     pub at: NaiveDateTime,
 }
 
+/// A reservation as projected from the reservation service's events.
 #[derive(Debug, Clone, Queryable)]
 pub struct HeldReservation {
-    pub reservation_id: String,
-    pub user_id: String,
-    pub concert_id: String,
-    pub schedule_id: String,
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
+    pub concert_id: ConcertId,
+    pub schedule_id: ScheduleId,
     pub seat_no: i32,
     pub price: i64,
-    pub status: String,
+    pub status: ReservationState,
     pub hold_expires_at: NaiveDateTime,
 }
 
-pub fn find(conn: &mut AnyConnection, id: Uuid) -> QueryResult<Option<Payment>> {
-    payments::table.find(id.to_string()).first(conn).optional()
+/// A completed reservation waiting for the data platform.
+#[derive(Debug, Clone, Queryable)]
+pub struct Delivery {
+    pub payment_id: PaymentId,
+    pub body: String,
+    pub attempts: i32,
+}
+
+pub fn find(conn: &mut AnyConnection, id: PaymentId) -> QueryResult<Option<Payment>> {
+    payments::table.find(id).first(conn).optional()
 }
 
 /// The payment, locked until the transaction ends, so that the deadline
 /// sweeper and a consumer handling the payment's events (on any instance)
 /// decide one after the other, each seeing the other's outcome.
-pub fn lock(conn: &mut AnyConnection, id: Uuid) -> QueryResult<Option<Payment>> {
-    ticket_runtime::first_for_update!(conn, payments::table.find(id.to_string()))
+pub fn lock(conn: &mut AnyConnection, id: PaymentId) -> QueryResult<Option<Payment>> {
+    ticket_runtime::first_for_update!(conn, payments::table.find(id))
 }
 
 pub fn find_by_key(
     conn: &mut AnyConnection,
-    user_id: Uuid,
+    user_id: UserId,
     key: &str,
 ) -> QueryResult<Option<Payment>> {
     payments::table
-        .filter(payments::user_id.eq(user_id.to_string()))
+        .filter(payments::user_id.eq(user_id))
         .filter(payments::idempotency_key.eq(key))
         .first(conn)
         .optional()
@@ -104,29 +80,30 @@ pub fn find_by_key(
 /// The payment in flight or completed for a reservation, if any.
 pub fn live_for_reservation(
     conn: &mut AnyConnection,
-    reservation_id: Uuid,
+    reservation_id: ReservationId,
 ) -> QueryResult<Option<Payment>> {
     payments::table
-        .filter(payments::reservation_id.eq(reservation_id.to_string()))
-        .filter(payments::status.eq_any([Status::Pending.as_str(), Status::Completed.as_str()]))
+        .filter(payments::reservation_id.eq(reservation_id))
+        .filter(payments::status.eq_any([Status::Pending, Status::Completed]))
         .first(conn)
         .optional()
 }
 
 pub fn insert_pending(
     conn: &mut AnyConnection,
-    id: Uuid,
+    id: PaymentId,
     reservation: &HeldReservation,
     key: Option<&str>,
+    now: DateTime<Utc>,
 ) -> QueryResult<()> {
-    let at = now();
+    let at = now.naive_utc();
     diesel::insert_into(payments::table)
         .values((
-            payments::id.eq(id.to_string()),
-            payments::reservation_id.eq(&reservation.reservation_id),
-            payments::user_id.eq(&reservation.user_id),
+            payments::id.eq(id),
+            payments::reservation_id.eq(reservation.reservation_id),
+            payments::user_id.eq(reservation.user_id),
             payments::amount.eq(reservation.price),
-            payments::status.eq(Status::Pending.as_str()),
+            payments::status.eq(Status::Pending),
             payments::refunded.eq(false),
             payments::idempotency_key.eq(key),
             payments::created_at.eq(at),
@@ -139,35 +116,51 @@ pub fn insert_pending(
 /// Moves a PENDING payment to a final status; false if it was not PENDING.
 pub fn finish(
     conn: &mut AnyConnection,
-    id: Uuid,
+    id: PaymentId,
     to: Status,
     reason: Option<&str>,
     refunded: bool,
+    now: DateTime<Utc>,
 ) -> QueryResult<bool> {
-    let changed = diesel::update(payments::table.find(id.to_string()))
-        .filter(payments::status.eq(Status::Pending.as_str()))
+    let changed = diesel::update(payments::table.find(id))
+        .filter(payments::status.eq(Status::Pending))
         .set((
-            payments::status.eq(to.as_str()),
+            payments::status.eq(to),
             payments::reason.eq(reason),
             payments::refunded.eq(refunded),
-            payments::updated_at.eq(now()),
+            payments::updated_at.eq(now.naive_utc()),
         ))
         .execute(conn)?;
     Ok(changed == 1)
 }
 
 /// Notes why a PENDING payment is going to fail (the refund comes next).
-pub fn note_reason(conn: &mut AnyConnection, id: Uuid, reason: &str) -> QueryResult<()> {
-    diesel::update(payments::table.find(id.to_string()))
-        .filter(payments::status.eq(Status::Pending.as_str()))
-        .set((payments::reason.eq(reason), payments::updated_at.eq(now())))
+pub fn note_reason(
+    conn: &mut AnyConnection,
+    id: PaymentId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::update(payments::table.find(id))
+        .filter(payments::status.eq(Status::Pending))
+        .set((
+            payments::reason.eq(reason),
+            payments::updated_at.eq(now.naive_utc()),
+        ))
         .execute(conn)?;
     Ok(())
 }
 
-pub fn mark_refunded(conn: &mut AnyConnection, id: Uuid) -> QueryResult<()> {
-    diesel::update(payments::table.find(id.to_string()))
-        .set((payments::refunded.eq(true), payments::updated_at.eq(now())))
+pub fn mark_refunded(
+    conn: &mut AnyConnection,
+    id: PaymentId,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::update(payments::table.find(id))
+        .set((
+            payments::refunded.eq(true),
+            payments::updated_at.eq(now.naive_utc()),
+        ))
         .execute(conn)?;
     Ok(())
 }
@@ -178,7 +171,7 @@ pub fn stalled(
     limit: i64,
 ) -> QueryResult<Vec<Payment>> {
     payments::table
-        .filter(payments::status.eq(Status::Pending.as_str()))
+        .filter(payments::status.eq(Status::Pending))
         .filter(payments::created_at.le(before.naive_utc()))
         .order(payments::created_at)
         .limit(limit)
@@ -187,17 +180,18 @@ pub fn stalled(
 
 pub fn record_step(
     conn: &mut AnyConnection,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     event_id: Uuid,
     event_type: &str,
     detail: Option<&str>,
+    now: DateTime<Utc>,
 ) -> QueryResult<()> {
     let row = (
-        payment_steps::payment_id.eq(payment_id.to_string()),
+        payment_steps::payment_id.eq(payment_id),
         payment_steps::event_id.eq(event_id.to_string()),
         payment_steps::event_type.eq(event_type),
         payment_steps::detail.eq(detail),
-        payment_steps::at.eq(now()),
+        payment_steps::at.eq(now.naive_utc()),
     );
     ticket_runtime::on_backend!(conn, |c| diesel::insert_into(payment_steps::table)
         .values(row)
@@ -206,9 +200,9 @@ pub fn record_step(
     Ok(())
 }
 
-pub fn steps(conn: &mut AnyConnection, payment_id: Uuid) -> QueryResult<Vec<Step>> {
+pub fn steps(conn: &mut AnyConnection, payment_id: PaymentId) -> QueryResult<Vec<Step>> {
     payment_steps::table
-        .filter(payment_steps::payment_id.eq(payment_id.to_string()))
+        .filter(payment_steps::payment_id.eq(payment_id))
         .order((payment_steps::at, payment_steps::event_id))
         .select((
             payment_steps::event_type,
@@ -218,19 +212,16 @@ pub fn steps(conn: &mut AnyConnection, payment_id: Uuid) -> QueryResult<Vec<Step
         .load(conn)
 }
 
-pub fn project_held(
-    conn: &mut AnyConnection,
-    held: &shared_events::ReservationHeld,
-) -> QueryResult<()> {
+pub fn project_held(conn: &mut AnyConnection, held: &HeldReservation) -> QueryResult<()> {
     let row = (
-        reservation_projection::reservation_id.eq(held.reservation_id.to_string()),
-        reservation_projection::user_id.eq(held.user_id.to_string()),
-        reservation_projection::concert_id.eq(held.concert_id.to_string()),
-        reservation_projection::schedule_id.eq(held.schedule_id.to_string()),
-        reservation_projection::seat_no.eq(held.seat_no as i32),
+        reservation_projection::reservation_id.eq(held.reservation_id),
+        reservation_projection::user_id.eq(held.user_id),
+        reservation_projection::concert_id.eq(held.concert_id),
+        reservation_projection::schedule_id.eq(held.schedule_id),
+        reservation_projection::seat_no.eq(held.seat_no),
         reservation_projection::price.eq(held.price),
-        reservation_projection::status.eq("HELD"),
-        reservation_projection::hold_expires_at.eq(held.hold_expires_at.naive_utc()),
+        reservation_projection::status.eq(held.status),
+        reservation_projection::hold_expires_at.eq(held.hold_expires_at),
     );
     ticket_runtime::on_backend!(conn, |c| diesel::insert_into(reservation_projection::table)
         .values(row)
@@ -241,10 +232,10 @@ pub fn project_held(
 
 pub fn project_status(
     conn: &mut AnyConnection,
-    reservation_id: Uuid,
-    status: &str,
+    reservation_id: ReservationId,
+    status: ReservationState,
 ) -> QueryResult<()> {
-    diesel::update(reservation_projection::table.find(reservation_id.to_string()))
+    diesel::update(reservation_projection::table.find(reservation_id))
         .set(reservation_projection::status.eq(status))
         .execute(conn)?;
     Ok(())
@@ -252,10 +243,10 @@ pub fn project_status(
 
 pub fn projected(
     conn: &mut AnyConnection,
-    reservation_id: Uuid,
+    reservation_id: ReservationId,
 ) -> QueryResult<Option<HeldReservation>> {
     reservation_projection::table
-        .find(reservation_id.to_string())
+        .find(reservation_id)
         .first(conn)
         .optional()
 }
@@ -264,14 +255,15 @@ pub fn projected(
 /// transaction that completes the payment.
 pub fn enqueue_delivery(
     conn: &mut AnyConnection,
-    payment_id: Uuid,
+    payment_id: PaymentId,
     body: &serde_json::Value,
+    now: DateTime<Utc>,
 ) -> QueryResult<()> {
     let row = (
-        data_platform_deliveries::payment_id.eq(payment_id.to_string()),
+        data_platform_deliveries::payment_id.eq(payment_id),
         data_platform_deliveries::body.eq(body.to_string()),
         data_platform_deliveries::attempts.eq(0),
-        data_platform_deliveries::next_attempt_at.eq(now()),
+        data_platform_deliveries::next_attempt_at.eq(now.naive_utc()),
     );
     ticket_runtime::on_backend!(conn, |c| diesel::insert_into(
         data_platform_deliveries::table
@@ -284,11 +276,12 @@ pub fn enqueue_delivery(
 
 pub fn due_deliveries(
     conn: &mut AnyConnection,
+    now: DateTime<Utc>,
     limit: i64,
-) -> QueryResult<Vec<(String, String, i32)>> {
+) -> QueryResult<Vec<Delivery>> {
     data_platform_deliveries::table
         .filter(data_platform_deliveries::delivered_at.is_null())
-        .filter(data_platform_deliveries::next_attempt_at.le(now()))
+        .filter(data_platform_deliveries::next_attempt_at.le(now.naive_utc()))
         .order(data_platform_deliveries::next_attempt_at)
         .limit(limit)
         .select((
@@ -299,16 +292,20 @@ pub fn due_deliveries(
         .load(conn)
 }
 
-pub fn delivered(conn: &mut AnyConnection, payment_id: &str) -> QueryResult<()> {
+pub fn delivered(
+    conn: &mut AnyConnection,
+    payment_id: PaymentId,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
     diesel::update(data_platform_deliveries::table.find(payment_id))
-        .set(data_platform_deliveries::delivered_at.eq(now()))
+        .set(data_platform_deliveries::delivered_at.eq(now.naive_utc()))
         .execute(conn)?;
     Ok(())
 }
 
 pub fn delivery_failed(
     conn: &mut AnyConnection,
-    payment_id: &str,
+    payment_id: PaymentId,
     retry_at: DateTime<Utc>,
     error: &str,
 ) -> QueryResult<()> {

@@ -198,16 +198,16 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
     let (reservation, user, payment) = (Uuid::now_v7(), Uuid::new_v4(), Uuid::now_v7());
     db.transaction(move |tx| {
         let held = store::HeldReservation {
-            reservation_id: reservation.to_string(),
-            user_id: user.to_string(),
-            concert_id: Uuid::now_v7().to_string(),
-            schedule_id: Uuid::now_v7().to_string(),
+            reservation_id: reservation.into(),
+            user_id: user.into(),
+            concert_id: Uuid::now_v7().into(),
+            schedule_id: Uuid::now_v7().into(),
             seat_no: 1,
             price: 500,
-            status: "HELD".into(),
+            status: payment_service::domain::ReservationState::Held,
             hold_expires_at: chrono::Utc::now().naive_utc(),
         };
-        store::insert_pending(tx.conn(), payment, &held, None)?;
+        store::insert_pending(tx.conn(), payment.into(), &held, None, chrono::Utc::now())?;
         Ok::<_, DbError>(())
     })
     .await
@@ -227,11 +227,15 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
         },
         reservation.to_string(),
     ));
-    let policy = payment_service::domain::PaymentPolicy {
-        deadline_secs: 0,
-        decision_wait_ms: 0,
-        max_wait_ms: 0,
-        sweep_interval_ms: 1000,
+    let payments = payment_service::app::Payments {
+        db: db.clone(),
+        policy: payment_service::domain::PaymentPolicy {
+            deadline_secs: 0,
+            decision_wait_ms: 0,
+            max_wait_ms: 0,
+            sweep_interval_ms: 1000,
+        },
+        waiters: Default::default(),
     };
 
     // The sweeper queues on the payment's row first, the consumer behind it.
@@ -239,10 +243,7 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
         &database.url,
         &format!("SELECT * FROM payments WHERE id = '{payment}' FOR UPDATE"),
     );
-    let sweeper = {
-        let db = db.clone();
-        tokio::spawn(async move { payment_service::fail_stalled(&db, &policy).await })
-    };
+    let sweeper = tokio::spawn(async move { payments.fail_stalled().await });
     blocker.until_waiting(1, || false).await;
     let consumer = spawn_apply(&db, &handler, refunded);
     blocker.until_waiting(2, || consumer.is_finished()).await;
@@ -251,11 +252,11 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
     consumer.await.unwrap().unwrap();
 
     let end = db
-        .run(move |conn| store::find(conn, payment).map_err(DbError::from))
+        .run(move |conn| store::find(conn, payment.into()).map_err(DbError::from))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(end.status, "FAILED");
+    assert_eq!(end.status, payment_service::domain::Status::Failed);
     assert!(end.refunded, "the refund is recorded whoever failed it");
 }
 

@@ -1,0 +1,251 @@
+//! The application layer: each use case in one local transaction, and the
+//! decision of which events it publishes. HTTP calls come through
+//! [`Payments`]; events through [`saga`]; background jobs are
+//! [`Payments::fail_stalled`] and [`delivery`].
+
+pub mod delivery;
+pub mod saga;
+
+use chrono::Utc;
+use shared_events::{Envelope, PaymentRequested};
+use std::time::Duration;
+use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
+use ticket_runtime::pass::{Pass, PassError};
+use ticket_runtime::waiters::{wait_for, Waiters};
+use ticket_runtime::{Db, DbError};
+
+use crate::domain::{check_payable, reason, NotPayable, PaymentPolicy, Status};
+use crate::store::{self, Payment, Step};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error(transparent)]
+    Pass(#[from] PassError),
+    #[error("Idempotency-Key must be 1 to 128 visible ASCII characters")]
+    InvalidKey,
+    #[error("this Idempotency-Key was used for reservation {0}")]
+    KeyReused(ReservationId),
+    #[error("no reservation {0} held by you")]
+    ReservationNotFound(ReservationId),
+    #[error("reservation {0} cannot be paid: {1}")]
+    NotPayable(ReservationId, NotPayable),
+    #[error("reservation {0} already has payment {1} ({2})")]
+    AlreadyPaying(ReservationId, PaymentId, Status),
+    #[error("no payment {0}")]
+    NotFound(PaymentId),
+    #[error("wait_ms must be 0 to {0}")]
+    InvalidWait(u64),
+    #[error(transparent)]
+    Unexpected(#[from] DbError),
+}
+
+impl ticket_runtime::Transient for PaymentError {
+    /// Besides the database's own aborts, a unique violation: two first
+    /// requests raced on one Idempotency-Key or one reservation, and the
+    /// loser's transaction, run again, finds the winner's payment.
+    fn is_transient(&self) -> bool {
+        matches!(self, PaymentError::Unexpected(e) if e.is_transient() || e.is_unique_violation())
+    }
+}
+
+impl From<diesel::result::Error> for PaymentError {
+    fn from(error: diesel::result::Error) -> PaymentError {
+        PaymentError::Unexpected(DbError::Query(error))
+    }
+}
+
+/// A payment with the saga steps it went through.
+pub struct PaymentView {
+    pub payment: Payment,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Clone)]
+pub struct Payments {
+    pub db: Db,
+    pub policy: PaymentPolicy,
+    pub waiters: Waiters,
+}
+
+impl Payments {
+    /// Starts paying for the pass holder's held reservation (once per
+    /// Idempotency-Key and per reservation), then waits briefly for the
+    /// outcome.
+    pub async fn pay(
+        &self,
+        pass: &Pass,
+        reservation_id: ReservationId,
+        key: Option<String>,
+    ) -> Result<PaymentView, PaymentError> {
+        let user = UserId::from(pass.0.user_id());
+        if ticket_runtime::pass::is_ended(&self.db, pass).await? {
+            return Err(PassError::Ended.into());
+        }
+        let wait = Duration::from_millis(self.policy.decision_wait_ms);
+        if let Some(key) = key.clone() {
+            let earlier = self
+                .db
+                .run(move |conn| Ok::<_, PaymentError>(store::find_by_key(conn, user, &key)?))
+                .await?;
+            if let Some(earlier) = earlier {
+                return self.replay(earlier, reservation_id, user, wait).await;
+            }
+        }
+
+        // The hold may have been reported to the fan a moment before its
+        // event reached this service's projection: wait for it briefly.
+        let db = self.db.clone();
+        let projected = wait_for(
+            &self.waiters,
+            reservation_id.get(),
+            wait,
+            || {
+                let db = db.clone();
+                async move {
+                    db.run(move |conn| {
+                        Ok::<_, PaymentError>(store::projected(conn, reservation_id)?)
+                    })
+                    .await
+                }
+            },
+            Option::is_some,
+        )
+        .await?
+        .filter(|r| r.user_id == user)
+        .ok_or(PaymentError::ReservationNotFound(reservation_id))?;
+        if projected.concert_id != pass.0.concert_id {
+            return Err(PassError::WrongConcert.into());
+        }
+        check_payable(
+            projected.status,
+            projected.hold_expires_at.and_utc(),
+            Utc::now(),
+        )
+        .map_err(|why| PaymentError::NotPayable(reservation_id, why))?;
+
+        // Concurrent first requests race on the unique indexes (one key, one
+        // live payment per reservation): the loser's transaction runs again
+        // (see `is_transient`) and finds the winner.
+        let payment = self
+            .db
+            .transaction(move |tx| {
+                if let Some(key) = &key {
+                    if let Some(earlier) = store::find_by_key(tx.conn(), user, key)? {
+                        return Ok(earlier);
+                    }
+                }
+                if let Some(live) = store::live_for_reservation(tx.conn(), reservation_id)? {
+                    return Err(PaymentError::AlreadyPaying(
+                        reservation_id,
+                        live.id,
+                        live.status,
+                    ));
+                }
+                let id = PaymentId::generate();
+                let now = Utc::now();
+                store::insert_pending(tx.conn(), id, &projected, key.as_deref(), now)?;
+                let requested = Envelope::new(
+                    PaymentRequested {
+                        payment_id: id.get(),
+                        reservation_id: reservation_id.get(),
+                        user_id: user.get(),
+                        amount: projected.price,
+                    },
+                    reservation_id.to_string(),
+                );
+                store::record_step(
+                    tx.conn(),
+                    id,
+                    requested.event_id,
+                    "PaymentRequested",
+                    None,
+                    now,
+                )?;
+                tx.publish(&requested)?;
+                store::find(tx.conn(), id)?.ok_or(PaymentError::NotFound(id))
+            })
+            .await?;
+        self.replay(payment, reservation_id, user, wait).await
+    }
+
+    /// The payment a request (first or retried) stands for, as it is now.
+    async fn replay(
+        &self,
+        payment: Payment,
+        reservation_id: ReservationId,
+        user: UserId,
+        wait: Duration,
+    ) -> Result<PaymentView, PaymentError> {
+        if payment.reservation_id != reservation_id {
+            return Err(PaymentError::KeyReused(payment.reservation_id));
+        }
+        self.watch(payment.id, user, Status::Pending, wait).await
+    }
+
+    /// The member's own payment; another's is "not found".
+    pub async fn view(&self, id: PaymentId, user: UserId) -> Result<PaymentView, PaymentError> {
+        self.db
+            .run(move |conn| {
+                let payment = store::find(conn, id)?
+                    .filter(|p| p.user_id == user)
+                    .ok_or(PaymentError::NotFound(id))?;
+                let steps = store::steps(conn, id)?;
+                Ok(PaymentView { payment, steps })
+            })
+            .await
+    }
+
+    /// The payment once its status differs from `seen`, or as it is after
+    /// `wait`.
+    pub async fn watch(
+        &self,
+        id: PaymentId,
+        user: UserId,
+        seen: Status,
+        wait: Duration,
+    ) -> Result<PaymentView, PaymentError> {
+        wait_for(
+            &self.waiters,
+            id.get(),
+            wait,
+            || self.view(id, user),
+            |v| v.payment.status != seen,
+        )
+        .await
+    }
+
+    pub fn check_wait(&self, wait_ms: u64) -> Result<Duration, PaymentError> {
+        if wait_ms > self.policy.max_wait_ms {
+            return Err(PaymentError::InvalidWait(self.policy.max_wait_ms));
+        }
+        Ok(Duration::from_millis(wait_ms))
+    }
+
+    /// Fails every payment PENDING for longer than the deadline;
+    /// `PaymentFailed` makes the services that took a step compensate.
+    /// Safe with two instances (each payment decided under its row lock).
+    pub async fn fail_stalled(&self) -> Result<Vec<PaymentId>, DbError> {
+        let deadline = self.policy.deadline();
+        let failed = self
+            .db
+            .transaction(move |tx| {
+                let now = Utc::now();
+                let mut failed = Vec::new();
+                for stalled in store::stalled(tx.conn(), now - deadline, 200)? {
+                    // Re-read under the row lock: a consumer may have ended
+                    // it meanwhile.
+                    let Some(payment) = store::lock(tx.conn(), stalled.id)? else {
+                        continue;
+                    };
+                    if payment.status == Status::Pending {
+                        saga::fail(tx, None, &payment, reason::SAGA_TIMED_OUT, false)?;
+                        failed.push(payment.id);
+                    }
+                }
+                Ok::<_, DbError>(failed)
+            })
+            .await?;
+        failed.iter().for_each(|id| self.waiters.wake(id.get()));
+        Ok(failed)
+    }
+}

@@ -1,0 +1,177 @@
+//! The payment's steps in the saga: keep the reservation projection, record
+//! every step of each payment, and end it COMPLETED or FAILED. Each runs in
+//! the consumer's transaction and publishes through the outbox.
+
+use chrono::Utc;
+use shared_events::{
+    BalanceRefunded, Envelope, Event, PaymentCompleted, PaymentFailed, ReservationHeld, SeatSold,
+};
+use ticket_runtime::ids::{PaymentId, ReservationId};
+use ticket_runtime::{HandlerError, Tx};
+
+use crate::domain::{reason, ReservationState, Status};
+use crate::store::{self, HeldReservation, Payment};
+
+pub fn reservation_held(tx: &mut Tx<'_>, held: &ReservationHeld) -> Result<(), HandlerError> {
+    store::project_held(
+        tx.conn(),
+        &HeldReservation {
+            reservation_id: held.reservation_id.into(),
+            user_id: held.user_id.into(),
+            concert_id: held.concert_id.into(),
+            schedule_id: held.schedule_id.into(),
+            // A seat number is 1 to 50.
+            seat_no: i32::try_from(held.seat_no).unwrap_or(i32::MAX),
+            price: held.price,
+            status: ReservationState::Held,
+            hold_expires_at: held.hold_expires_at.naive_utc(),
+        },
+    )?;
+    Ok(())
+}
+
+pub fn reservation_became(
+    tx: &mut Tx<'_>,
+    reservation: ReservationId,
+    state: ReservationState,
+) -> Result<(), HandlerError> {
+    store::project_status(tx.conn(), reservation, state)?;
+    Ok(())
+}
+
+/// Another step of `payment`'s saga: recorded on the payment, and the
+/// payment ended where the step decides it.
+pub fn step(tx: &mut Tx<'_>, event: &Envelope, payment: PaymentId) -> Result<(), HandlerError> {
+    let Some(payment) = store::lock(tx.conn(), payment)? else {
+        return Ok(());
+    };
+    let now = Utc::now();
+    store::record_step(
+        tx.conn(),
+        payment.id,
+        event.event_id,
+        event.event_type().as_str(),
+        detail_of(&event.event).as_deref(),
+        now,
+    )?;
+    match &event.event {
+        Event::BalanceDebitRejected(e) => fail(tx, Some(event), &payment, &e.reason, false)?,
+        Event::ReservationConfirmationRejected(e) => {
+            store::note_reason(tx.conn(), payment.id, &e.reason, now)?
+        }
+        Event::SeatSaleRejected(e) => store::note_reason(tx.conn(), payment.id, &e.reason, now)?,
+        Event::BalanceRefunded(refunded) => refunded_for(tx, event, &payment, refunded)?,
+        Event::SeatSold(sold) => complete(tx, event, &payment, sold)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn refunded_for(
+    tx: &mut Tx<'_>,
+    event: &Envelope,
+    payment: &Payment,
+    refunded: &BalanceRefunded,
+) -> Result<(), HandlerError> {
+    if payment.status != Status::Pending {
+        store::mark_refunded(tx.conn(), payment.id, Utc::now())?;
+        return Ok(());
+    }
+    // The refund says why; it may arrive before the event it answers (they
+    // travel on different topics).
+    let why = Some(refunded.reason.clone())
+        .filter(|r| !r.is_empty())
+        .or_else(|| payment.reason.clone())
+        .unwrap_or_else(|| reason::REFUNDED.into());
+    fail(tx, Some(event), payment, &why, true)?;
+    Ok(())
+}
+
+/// The seat is sold: the payment is COMPLETED, the fan's pass may end, and
+/// the data platform hears of it after this commit.
+fn complete(
+    tx: &mut Tx<'_>,
+    event: &Envelope,
+    payment: &Payment,
+    sold: &SeatSold,
+) -> Result<(), HandlerError> {
+    let now = Utc::now();
+    // Sold after the payment already failed: the reservation service
+    // cancels that confirmation on PaymentFailed, which releases the seat
+    // and refunds; nothing is completed here.
+    if !store::finish(tx.conn(), payment.id, Status::Completed, None, false, now)? {
+        return Ok(());
+    }
+    let concert_id = store::projected(tx.conn(), payment.reservation_id)?
+        .map(|p| p.concert_id.get())
+        .unwrap_or_default();
+    tx.publish(&Envelope::caused_by(
+        event,
+        PaymentCompleted {
+            payment_id: payment.id.get(),
+            reservation_id: sold.reservation_id,
+            user_id: payment.user_id.get(),
+            concert_id,
+            amount: payment.amount,
+        },
+        event.partition_key.clone(),
+    ))?;
+    let body = serde_json::json!({
+        "payment_id": payment.id,
+        "reservation_id": sold.reservation_id,
+        "user_id": payment.user_id,
+        "concert_id": concert_id,
+        "schedule_id": sold.schedule_id,
+        "seat_no": sold.seat_no,
+        "amount": payment.amount,
+        "completed_at": now,
+    });
+    store::enqueue_delivery(tx.conn(), payment.id, &body, now)?;
+    Ok(())
+}
+
+fn detail_of(event: &Event) -> Option<String> {
+    match event {
+        Event::BalanceDebitRejected(e) => Some(e.reason.clone()),
+        Event::ReservationConfirmationRejected(e) => Some(e.reason.clone()),
+        Event::SeatSaleRejected(e) => Some(e.reason.clone()),
+        Event::ReservationCancelled(e) => Some(e.reason.clone()),
+        Event::BalanceRefunded(e) => Some(format!("refunded {}", e.amount)),
+        Event::BalanceDebited(e) => Some(format!("debited {}", e.amount)),
+        _ => None,
+    }
+}
+
+/// Ends a PENDING payment as FAILED and says so; the services that took a
+/// step for it compensate on `PaymentFailed`.
+pub fn fail(
+    tx: &mut Tx<'_>,
+    cause: Option<&Envelope>,
+    payment: &Payment,
+    why: &str,
+    refunded: bool,
+) -> Result<(), diesel::result::Error> {
+    let now = Utc::now();
+    if store::finish(
+        tx.conn(),
+        payment.id,
+        Status::Failed,
+        Some(why),
+        refunded,
+        now,
+    )? {
+        let failed = PaymentFailed {
+            payment_id: payment.id.get(),
+            reservation_id: payment.reservation_id.get(),
+            user_id: payment.user_id.get(),
+            reason: why.into(),
+            refunded,
+        };
+        let key = payment.reservation_id.to_string();
+        tx.publish(&match cause {
+            Some(cause) => Envelope::caused_by(cause, failed, key),
+            None => Envelope::new(failed, key),
+        })?;
+    }
+    Ok(())
+}
