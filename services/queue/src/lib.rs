@@ -1,22 +1,25 @@
 //! The queue service: a fair waiting line per concert, admission in arrival
 //! order under a cap and a rate, and signed access passes.
+//!
+//! Rooms, as in every service: `api` (HTTP in and out), `app` (use cases:
+//! the transaction and what it publishes), `domain` (rules), `store` (SQL),
+//! `events` (decode, call `app`). `start` wires them and the background jobs.
 
 pub mod api;
+pub mod app;
 pub mod domain;
 pub mod events;
 pub mod store;
 
 use anyhow::Context;
-use chrono::Utc;
 use serde::Deserialize;
 use shared_events::Service;
 use std::sync::Arc;
 use std::time::Duration;
 use ticket_runtime::pass::PassSigner;
-use ticket_runtime::{
-    CancellationToken, Db, DbError, Migrations, RunningService, Secret, ServiceRuntime, Settings,
-};
+use ticket_runtime::{Migrations, RunningService, Secret, ServiceRuntime, Settings};
 
+use app::Queue;
 use domain::QueuePolicy;
 
 pub const SERVICE: Service = Service::Queue;
@@ -50,76 +53,27 @@ pub async fn start(settings: Settings<QueueSettings>) -> anyhow::Result<RunningS
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
     let members = runtime.trust_members(&member_auth).await?;
     runtime.consume(Arc::new(events::QueueEvents));
-    let (db, admit_policy, admit_signer) = (runtime.db.clone(), policy.clone(), signer.clone());
-    runtime.spawn(move |stop| admission_loop(db, admit_policy, admit_signer, stop));
-    let (db, sweep_policy) = (runtime.db.clone(), policy.clone());
-    runtime.spawn(move |stop| sweep_loop(db, sweep_policy, stop));
-    let state = api::AppState {
+    let app = Queue {
         db: runtime.db.clone(),
         policy,
         signer,
     };
+    let admissions = app.clone();
+    let interval = Duration::from_millis(app.policy.admission_interval_ms);
+    runtime.every("queue-admission", interval, move || {
+        let admissions = admissions.clone();
+        async move { admissions.admit_all().await }
+    });
+    let sweeper = app.clone();
+    let interval = Duration::from_millis(app.policy.sweep_interval_ms);
+    runtime.every("queue-sweep", interval, move || {
+        let sweeper = sweeper.clone();
+        async move { sweeper.sweep().await }
+    });
     runtime.serve(move |cfg| {
         cfg.app_data(members.clone());
-        api::routes(cfg, state.clone());
+        api::routes(cfg, app.clone());
     })
-}
-
-/// Admits waiting fans as places free up and the rate allows. Safe with two
-/// instances: each admission is one transaction on the line's row.
-async fn admission_loop(
-    db: Db,
-    policy: QueuePolicy,
-    signer: Arc<PassSigner>,
-    stop: CancellationToken,
-) {
-    let interval = Duration::from_millis(policy.admission_interval_ms.max(10));
-    while !stop.is_cancelled() {
-        let lines = db
-            .run(|conn| store::lines_with_waiting(conn).map_err(DbError::from))
-            .await;
-        for concert_id in lines.unwrap_or_default() {
-            let (policy, signer) = (policy.clone(), signer.clone());
-            let admitted = db
-                .transaction(move |tx| {
-                    store::admit(tx, &concert_id, &policy, &signer, Utc::now())
-                        .map_err(DbError::from)
-                })
-                .await;
-            if let Err(error) = admitted {
-                tracing::warn!(%error, "admission failed; will retry");
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
-}
-
-/// Drops waiters who stopped polling and frees the places of expired passes.
-async fn sweep_loop(db: Db, policy: QueuePolicy, stop: CancellationToken) {
-    let interval = Duration::from_millis(policy.sweep_interval_ms.max(10));
-    while !stop.is_cancelled() {
-        let policy_for_drop = policy.clone();
-        let swept = db
-            .transaction(move |tx| {
-                let now = Utc::now();
-                let dropped = store::drop_idle_waiters(tx.conn(), now, &policy_for_drop, 500)?;
-                let expired = store::expire_passes(tx.conn(), now, 500)?;
-                Ok::<_, DbError>((dropped, expired))
-            })
-            .await;
-        match swept {
-            Ok((0, 0)) => {}
-            Ok((dropped, expired)) => tracing::info!(dropped, expired, "queue swept"),
-            Err(error) => tracing::warn!(%error, "queue sweep failed; will retry"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(interval) => {}
-        }
-    }
 }
 
 pub async fn main() -> anyhow::Result<()> {

@@ -67,9 +67,9 @@ async fn fill_line(db: &Db, concert: Uuid, n: i64) {
     })
     .await
     .unwrap();
-    let policy = queue_policy();
+    let idle_since = Utc::now() - queue_policy().poll_timeout();
     db.transaction(move |tx| {
-        queue_service::store::drop_idle_waiters(tx.conn(), Utc::now(), &policy, i64::MAX)
+        queue_service::store::drop_idle_waiters(tx.conn(), idle_since, "DROPPED", i64::MAX)
             .map_err(DbError::from)
     })
     .await
@@ -135,7 +135,7 @@ async fn queue_positions(postgres: bool) {
         for token in tokens {
             let started = Instant::now();
             db.run(move |conn| {
-                let found = queue_service::store::find(conn, token)?.expect("token");
+                let found = queue_service::store::find(conn, token.into())?.expect("token");
                 queue_service::store::position(conn, &found).map_err(DbError::from)
             })
             .await

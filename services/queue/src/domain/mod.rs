@@ -30,29 +30,12 @@ impl QueuePolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenStatus {
-    Waiting,
-    Active,
-    Expired,
-}
-
-impl TokenStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TokenStatus::Waiting => "WAITING",
-            TokenStatus::Active => "ACTIVE",
-            TokenStatus::Expired => "EXPIRED",
-        }
-    }
-
-    pub fn parse(value: &str) -> Option<TokenStatus> {
-        match value {
-            "WAITING" => Some(TokenStatus::Waiting),
-            "ACTIVE" => Some(TokenStatus::Active),
-            "EXPIRED" => Some(TokenStatus::Expired),
-            _ => None,
-        }
+ticket_runtime::text_enum! {
+    /// A place in the line: waiting, admitted with a pass, or over.
+    pub enum TokenStatus {
+        Waiting = "WAITING",
+        Active = "ACTIVE",
+        Expired = "EXPIRED",
     }
 }
 

@@ -1,10 +1,9 @@
-//! Reactions to other services' events: learn which concerts exist, and end
-//! a fan's pass once their payment completed.
+//! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
 use shared_events::{Envelope, Event, EventType, Topic};
 use ticket_runtime::{EventHandler, HandlerError, Tx};
 
-use crate::store;
+use crate::app::saga;
 
 pub struct QueueEvents;
 
@@ -26,12 +25,8 @@ impl EventHandler for QueueEvents {
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match &event.event {
-            Event::ConcertScheduled(scheduled) => {
-                store::remember_concert(tx.conn(), scheduled.concert_id)?
-            }
-            Event::PaymentCompleted(paid) => {
-                store::end_pass_after_payment(tx, event, paid.user_id, paid.concert_id)?;
-            }
+            Event::ConcertScheduled(scheduled) => saga::concert_scheduled(tx, scheduled)?,
+            Event::PaymentCompleted(paid) => saga::payment_completed(tx, event, paid)?,
             _ => {}
         }
         Ok(())

@@ -266,12 +266,19 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_admission_loops_at_once_admit_each_fan_once() {
     use queue_service::store;
+    use ticket_runtime::ids::QueueTokenId;
     let (database, db) = service_db("admission", queue_service::SCHEMA).await;
     let concert = Uuid::now_v7();
     let fans = 5;
     db.transaction(move |tx| {
         for _ in 0..fans {
-            store::join(tx.conn(), Uuid::new_v4(), concert, chrono::Utc::now())?;
+            store::join(
+                tx.conn(),
+                QueueTokenId::generate(),
+                Uuid::new_v4().into(),
+                concert.into(),
+                chrono::Utc::now(),
+            )?;
         }
         Ok::<_, DbError>(())
     })
@@ -291,14 +298,8 @@ async fn two_admission_loops_at_once_admit_each_fan_once() {
         let (db, policy, signer) = (db.clone(), policy.clone(), signer.clone());
         tokio::spawn(async move {
             db.transaction(move |tx| {
-                store::admit(
-                    tx,
-                    &concert.to_string(),
-                    &policy,
-                    &signer,
-                    chrono::Utc::now(),
-                )
-                .map_err(DbError::from)
+                queue_service::app::admit(tx, concert.into(), &policy, &signer, chrono::Utc::now())
+                    .map_err(DbError::from)
             })
             .await
         })
