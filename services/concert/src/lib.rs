@@ -1,20 +1,24 @@
 //! The concert service: the catalog (concerts, schedules, seats) and the
 //! seat side of the reservation and payment sagas.
+//!
+//! Rooms, as in every service: `api` (HTTP in and out), `app` (use cases:
+//! the transaction and what it publishes), `domain` (rules), `store` (SQL),
+//! `events` (decode, call `app`). `start` wires them and the background job.
 
 pub mod api;
+pub mod app;
 pub mod domain;
 pub mod events;
 pub mod store;
 
 use anyhow::bail;
-use chrono::{TimeDelta, Utc};
+use chrono::TimeDelta;
 use serde::Deserialize;
-use shared_events::{Envelope, SeatReleased, Service};
+use shared_events::Service;
 use std::time::Duration;
-use ticket_runtime::{
-    CancellationToken, Db, DbError, Migrations, RunningService, Secret, ServiceRuntime, Settings,
-};
-use uuid::Uuid;
+use ticket_runtime::{Migrations, RunningService, Secret, ServiceRuntime, Settings};
+
+use app::Catalog;
 
 pub const SERVICE: Service = Service::Concert;
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
@@ -72,72 +76,26 @@ pub async fn start(settings: Settings<ConcertSettings>) -> anyhow::Result<Runnin
         );
     }
     let holds = settings.service.concert.holds.clone();
+    let admin_key = api::AdminKey(settings.service.concert.admin_key.clone());
+    let demo_data = settings.service.concert.demo_data;
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
     runtime.consume(std::sync::Arc::new(events::ConcertEvents {
         holds: holds.clone(),
     }));
-    if runtime.settings.service.concert.demo_data {
-        store::seed_demo_catalog(&runtime.db).await?;
-    }
-    let db = runtime.db.clone();
-    runtime.spawn(move |stop| release_loop(db, holds, stop));
-    let state = api::AppState {
+    let app = Catalog {
         db: runtime.db.clone(),
-        admin_key: runtime.settings.service.concert.admin_key.clone(),
+        holds,
     };
-    runtime.serve(move |cfg| api::routes(cfg, state.clone()))
-}
-
-/// Releases seats whose hold lapsed, so that no seat stays HELD forever
-/// whatever happened to the reservation's events. Safe with two instances:
-/// each release is a conditional update.
-async fn release_loop(db: Db, holds: HoldPolicy, stop: CancellationToken) {
-    let interval = Duration::from_millis(holds.sweep_interval_ms.max(10));
-    while !stop.is_cancelled() {
-        match release_lapsed_holds(&db, &holds).await {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(released, "lapsed seat holds released"),
-            Err(error) => tracing::warn!(%error, "releasing lapsed holds failed; will retry"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(interval) => {}
-        }
+    if demo_data {
+        app.seed_demo().await?;
     }
-}
-
-/// Releases every seat HELD past its expiry and the grace, publishing
-/// `SeatReleased` for each; returns how many.
-pub async fn release_lapsed_holds(db: &Db, holds: &HoldPolicy) -> Result<usize, DbError> {
-    let grace = holds.release_grace();
-    db.transaction(move |tx| {
-        let cutoff = Utc::now() - grace;
-        let mut released = 0;
-        for hold in store::lapsed_holds(tx.conn(), cutoff, 200)? {
-            if !store::release_lapsed(tx.conn(), &hold, cutoff)? {
-                continue;
-            }
-            released += 1;
-            let (Some(reservation_id), Ok(schedule_id)) = (
-                hold.reservation_id
-                    .as_deref()
-                    .and_then(|r| Uuid::parse_str(r).ok()),
-                Uuid::parse_str(&hold.schedule_id),
-            ) else {
-                continue;
-            };
-            tx.publish(&Envelope::new(
-                SeatReleased {
-                    reservation_id,
-                    schedule_id,
-                    seat_no: hold.seat_no as u32,
-                },
-                reservation_id.to_string(),
-            ))?;
-        }
-        Ok::<_, DbError>(released)
-    })
-    .await
+    let releaser = app.clone();
+    let interval = Duration::from_millis(app.holds.sweep_interval_ms);
+    runtime.every("concert-hold-release", interval, move || {
+        let releaser = releaser.clone();
+        async move { releaser.release_lapsed_holds().await }
+    });
+    runtime.serve(move |cfg| api::routes(cfg, app.clone(), admin_key.clone()))
 }
 
 pub async fn main() -> anyhow::Result<()> {

@@ -1,27 +1,31 @@
-//! HTTP: thin handlers that validate input into domain types and call the store.
+//! HTTP: the public catalog, and the admin API behind `X-Admin-Key`.
+//! Thin handlers: request types in, the application layer, response types
+//! out.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse, ResponseError};
-use diesel::result::Error as DieselError;
-use ticket_runtime::{ApiError, Db, DbError, Secret};
-use uuid::Uuid;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ticket_runtime::http::utc_millis;
+use ticket_runtime::ids::{ConcertId, ScheduleId};
+use ticket_runtime::{ApiError, Secret};
 
-use crate::domain::{ConcertRequest, InvalidConcert, NewConcert};
-use crate::store;
+use crate::app::{Catalog, ConcertError};
+use crate::domain::{ConcertPlan, Grade, NewConcert, SeatStatus};
+use crate::store::{Concert, Schedule, Seat};
 
 pub const ADMIN_KEY_HEADER: &str = "x-admin-key";
 
+/// The key the admin API asks for.
 #[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub admin_key: Secret,
-}
+pub struct AdminKey(pub Secret);
 
-pub fn routes(cfg: &mut web::ServiceConfig, state: AppState) {
-    cfg.app_data(web::Data::new(state))
+pub fn routes(cfg: &mut web::ServiceConfig, app: Catalog, admin_key: AdminKey) {
+    cfg.app_data(web::Data::new(app))
+        .app_data(web::Data::new(admin_key))
         .route("/v1/concerts", web::get().to(list_concerts))
         .route(
             "/v1/concerts/{concert_id}/schedules",
@@ -45,8 +49,8 @@ async fn require_admin_key(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let expected = request
-        .app_data::<web::Data<AppState>>()
-        .map(|state| state.admin_key.clone());
+        .app_data::<web::Data<AdminKey>>()
+        .map(|key| key.0.clone());
     let given = request
         .headers()
         .get(ADMIN_KEY_HEADER)
@@ -55,32 +59,6 @@ async fn require_admin_key(
     match expected {
         Some(expected) if same_key(given, expected.expose().as_bytes()) => next.call(request).await,
         _ => Err(ConcertError::Unauthorized.into()),
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConcertError {
-    #[error("no concert {0}")]
-    ConcertNotFound(Uuid),
-    #[error("no schedule {0}")]
-    ScheduleNotFound(Uuid),
-    #[error("missing or wrong X-Admin-Key")]
-    Unauthorized,
-    #[error(transparent)]
-    Invalid(#[from] InvalidConcert),
-    #[error(transparent)]
-    Unexpected(#[from] DbError),
-}
-
-impl ticket_runtime::Transient for ConcertError {
-    fn is_transient(&self) -> bool {
-        matches!(self, ConcertError::Unexpected(e) if e.is_transient())
-    }
-}
-
-impl From<DieselError> for ConcertError {
-    fn from(error: DieselError) -> ConcertError {
-        ConcertError::Unexpected(DbError::Query(error))
     }
 }
 
@@ -118,44 +96,147 @@ impl ConcertError {
     }
 }
 
-async fn list_concerts(state: web::Data<AppState>) -> Result<HttpResponse, ConcertError> {
-    let concerts = state
-        .db
-        .run(|conn| store::list_concerts(conn).map_err(ConcertError::from))
-        .await?;
+#[derive(Serialize)]
+pub struct ConcertBody {
+    pub id: ConcertId,
+    pub title: String,
+    pub venue: String,
+    #[serde(serialize_with = "utc_millis::serialize")]
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Concert> for ConcertBody {
+    fn from(c: Concert) -> ConcertBody {
+        ConcertBody {
+            id: c.id,
+            title: c.title,
+            venue: c.venue,
+            created_at: c.created_at.and_utc(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ScheduleBody {
+    pub id: ScheduleId,
+    pub concert_id: ConcertId,
+    /// As the organiser gave it.
+    pub starts_at: DateTime<Utc>,
+    pub available_seats: i64,
+}
+
+impl From<Schedule> for ScheduleBody {
+    fn from(s: Schedule) -> ScheduleBody {
+        ScheduleBody {
+            id: s.id,
+            concert_id: s.concert_id,
+            starts_at: s.starts_at,
+            available_seats: s.available_seats,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct SeatBody {
+    pub seat_no: i32,
+    pub grade: String,
+    pub price: i64,
+    pub status: SeatStatus,
+}
+
+impl From<Seat> for SeatBody {
+    fn from(s: Seat) -> SeatBody {
+        SeatBody {
+            seat_no: s.seat_no,
+            grade: s.grade,
+            price: s.price,
+            status: s.status,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct CreatedConcertBody {
+    pub id: ConcertId,
+    pub title: String,
+    pub venue: String,
+    pub schedules: Vec<ScheduleBody>,
+}
+
+/// The body of `POST /v1/admin/concerts`.
+#[derive(Debug, Deserialize)]
+pub struct ConcertRequest {
+    pub title: String,
+    pub venue: String,
+    pub schedules: Vec<ScheduleRequest>,
+    /// Price of every seat no grade covers.
+    pub seat_price: i64,
+    #[serde(default)]
+    pub grades: Vec<GradeRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ScheduleRequest {
+    pub starts_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct GradeRequest {
+    pub name: String,
+    pub first_seat: u32,
+    pub last_seat: u32,
+    pub price: i64,
+}
+
+impl From<ConcertRequest> for ConcertPlan {
+    fn from(r: ConcertRequest) -> ConcertPlan {
+        ConcertPlan {
+            title: r.title,
+            venue: r.venue,
+            schedules: r.schedules.into_iter().map(|s| s.starts_at).collect(),
+            seat_price: r.seat_price,
+            grades: r
+                .grades
+                .into_iter()
+                .map(|g| Grade {
+                    name: g.name,
+                    first_seat: g.first_seat,
+                    last_seat: g.last_seat,
+                    price: g.price,
+                })
+                .collect(),
+        }
+    }
+}
+
+async fn list_concerts(app: web::Data<Catalog>) -> Result<HttpResponse, ConcertError> {
+    let concerts: Vec<ConcertBody> = app.concerts().await?.into_iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(concerts))
 }
 
 async fn list_schedules(
-    state: web::Data<AppState>,
-    concert_id: web::Path<Uuid>,
+    app: web::Data<Catalog>,
+    concert_id: web::Path<ConcertId>,
 ) -> Result<HttpResponse, ConcertError> {
-    let concert_id = concert_id.into_inner();
-    let schedules = state
-        .db
-        .run(move |conn| {
-            let id = concert_id.to_string();
-            if !store::concert_exists(conn, &id)? {
-                return Err(ConcertError::ConcertNotFound(concert_id));
-            }
-            Ok(store::schedules_of(conn, &id)?)
-        })
-        .await?;
+    let schedules: Vec<ScheduleBody> = app
+        .schedules(concert_id.into_inner())
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(HttpResponse::Ok().json(schedules))
 }
 
 async fn list_seats(
-    state: web::Data<AppState>,
-    schedule_id: web::Path<Uuid>,
+    app: web::Data<Catalog>,
+    schedule_id: web::Path<ScheduleId>,
 ) -> Result<HttpResponse, ConcertError> {
-    let schedule_id = schedule_id.into_inner();
-    let seats = state
-        .db
-        .run(move |conn| {
-            store::seats_of(conn, &schedule_id.to_string())?
-                .ok_or(ConcertError::ScheduleNotFound(schedule_id))
-        })
-        .await?;
+    let seats: Vec<SeatBody> = app
+        .seats(schedule_id.into_inner())
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(HttpResponse::Ok().json(seats))
 }
 
@@ -170,18 +251,15 @@ fn same_key(given: &[u8], expected: &[u8]) -> bool {
 }
 
 async fn create_concert(
-    state: web::Data<AppState>,
+    app: web::Data<Catalog>,
     body: web::Json<ConcertRequest>,
 ) -> Result<HttpResponse, ConcertError> {
-    let concert = NewConcert::try_from(body.into_inner())?;
-    let (created, schedules) = state
-        .db
-        .transaction(move |tx| Ok::<_, ConcertError>(store::insert_concert(tx, &concert)?))
-        .await?;
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "id": created.id,
-        "title": created.title,
-        "venue": created.venue,
-        "schedules": schedules,
-    })))
+    let concert = NewConcert::try_from(ConcertPlan::from(body.into_inner()))?;
+    let (created, schedules) = app.create(concert).await?;
+    Ok(HttpResponse::Created().json(CreatedConcertBody {
+        id: created.id,
+        title: created.title,
+        venue: created.venue,
+        schedules: schedules.into_iter().map(Into::into).collect(),
+    }))
 }

@@ -1,49 +1,35 @@
 //! Catalog rules: what a valid concert is, and how seats are priced.
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 
 pub const SEATS_PER_SCHEDULE: u32 = 50;
 pub const MAX_SEAT_PRICE: i64 = 10_000_000;
 const MAX_SCHEDULES: usize = 100;
 const MAX_TEXT: usize = 200;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeatStatus {
-    Available,
-    Held,
-    Sold,
-}
-
-impl SeatStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SeatStatus::Available => "AVAILABLE",
-            SeatStatus::Held => "HELD",
-            SeatStatus::Sold => "SOLD",
-        }
+ticket_runtime::text_enum! {
+    /// A seat of one schedule: free, held for a reservation, or sold.
+    pub enum SeatStatus {
+        Available = "AVAILABLE",
+        Held = "HELD",
+        Sold = "SOLD",
     }
 }
 
-/// The body of `POST /v1/admin/concerts`, as received.
-#[derive(Debug, Deserialize)]
-pub struct ConcertRequest {
+/// A concert as an organiser describes it, before validation.
+#[derive(Debug, Clone)]
+pub struct ConcertPlan {
     pub title: String,
     pub venue: String,
-    pub schedules: Vec<ScheduleRequest>,
+    pub schedules: Vec<DateTime<Utc>>,
     /// Price of every seat no grade covers.
     pub seat_price: i64,
-    #[serde(default)]
-    pub grades: Vec<GradeRequest>,
+    pub grades: Vec<Grade>,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ScheduleRequest {
-    pub starts_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct GradeRequest {
+/// A block of seats sold at one price.
+#[derive(Debug, Clone)]
+pub struct Grade {
     pub name: String,
     pub first_seat: u32,
     pub last_seat: u32,
@@ -99,17 +85,16 @@ fn price(value: i64) -> Result<i64, InvalidConcert> {
     }
 }
 
-impl TryFrom<ConcertRequest> for NewConcert {
+impl TryFrom<ConcertPlan> for NewConcert {
     type Error = InvalidConcert;
 
-    fn try_from(request: ConcertRequest) -> Result<NewConcert, InvalidConcert> {
+    fn try_from(request: ConcertPlan) -> Result<NewConcert, InvalidConcert> {
         let title = text("title", request.title)?;
         let venue = text("venue", request.venue)?;
         if request.schedules.is_empty() || request.schedules.len() > MAX_SCHEDULES {
             return Err(InvalidConcert::ScheduleCount);
         }
-        let mut schedules: Vec<DateTime<Utc>> =
-            request.schedules.iter().map(|s| s.starts_at).collect();
+        let mut schedules = request.schedules;
         schedules.sort();
         if schedules.windows(2).any(|w| w[0] == w[1]) {
             return Err(InvalidConcert::DuplicateSchedule);
@@ -154,24 +139,63 @@ impl TryFrom<ConcertRequest> for NewConcert {
     }
 }
 
+/// A few concerts so a newcomer can try the flow at once: each on two
+/// evenings from `first_evening` on, ten VIP seats at half as much again.
+pub fn demo_catalog(first_evening: DateTime<Utc>) -> Vec<NewConcert> {
+    let demo = [
+        (
+            "IU 2026 Winter Live",
+            "Olympic Gymnastics Arena",
+            165_000,
+            30,
+        ),
+        ("BTS Yet To Come", "Busan Asiad Stadium", 154_000, 45),
+        ("Seoul Jazz Night", "Sejong Center", 88_000, 60),
+    ];
+    demo.into_iter()
+        .map(|(title, venue, price, days_ahead)| {
+            let first = first_evening + chrono::TimeDelta::days(days_ahead);
+            NewConcert {
+                title: title.into(),
+                venue: venue.into(),
+                schedules: vec![first, first + chrono::TimeDelta::days(1)],
+                seat_plan: (1..=SEATS_PER_SCHEDULE)
+                    .map(|seat_no| SeatPlanEntry {
+                        seat_no,
+                        grade: if seat_no <= 10 { "VIP" } else { "STANDARD" }.into(),
+                        price: if seat_no <= 10 { price * 3 / 2 } else { price },
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// Why the concert service answers a reservation's request with no hold.
+pub mod rejection {
+    pub const SCHEDULE_NOT_FOUND: &str = "SCHEDULE_NOT_FOUND";
+    pub const WRONG_CONCERT: &str = "WRONG_CONCERT";
+    pub const SEAT_NOT_FOUND: &str = "SEAT_NOT_FOUND";
+    pub const SEAT_TAKEN: &str = "SEAT_TAKEN";
+    pub const NOT_HELD: &str = "NOT_HELD";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn request(grades: Vec<GradeRequest>) -> ConcertRequest {
-        ConcertRequest {
+    fn request(grades: Vec<Grade>) -> ConcertPlan {
+        ConcertPlan {
             title: " Winter Live ".into(),
             venue: "Olympic Hall".into(),
-            schedules: vec![ScheduleRequest {
-                starts_at: "2026-12-24T19:00:00Z".parse().unwrap(),
-            }],
+            schedules: vec!["2026-12-24T19:00:00Z".parse().unwrap()],
             seat_price: 100_000,
             grades,
         }
     }
 
-    fn grade(name: &str, first_seat: u32, last_seat: u32, price: i64) -> GradeRequest {
-        GradeRequest {
+    fn grade(name: &str, first_seat: u32, last_seat: u32, price: i64) -> Grade {
+        Grade {
             name: name.into(),
             first_seat,
             last_seat,
@@ -207,21 +231,21 @@ mod tests {
             ),
             (request(vec![grade("A", 1, 5, 0)]), InvalidConcert::Price),
             (
-                ConcertRequest {
+                ConcertPlan {
                     seat_price: -1,
                     ..request(vec![])
                 },
                 InvalidConcert::Price,
             ),
             (
-                ConcertRequest {
+                ConcertPlan {
                     title: "  ".into(),
                     ..request(vec![])
                 },
                 InvalidConcert::Text("title"),
             ),
             (
-                ConcertRequest {
+                ConcertPlan {
                     schedules: vec![],
                     ..request(vec![])
                 },

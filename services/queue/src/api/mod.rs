@@ -5,7 +5,6 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ticket_runtime::http::utc_millis;
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
 use ticket_runtime::member::Member;
 use ticket_runtime::ApiError;
@@ -53,7 +52,6 @@ pub struct TokenBody {
     /// Fans waiting ahead; 0 when active, absent once expired.
     pub position: Option<i64>,
     pub pass: Option<String>,
-    #[serde(serialize_with = "utc_millis::option")]
     pub pass_expires_at: Option<DateTime<Utc>>,
     pub ended_reason: Option<String>,
 }

@@ -343,16 +343,21 @@ async fn two_concert_instances_starting_together_seed_the_demo_catalog_once() {
     let (database, db) = service_db("seed", concert_service::SCHEMA).await;
     // Reads of the catalog pass; every insert into it waits, so both seeds
     // have looked at an empty catalog before either writes.
+    let catalog = concert_service::app::Catalog {
+        db: db.clone(),
+        holds: concert_service::HoldPolicy {
+            hold_ttl_secs: 300,
+            release_grace_secs: 60,
+            sweep_interval_ms: 1000,
+        },
+    };
     let mut blocker = Blocker::lock(&database.url, "LOCK TABLE concerts IN SHARE MODE");
     let first = {
-        let db = db.clone();
-        tokio::spawn(async move { concert_service::store::seed_demo_catalog(&db).await })
+        let catalog = catalog.clone();
+        tokio::spawn(async move { catalog.seed_demo().await })
     };
     blocker.until_waiting(1, || first.is_finished()).await;
-    let second = {
-        let db = db.clone();
-        tokio::spawn(async move { concert_service::store::seed_demo_catalog(&db).await })
-    };
+    let second = tokio::spawn(async move { catalog.seed_demo().await });
     blocker.until_waiting(2, || second.is_finished()).await;
     blocker.release();
     first.await.unwrap().unwrap();

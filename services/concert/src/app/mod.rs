@@ -1,0 +1,181 @@
+//! The application layer: each use case in one local transaction, and the
+//! decision of which events it publishes. HTTP calls come through
+//! [`Catalog`]; events through [`saga`]; the lapsed-hold job is
+//! [`Catalog::release_lapsed_holds`].
+
+pub mod saga;
+
+use chrono::Utc;
+use shared_events::{ConcertScheduled, Envelope, SeatReleased};
+use ticket_runtime::ids::{ConcertId, ScheduleId};
+use ticket_runtime::{Db, DbError, Tx};
+
+use crate::domain::{demo_catalog, InvalidConcert, NewConcert, SEATS_PER_SCHEDULE};
+use crate::store::{self, Concert, Schedule, Seat};
+use crate::HoldPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConcertError {
+    #[error("no concert {0}")]
+    ConcertNotFound(ConcertId),
+    #[error("no schedule {0}")]
+    ScheduleNotFound(ScheduleId),
+    #[error("missing or wrong X-Admin-Key")]
+    Unauthorized,
+    #[error(transparent)]
+    Invalid(#[from] InvalidConcert),
+    #[error(transparent)]
+    Unexpected(#[from] DbError),
+}
+
+impl ticket_runtime::Transient for ConcertError {
+    fn is_transient(&self) -> bool {
+        matches!(self, ConcertError::Unexpected(e) if e.is_transient())
+    }
+}
+
+impl From<diesel::result::Error> for ConcertError {
+    fn from(error: diesel::result::Error) -> ConcertError {
+        ConcertError::Unexpected(DbError::Query(error))
+    }
+}
+
+#[derive(Clone)]
+pub struct Catalog {
+    pub db: Db,
+    pub holds: HoldPolicy,
+}
+
+impl Catalog {
+    pub async fn concerts(&self) -> Result<Vec<Concert>, ConcertError> {
+        self.db.run(|conn| Ok(store::list_concerts(conn)?)).await
+    }
+
+    pub async fn schedules(&self, concert: ConcertId) -> Result<Vec<Schedule>, ConcertError> {
+        self.db
+            .run(move |conn| {
+                if !store::concert_exists(conn, concert)? {
+                    return Err(ConcertError::ConcertNotFound(concert));
+                }
+                Ok(store::schedules_of(conn, concert)?)
+            })
+            .await
+    }
+
+    pub async fn seats(&self, schedule: ScheduleId) -> Result<Vec<Seat>, ConcertError> {
+        self.db
+            .run(move |conn| {
+                store::seats_of(conn, schedule)?.ok_or(ConcertError::ScheduleNotFound(schedule))
+            })
+            .await
+    }
+
+    /// Adds a concert to the catalog; the other services learn of each
+    /// schedule through `ConcertScheduled`, published in the same
+    /// transaction.
+    pub async fn create(
+        &self,
+        concert: NewConcert,
+    ) -> Result<(Concert, Vec<Schedule>), ConcertError> {
+        self.db
+            .transaction(move |tx| Ok(create(tx, &concert)?))
+            .await
+    }
+
+    /// The demo catalog, only into an empty catalog, and once however many
+    /// instances start together.
+    pub async fn seed_demo(&self) -> Result<(), DbError> {
+        self.db
+            .transaction(|tx| {
+                let now = Utc::now();
+                if !store::claim_seed(tx.conn(), "demo", now)?
+                    || store::concert_count(tx.conn())? > 0
+                {
+                    return Ok(());
+                }
+                let first_evening = now
+                    .date_naive()
+                    .and_hms_opt(19, 0, 0)
+                    .unwrap_or_default()
+                    .and_utc();
+                for concert in demo_catalog(first_evening) {
+                    create(tx, &concert)?;
+                }
+                tracing::info!("demo catalog created");
+                Ok::<_, DbError>(())
+            })
+            .await
+    }
+
+    /// Releases every seat HELD past its expiry and the grace, publishing
+    /// `SeatReleased` for each, so that no seat stays HELD forever whatever
+    /// happened to the reservation's events. Safe with two instances: each
+    /// release is a conditional update.
+    pub async fn release_lapsed_holds(&self) -> Result<(), DbError> {
+        let grace = self.holds.release_grace();
+        let released = self
+            .db
+            .transaction(move |tx| {
+                let now = Utc::now();
+                let cutoff = now - grace;
+                let mut released = 0;
+                for hold in store::lapsed_holds(tx.conn(), cutoff, 200)? {
+                    if !store::release_lapsed(tx.conn(), &hold, cutoff, now)? {
+                        continue;
+                    }
+                    released += 1;
+                    // A HELD seat always names its reservation; one that
+                    // does not is released all the same, with nobody to tell.
+                    let Some(reservation) = hold.reservation_id else {
+                        continue;
+                    };
+                    tx.publish(&Envelope::new(
+                        SeatReleased {
+                            reservation_id: reservation.get(),
+                            schedule_id: hold.schedule_id.get(),
+                            seat_no: hold.seat_no.unsigned_abs(),
+                        },
+                        reservation.to_string(),
+                    ))?;
+                }
+                Ok::<_, DbError>(released)
+            })
+            .await?;
+        if released > 0 {
+            tracing::info!(released, "lapsed seat holds released");
+        }
+        Ok(())
+    }
+}
+
+fn create(
+    tx: &mut Tx<'_>,
+    concert: &NewConcert,
+) -> Result<(Concert, Vec<Schedule>), diesel::result::Error> {
+    let id = ConcertId::generate();
+    let schedule_ids: Vec<ScheduleId> = concert
+        .schedules
+        .iter()
+        .map(|_| ScheduleId::generate())
+        .collect();
+    let created = store::insert_concert(tx.conn(), id, concert, &schedule_ids, Utc::now())?;
+    let mut schedules = Vec::with_capacity(schedule_ids.len());
+    for (schedule_id, starts_at) in schedule_ids.into_iter().zip(&concert.schedules) {
+        tx.publish(&Envelope::new(
+            ConcertScheduled {
+                concert_id: id.get(),
+                schedule_id: schedule_id.get(),
+                starts_at: *starts_at,
+                seat_count: SEATS_PER_SCHEDULE,
+            },
+            schedule_id.to_string(),
+        ))?;
+        schedules.push(Schedule {
+            id: schedule_id,
+            concert_id: id,
+            starts_at: *starts_at,
+            available_seats: i64::from(SEATS_PER_SCHEDULE),
+        });
+    }
+    Ok((created, schedules))
+}

@@ -1,0 +1,126 @@
+//! The seat side of the sagas: hold, release and sell seats for
+//! reservations. Each runs in the consumer's transaction and answers
+//! through the outbox.
+
+use chrono::Utc;
+use shared_events::{
+    Envelope, Event, ReservationConfirmed, ReservationRequested, SeatHeld, SeatHoldRejected,
+    SeatReleased, SeatSaleRejected, SeatSold,
+};
+use ticket_runtime::ids::{ReservationId, ScheduleId};
+use ticket_runtime::{HandlerError, Tx};
+
+use crate::domain::rejection;
+use crate::store::{self, HoldOutcome};
+use crate::HoldPolicy;
+
+/// Holds the seat for the reservation until the policy's expiry, which
+/// travels with the hold, or says why not.
+pub fn reservation_requested(
+    tx: &mut Tx<'_>,
+    event: &Envelope,
+    requested: &ReservationRequested,
+    holds: &HoldPolicy,
+) -> Result<(), HandlerError> {
+    let now = Utc::now();
+    let outcome = store::hold_seat(
+        tx.conn(),
+        requested.concert_id.into(),
+        requested.schedule_id.into(),
+        seat(requested.seat_no),
+        requested.reservation_id.into(),
+        now + holds.hold_ttl(),
+        now,
+    )?;
+    let reply: Event = match outcome {
+        HoldOutcome::Held {
+            price,
+            hold_expires_at,
+        } => SeatHeld {
+            reservation_id: requested.reservation_id,
+            schedule_id: requested.schedule_id,
+            seat_no: requested.seat_no,
+            price,
+            hold_expires_at,
+        }
+        .into(),
+        HoldOutcome::Rejected(reason) => SeatHoldRejected {
+            reservation_id: requested.reservation_id,
+            schedule_id: requested.schedule_id,
+            seat_no: requested.seat_no,
+            reason: reason.into(),
+        }
+        .into(),
+    };
+    tx.publish(&Envelope::caused_by(
+        event,
+        reply,
+        event.partition_key.clone(),
+    ))?;
+    Ok(())
+}
+
+/// The reservation expired or was cancelled: its seat is free again.
+pub fn reservation_ended(
+    tx: &mut Tx<'_>,
+    event: &Envelope,
+    reservation: ReservationId,
+    schedule: ScheduleId,
+    seat_no: u32,
+) -> Result<(), HandlerError> {
+    if store::release_seat(tx.conn(), schedule, seat(seat_no), reservation, Utc::now())? {
+        tx.publish(&Envelope::caused_by(
+            event,
+            SeatReleased {
+                reservation_id: reservation.get(),
+                schedule_id: schedule.get(),
+                seat_no,
+            },
+            event.partition_key.clone(),
+        ))?;
+    }
+    Ok(())
+}
+
+/// The reservation is paid for: the seat it holds is sold to the payment.
+pub fn reservation_confirmed(
+    tx: &mut Tx<'_>,
+    event: &Envelope,
+    confirmed: &ReservationConfirmed,
+) -> Result<(), HandlerError> {
+    let sold = store::sell_seat(
+        tx.conn(),
+        confirmed.schedule_id.into(),
+        seat(confirmed.seat_no),
+        confirmed.reservation_id.into(),
+        confirmed.payment_id.into(),
+        Utc::now(),
+    )?;
+    let reply: Event = if sold {
+        SeatSold {
+            reservation_id: confirmed.reservation_id,
+            payment_id: confirmed.payment_id,
+            schedule_id: confirmed.schedule_id,
+            seat_no: confirmed.seat_no,
+        }
+        .into()
+    } else {
+        SeatSaleRejected {
+            reservation_id: confirmed.reservation_id,
+            payment_id: confirmed.payment_id,
+            reason: rejection::NOT_HELD.into(),
+        }
+        .into()
+    };
+    tx.publish(&Envelope::caused_by(
+        event,
+        reply,
+        event.partition_key.clone(),
+    ))?;
+    Ok(())
+}
+
+/// Seat numbers in events are 1 to 50; one out of `i32` matches no seat.
+fn seat(seat_no: u32) -> i32 {
+    i32::try_from(seat_no).unwrap_or(i32::MAX)
+}
