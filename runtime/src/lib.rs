@@ -10,6 +10,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod http;
+pub mod idempotency;
 pub mod ids;
 pub mod jobs;
 pub mod kafka;

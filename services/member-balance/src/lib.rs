@@ -1,6 +1,11 @@
 //! The member-balance service: prepaid wallets and their append-only ledger.
+//!
+//! Rooms, as in every service: `api` (HTTP in and out), `app` (use cases:
+//! the transaction and what it publishes), `domain` (rules), `store` (SQL),
+//! `events` (decode, call `app`). `start` wires them.
 
 pub mod api;
+pub mod app;
 pub mod domain;
 pub mod events;
 pub mod store;
@@ -27,13 +32,13 @@ pub async fn start(settings: Settings<BalanceSettings>) -> anyhow::Result<Runnin
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
     let members = runtime.trust_members(&member_auth).await?;
     runtime.consume(std::sync::Arc::new(events::BalanceEvents));
-    let state = api::AppState {
+    let app = app::Wallets {
         db: runtime.db.clone(),
         limits: runtime.settings.service.balance.clone(),
     };
     runtime.serve(move |cfg| {
         cfg.app_data(members.clone());
-        api::routes(cfg, state.clone());
+        api::routes(cfg, app.clone());
     })
 }
 

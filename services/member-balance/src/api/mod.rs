@@ -1,70 +1,25 @@
-//! HTTP: balance, charges (with Idempotency-Key) and the ledger.
+//! HTTP: balance, charges (with Idempotency-Key) and the ledger, each of the
+//! calling member's own wallet.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ticket_runtime::http::utc_millis;
+use ticket_runtime::idempotency::IdempotencyKey;
+use ticket_runtime::ids::{LedgerEntryId, UserId};
 use ticket_runtime::member::Member;
-use ticket_runtime::{ApiError, Db, DbError};
-use uuid::Uuid;
+use ticket_runtime::ApiError;
 
-use crate::domain::{ChargeAmount, IdempotencyKey, InvalidAmount, InvalidIdempotencyKey, Limits};
-use crate::store::{self, ChargeRefused};
-use shared_events::{BalanceCharged, Envelope};
+use crate::app::{BalanceError, Wallets};
+use crate::domain::EntryKind;
+use crate::store::LedgerEntry;
 
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-const MAX_PAGE: i64 = 100;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub limits: Limits,
-}
-
-pub fn routes(cfg: &mut web::ServiceConfig, state: AppState) {
-    cfg.app_data(web::Data::new(state))
+pub fn routes(cfg: &mut web::ServiceConfig, app: Wallets) {
+    cfg.app_data(web::Data::new(app))
         .route("/v1/members/{user_id}/balance", web::get().to(balance))
         .route("/v1/members/{user_id}/charges", web::post().to(charge))
         .route("/v1/members/{user_id}/ledger", web::get().to(ledger));
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BalanceError {
-    #[error(transparent)]
-    InvalidAmount(#[from] InvalidAmount),
-    #[error(transparent)]
-    InvalidKey(#[from] InvalidIdempotencyKey),
-    #[error("limit must be 1 to {MAX_PAGE}")]
-    InvalidLimit,
-    #[error("cursor must be a number from a previous page's next_cursor")]
-    InvalidCursor,
-    #[error("{0}")]
-    Refused(ChargeRefused),
-    #[error("a member may only see and charge their own wallet")]
-    NotYours,
-    #[error(transparent)]
-    Unexpected(#[from] DbError),
-}
-
-impl ticket_runtime::Transient for BalanceError {
-    fn is_transient(&self) -> bool {
-        matches!(self, BalanceError::Unexpected(e) if e.is_transient())
-    }
-}
-
-impl From<DieselError> for BalanceError {
-    fn from(error: DieselError) -> BalanceError {
-        BalanceError::Unexpected(DbError::Query(error))
-    }
-}
-
-impl From<ChargeRefused> for BalanceError {
-    fn from(refused: ChargeRefused) -> BalanceError {
-        match refused {
-            ChargeRefused::Db(e) => e.into(),
-            other => BalanceError::Refused(other),
-        }
-    }
 }
 
 impl BalanceError {
@@ -76,16 +31,18 @@ impl BalanceError {
             BalanceError::InvalidKey(_) => {
                 ApiError::bad_request("invalid_idempotency_key", self.to_string())
             }
-            BalanceError::InvalidLimit => ApiError::bad_request("invalid_limit", self.to_string()),
+            BalanceError::InvalidLimit(_) => {
+                ApiError::bad_request("invalid_limit", self.to_string())
+            }
             BalanceError::InvalidCursor => {
                 ApiError::bad_request("invalid_cursor", self.to_string())
             }
-            BalanceError::Refused(ChargeRefused::KeyReused { .. }) => ApiError::new(
+            BalanceError::KeyReused { .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
                 self.to_string(),
             ),
-            BalanceError::Refused(_) => unprocessable("balance_limit_exceeded"),
+            BalanceError::BalanceLimit { .. } => unprocessable("balance_limit_exceeded"),
             // 403, not 404: member ids are not secret, and the caller named
             // another member's wallet explicitly.
             BalanceError::NotYours => {
@@ -93,16 +50,6 @@ impl BalanceError {
             }
             BalanceError::Unexpected(e) => ApiError::unexpected(e),
         }
-    }
-
-    fn is_unique_violation(&self) -> bool {
-        matches!(
-            self,
-            BalanceError::Unexpected(DbError::Query(DieselError::DatabaseError(
-                DatabaseErrorKind::UniqueViolation,
-                _
-            )))
-        )
     }
 }
 
@@ -117,7 +64,7 @@ impl ResponseError for BalanceError {
 }
 
 /// The wallet in the path must be the calling member's own.
-fn own_wallet(member: Member, user_id: web::Path<Uuid>) -> Result<Uuid, BalanceError> {
+fn own_wallet(member: Member, user_id: web::Path<UserId>) -> Result<UserId, BalanceError> {
     let user_id = user_id.into_inner();
     if user_id == member.user_id {
         Ok(user_id)
@@ -126,73 +73,51 @@ fn own_wallet(member: Member, user_id: web::Path<Uuid>) -> Result<Uuid, BalanceE
     }
 }
 
+#[derive(Serialize)]
+pub struct BalanceBody {
+    pub user_id: UserId,
+    pub balance: i64,
+}
+
 async fn balance(
-    state: web::Data<AppState>,
+    app: web::Data<Wallets>,
     member: Member,
-    user_id: web::Path<Uuid>,
+    user_id: web::Path<UserId>,
 ) -> Result<HttpResponse, BalanceError> {
     let user_id = own_wallet(member, user_id)?;
-    let balance = state
-        .db
-        .run(move |conn| Ok::<_, BalanceError>(store::balance_of(conn, &user_id.to_string())?))
-        .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "user_id": user_id, "balance": balance })))
+    let balance = app.balance(user_id).await?;
+    Ok(HttpResponse::Ok().json(BalanceBody { user_id, balance }))
 }
 
 #[derive(Deserialize)]
-pub struct ChargeBody {
+pub struct ChargeRequest {
     pub amount: i64,
 }
 
+#[derive(Serialize)]
+pub struct ChargeBody {
+    pub balance: i64,
+    pub entry_id: LedgerEntryId,
+}
+
 async fn charge(
-    state: web::Data<AppState>,
+    app: web::Data<Wallets>,
     request: HttpRequest,
     member: Member,
-    user_id: web::Path<Uuid>,
-    body: web::Json<ChargeBody>,
+    user_id: web::Path<UserId>,
+    body: web::Json<ChargeRequest>,
 ) -> Result<HttpResponse, BalanceError> {
     let user_id = own_wallet(member, user_id)?;
-    let amount = ChargeAmount::parse(body.amount, &state.limits)?;
-    let key = match request.headers().get(IDEMPOTENCY_KEY) {
-        Some(value) => Some(IdempotencyKey::try_from(
-            value.to_str().map_err(|_| InvalidIdempotencyKey)?,
-        )?),
-        None => None,
-    };
-    // Two first requests with one key race to record it; the loser's
-    // transaction is rolled back whole and, run again, replays the winner's.
-    let mut attempt = 0;
-    let (receipt, replayed) = loop {
-        attempt += 1;
-        let (key, limits) = (key.clone(), state.limits.clone());
-        let result = state
-            .db
-            .transaction(move |tx| {
-                let (receipt, entry) = store::charge(tx, user_id, amount, key.as_ref(), &limits)?;
-                if let Some(entry) = &entry {
-                    tx.publish(&Envelope::new(
-                        BalanceCharged {
-                            user_id,
-                            entry_id: Uuid::parse_str(&entry.id).expect("own uuid"),
-                            amount: entry.amount,
-                            balance_after: entry.balance_after,
-                        },
-                        user_id.to_string(),
-                    ))?;
-                }
-                Ok::<_, BalanceError>((receipt, entry.is_none()))
-            })
-            .await;
-        match result {
-            Err(error) if error.is_unique_violation() && attempt < 3 => continue,
-            other => break other?,
-        }
-    };
+    let key = IdempotencyKey::of(&request)?;
+    let receipt = app.charge(user_id, body.amount, key).await?;
     let mut response = HttpResponse::Created();
-    if replayed {
+    if receipt.replayed {
         response.insert_header(("idempotent-replayed", "true"));
     }
-    Ok(response.json(receipt))
+    Ok(response.json(ChargeBody {
+        balance: receipt.balance,
+        entry_id: receipt.entry_id,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -201,44 +126,61 @@ pub struct LedgerQuery {
     pub cursor: Option<String>,
 }
 
+#[derive(Serialize)]
+pub struct LedgerBody {
+    pub user_id: UserId,
+    pub entries: Vec<EntryBody>,
+    /// Pass as `cursor` for the next (older) page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct EntryBody {
+    pub id: LedgerEntryId,
+    pub kind: EntryKind,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub reference: Option<String>,
+    #[serde(serialize_with = "utc_millis::serialize")]
+    pub at: DateTime<Utc>,
+}
+
+impl From<LedgerEntry> for EntryBody {
+    fn from(e: LedgerEntry) -> EntryBody {
+        EntryBody {
+            id: e.id,
+            kind: e.kind,
+            amount: e.amount,
+            balance_after: e.balance_after,
+            reference: e.reference,
+            at: e.created_at.and_utc(),
+        }
+    }
+}
+
 async fn ledger(
-    state: web::Data<AppState>,
+    app: web::Data<Wallets>,
     member: Member,
-    user_id: web::Path<Uuid>,
+    user_id: web::Path<UserId>,
     query: web::Query<LedgerQuery>,
 ) -> Result<HttpResponse, BalanceError> {
     let user_id = own_wallet(member, user_id)?;
     let limit = query.limit.unwrap_or(20);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(BalanceError::InvalidLimit);
-    }
     let before = match &query.cursor {
         Some(cursor) => Some(
             cursor
                 .parse::<i64>()
-                .ok()
-                .filter(|c| *c > 0)
-                .ok_or(BalanceError::InvalidCursor)?,
+                .map_err(|_| BalanceError::InvalidCursor)?,
         ),
         None => None,
     };
-    let entries = state
-        .db
-        .run(move |conn| {
-            Ok::<_, BalanceError>(store::ledger_page(
-                conn,
-                &user_id.to_string(),
-                before,
-                limit,
-            )?)
-        })
-        .await?;
+    let entries = app.ledger(user_id, before, limit).await?;
     let next_cursor = (entries.len() as i64 == limit)
         .then(|| entries.last().map(|e| e.entry_no.to_string()))
         .flatten();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "user_id": user_id,
-        "entries": entries,
-        "next_cursor": next_cursor,
-    })))
+    Ok(HttpResponse::Ok().json(LedgerBody {
+        user_id,
+        entries: entries.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
 }

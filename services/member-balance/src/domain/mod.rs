@@ -10,20 +10,12 @@ pub struct Limits {
     pub max_balance: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    Charge,
-    PaymentDebit,
-    Refund,
-}
-
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Charge => "CHARGE",
-            EntryKind::PaymentDebit => "PAYMENT_DEBIT",
-            EntryKind::Refund => "REFUND",
-        }
+ticket_runtime::text_enum! {
+    /// What moved a wallet's balance.
+    pub enum EntryKind {
+        Charge = "CHARGE",
+        PaymentDebit = "PAYMENT_DEBIT",
+        Refund = "REFUND",
     }
 }
 
@@ -53,29 +45,9 @@ impl ChargeAmount {
     }
 }
 
-/// A client's `Idempotency-Key`: 1 to 128 visible ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("Idempotency-Key must be 1 to 128 visible ASCII characters")]
-pub struct InvalidIdempotencyKey;
-
-impl TryFrom<&str> for IdempotencyKey {
-    type Error = InvalidIdempotencyKey;
-
-    fn try_from(value: &str) -> Result<IdempotencyKey, InvalidIdempotencyKey> {
-        if value.is_empty() || value.len() > 128 || !value.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(InvalidIdempotencyKey);
-        }
-        Ok(IdempotencyKey(value.to_string()))
-    }
-}
-
-impl IdempotencyKey {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+/// Why a payment's debit was refused.
+pub mod rejection {
+    pub const INSUFFICIENT_BALANCE: &str = "INSUFFICIENT_BALANCE";
 }
 
 #[cfg(test)]
@@ -98,14 +70,6 @@ mod tests {
         );
         for bad in [0, -1, 1_001, i64::MAX, i64::MIN] {
             assert!(ChargeAmount::parse(bad, &limits).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn idempotency_keys_are_short_visible_ascii() {
-        assert!(IdempotencyKey::try_from("order-42").is_ok());
-        for bad in ["", "with space", "é", &"k".repeat(129)] {
-            assert!(IdempotencyKey::try_from(bad).is_err(), "{bad:?}");
         }
     }
 }

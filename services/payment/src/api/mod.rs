@@ -6,15 +6,14 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::http::utc_millis;
+use ticket_runtime::idempotency::IdempotencyKey;
 use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
 use ticket_runtime::member::Member;
 use ticket_runtime::pass::Pass;
 use ticket_runtime::ApiError;
 
 use crate::app::{PaymentError, PaymentView, Payments};
-use crate::domain::{valid_idempotency_key, Status};
-
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+use crate::domain::Status;
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Payments) {
     cfg.app_data(web::Data::new(app))
@@ -27,7 +26,7 @@ impl PaymentError {
         let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, self.to_string());
         match self {
             PaymentError::Pass(e) => ApiError::from(*e),
-            PaymentError::InvalidKey => {
+            PaymentError::InvalidKey(_) => {
                 ApiError::bad_request("invalid_idempotency_key", self.to_string())
             }
             PaymentError::KeyReused(_) => conflict("idempotency_key_reused"),
@@ -125,17 +124,6 @@ pub struct PayRequest {
     pub reservation_id: ReservationId,
 }
 
-fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, PaymentError> {
-    let Some(value) = request.headers().get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    let key = value.to_str().map_err(|_| PaymentError::InvalidKey)?;
-    if !valid_idempotency_key(key) {
-        return Err(PaymentError::InvalidKey);
-    }
-    Ok(Some(key.to_string()))
-}
-
 async fn pay(
     app: web::Data<Payments>,
     request: HttpRequest,
@@ -144,7 +132,7 @@ async fn pay(
     body: web::Json<PayRequest>,
 ) -> Result<HttpResponse, PaymentError> {
     let pass = pass.of(&member)?;
-    let key = idempotency_key(&request)?;
+    let key = IdempotencyKey::of(&request)?;
     let view = app.pay(&pass, body.reservation_id, key).await?;
     Ok(answer(view))
 }

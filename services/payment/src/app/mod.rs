@@ -9,6 +9,7 @@ pub mod saga;
 use chrono::Utc;
 use shared_events::{Envelope, PaymentRequested};
 use std::time::Duration;
+use ticket_runtime::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
 use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
 use ticket_runtime::pass::{Pass, PassError};
 use ticket_runtime::waiters::{wait_for, Waiters};
@@ -21,8 +22,8 @@ use crate::store::{self, Payment, Step};
 pub enum PaymentError {
     #[error(transparent)]
     Pass(#[from] PassError),
-    #[error("Idempotency-Key must be 1 to 128 visible ASCII characters")]
-    InvalidKey,
+    #[error(transparent)]
+    InvalidKey(#[from] InvalidIdempotencyKey),
     #[error("this Idempotency-Key was used for reservation {0}")]
     KeyReused(ReservationId),
     #[error("no reservation {0} held by you")]
@@ -75,7 +76,7 @@ impl Payments {
         &self,
         pass: &Pass,
         reservation_id: ReservationId,
-        key: Option<String>,
+        key: Option<IdempotencyKey>,
     ) -> Result<PaymentView, PaymentError> {
         let user = UserId::from(pass.0.user_id());
         if ticket_runtime::pass::is_ended(&self.db, pass).await? {
@@ -85,7 +86,9 @@ impl Payments {
         if let Some(key) = key.clone() {
             let earlier = self
                 .db
-                .run(move |conn| Ok::<_, PaymentError>(store::find_by_key(conn, user, &key)?))
+                .run(move |conn| {
+                    Ok::<_, PaymentError>(store::find_by_key(conn, user, key.as_str())?)
+                })
                 .await?;
             if let Some(earlier) = earlier {
                 return self.replay(earlier, reservation_id, user, wait).await;
@@ -130,7 +133,7 @@ impl Payments {
             .db
             .transaction(move |tx| {
                 if let Some(key) = &key {
-                    if let Some(earlier) = store::find_by_key(tx.conn(), user, key)? {
+                    if let Some(earlier) = store::find_by_key(tx.conn(), user, key.as_str())? {
                         return Ok(earlier);
                     }
                 }
@@ -143,7 +146,8 @@ impl Payments {
                 }
                 let id = PaymentId::generate();
                 let now = Utc::now();
-                store::insert_pending(tx.conn(), id, &projected, key.as_deref(), now)?;
+                let key = key.as_ref().map(IdempotencyKey::as_str);
+                store::insert_pending(tx.conn(), id, &projected, key, now)?;
                 let requested = Envelope::new(
                     PaymentRequested {
                         payment_id: id.get(),

@@ -83,11 +83,6 @@ pub mod reason {
     pub const REFUNDED: &str = "REFUNDED";
 }
 
-/// A client's `Idempotency-Key`: 1 to 128 visible ASCII characters.
-pub fn valid_idempotency_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,13 +114,5 @@ mod tests {
             check_payable(ReservationState::Confirmed, later, now),
             Err(NotPayable::NotHeld(ReservationState::Confirmed))
         );
-    }
-
-    #[test]
-    fn idempotency_keys_are_short_visible_ascii() {
-        assert!(valid_idempotency_key("pay-1"));
-        assert!(!valid_idempotency_key(""));
-        assert!(!valid_idempotency_key("a b"));
-        assert!(!valid_idempotency_key(&"k".repeat(129)));
     }
 }
