@@ -1,13 +1,18 @@
-//! Layered configuration: built-in defaults, then an optional TOML file, then
-//! `APP__SECTION__KEY` environment variables (highest). `KAFKA_BROKERS`,
-//! `DATABASE_URL` and `OTEL_EXPORTER_OTLP_ENDPOINT` are honoured as the
-//! conventional shortcuts for their settings.
+//! Layered configuration: built-in defaults, the service's defaults, an
+//! optional TOML file (`APP_CONFIG_FILE`), then the environment (highest):
+//! `APP__SECTION__KEY` variables, and `KAFKA_BROKERS`, `DATABASE_URL` and
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` as the conventional shortcuts for their
+//! settings (an `APP__` variable for the same setting wins). Merging and
+//! typing are `figment`'s; every layer is named, so an error says which
+//! file or variable holds the bad value.
 
+use figment::providers::{Format, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
-use toml::{Table, Value};
 
 /// Defaults shared by every service; each service adds its own section.
 const COMMON_DEFAULTS: &str = r#"
@@ -168,74 +173,126 @@ pub enum ConfigError {
     Parse {
         origin: String,
         #[source]
-        source: toml::de::Error,
+        source: Box<figment::Error>,
     },
-    #[error("invalid configuration:\n{0}")]
-    Invalid(#[source] toml::de::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(#[source] Box<figment::Error>),
+}
+
+/// One layer of settings under the name an error quotes.
+struct Layer {
+    name: String,
+    data: Dict,
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name.clone())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.data.clone()))
+    }
+}
+
+impl Layer {
+    fn toml(name: impl Into<String>, text: &str) -> Result<Layer, ConfigError> {
+        let name = name.into();
+        let data = Toml::string(text)
+            .data()
+            .map_err(|source| ConfigError::Parse {
+                origin: name.clone(),
+                source: Box::new(source),
+            })?
+            .remove(&Profile::Default)
+            .unwrap_or_default();
+        Ok(Layer { name, data })
+    }
+
+    /// `dotted` (`kafka.brokers`) set to `value`.
+    fn value(name: impl Into<String>, dotted: &str, value: Value) -> Layer {
+        Layer {
+            name: name.into(),
+            data: figment::util::nest(dotted, value)
+                .into_dict()
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Builds settings from layers; [`Settings::load`] is the usual entry point.
 pub struct Layers {
-    table: Table,
+    figment: Figment,
 }
 
 impl Layers {
     pub fn new(service_defaults: &str) -> Result<Layers, ConfigError> {
-        let mut table = parse("built-in defaults", COMMON_DEFAULTS)?;
-        merge(&mut table, parse("service defaults", service_defaults)?);
-        Ok(Layers { table })
+        let figment = Figment::new()
+            .merge(Layer::toml("built-in defaults", COMMON_DEFAULTS)?)
+            .merge(Layer::toml("service defaults", service_defaults)?);
+        Ok(Layers { figment })
     }
 
-    pub fn file(mut self, path: &Path) -> Result<Layers, ConfigError> {
+    pub fn file(self, path: &Path) -> Result<Layers, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        merge(&mut self.table, parse(&path.display().to_string(), &text)?);
-        Ok(self)
+        let layer = Layer::toml(format!("config file {}", path.display()), &text)?;
+        Ok(Layers {
+            figment: self.figment.merge(layer),
+        })
     }
 
-    /// Applies `APP__SECTION__KEY=value` pairs and the conventional shortcuts.
-    pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Layers {
+    /// Applies `APP__SECTION__KEY=value` pairs and the conventional
+    /// shortcuts, from the given variables (the process's, or a test's).
+    /// Values are typed as the settings need them: `8081` is a number,
+    /// `true` a boolean, anything else a string.
+    pub fn env(self, vars: impl IntoIterator<Item = (String, String)>) -> Layers {
         let mut shortcuts = Vec::new();
+        let mut explicit = Vec::new();
         for (name, raw) in vars {
-            match name.as_str() {
-                "KAFKA_BROKERS" => shortcuts.push((vec!["kafka", "brokers"], raw)),
-                "DATABASE_URL" => shortcuts.push((vec!["database", "url"], raw)),
-                "OTEL_EXPORTER_OTLP_ENDPOINT" => {
-                    shortcuts.push((vec!["telemetry", "otlp_endpoint"], raw))
-                }
-                _ => {
-                    if let Some(path) = name.strip_prefix("APP__") {
-                        let keys: Vec<String> =
-                            path.split("__").map(|k| k.to_ascii_lowercase()).collect();
-                        set_path(&mut self.table, &keys, env_value(&raw));
-                    }
-                }
+            let shortcut = match name.as_str() {
+                "KAFKA_BROKERS" => Some("kafka.brokers"),
+                "DATABASE_URL" => Some("database.url"),
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("telemetry.otlp_endpoint"),
+                _ => None,
+            };
+            let layer_name = format!("environment variable {name}");
+            if let Some(dotted) = shortcut {
+                // Taken as written: a URL or a broker list is never a number.
+                shortcuts.push(Layer::value(layer_name, dotted, Value::from(raw)));
+            } else if let Some(path) = name.strip_prefix("APP__") {
+                let dotted = path.split("__").collect::<Vec<_>>().join(".");
+                let dotted = dotted.to_ascii_lowercase();
+                let value = raw.parse::<Value>().unwrap_or_else(|_| Value::from(raw));
+                explicit.push(Layer::value(layer_name, &dotted, value));
             }
         }
         // Explicit APP__ variables win over the shortcuts.
-        for (keys, raw) in shortcuts {
-            let keys: Vec<String> = keys.into_iter().map(String::from).collect();
-            if !has_env_override(&keys) {
-                set_path(&mut self.table, &keys, Value::String(raw));
-            }
-        }
-        self
+        let figment = shortcuts
+            .into_iter()
+            .chain(explicit)
+            .fold(self.figment, Figment::merge);
+        Layers { figment }
     }
 
     /// Sets one value, as a caller that owns the process (like `ticketctl`) would.
-    pub fn set(mut self, dotted: &str, value: impl Into<Value>) -> Layers {
-        let keys: Vec<String> = dotted.split('.').map(String::from).collect();
-        set_path(&mut self.table, &keys, value.into());
-        self
+    pub fn set(self, dotted: &str, value: impl Serialize) -> Layers {
+        let value = Value::serialize(value).unwrap_or_else(|_| Value::from(String::new()));
+        Layers {
+            figment: self.figment.merge(Layer::value(
+                format!("the caller's {dotted}"),
+                dotted,
+                value,
+            )),
+        }
     }
 
     pub fn build<T: DeserializeOwned>(self) -> Result<Settings<T>, ConfigError> {
-        // Through text, so that an error quotes the offending key and value.
-        let text = self.table.to_string();
-        let common: CommonSettings = toml::from_str(&text).map_err(ConfigError::Invalid)?;
-        let service: T = toml::from_str(&text).map_err(ConfigError::Invalid)?;
+        let invalid = |error| ConfigError::Invalid(Box::new(error));
+        let common: CommonSettings = self.figment.extract().map_err(invalid)?;
+        let service: T = self.figment.extract().map_err(invalid)?;
         Ok(Settings {
             http: common.http,
             database: common.database,
@@ -257,57 +314,6 @@ impl<T: DeserializeOwned> Settings<T> {
         }
         layers.env(std::env::vars()).build()
     }
-}
-
-fn has_env_override(keys: &[String]) -> bool {
-    let name = format!("APP__{}", keys.join("__").to_ascii_uppercase());
-    std::env::var_os(name).is_some()
-}
-
-fn parse(origin: &str, text: &str) -> Result<Table, ConfigError> {
-    text.parse::<Table>().map_err(|source| ConfigError::Parse {
-        origin: origin.to_string(),
-        source,
-    })
-}
-
-/// Environment values are typed the way TOML would read them (`8081` is a
-/// number, `true` a boolean); anything else is a string.
-fn env_value(raw: &str) -> Value {
-    format!("v = {raw}")
-        .parse::<Table>()
-        .ok()
-        .and_then(|mut t| t.remove("v"))
-        .filter(|v| !matches!(v, Value::Datetime(_) | Value::Table(_)))
-        .unwrap_or_else(|| Value::String(raw.to_string()))
-}
-
-fn merge(base: &mut Table, overlay: Table) {
-    for (key, value) in overlay {
-        match (base.get_mut(&key), value) {
-            (Some(Value::Table(existing)), Value::Table(incoming)) => merge(existing, incoming),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
-}
-
-fn set_path(table: &mut Table, keys: &[String], value: Value) {
-    let Some((last, parents)) = keys.split_last() else {
-        return;
-    };
-    let mut current = table;
-    for key in parents {
-        let entry = current
-            .entry(key.clone())
-            .or_insert_with(|| Value::Table(Table::new()));
-        if !entry.is_table() {
-            *entry = Value::Table(Table::new());
-        }
-        current = entry.as_table_mut().expect("just made a table");
-    }
-    current.insert(last.clone(), value);
 }
 
 #[cfg(test)]
@@ -408,16 +414,47 @@ mod tests {
     }
 
     #[test]
-    fn env_values_are_typed_like_toml() {
-        assert_eq!(env_value("42"), Value::Integer(42));
-        assert_eq!(env_value("true"), Value::Boolean(true));
-        assert_eq!(
-            env_value("127.0.0.1:9092"),
-            Value::String("127.0.0.1:9092".into())
+    fn an_error_names_the_layer_that_holds_the_bad_value() {
+        let err = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[("APP__QUEUE__MAX_ACTIVE", "lots")]))
+            .build::<Extra>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable APP__QUEUE__MAX_ACTIVE"),
+            "{err}"
         );
-        assert_eq!(
-            env_value("sqlite://x.db"),
-            Value::String("sqlite://x.db".into())
-        );
+    }
+
+    #[test]
+    fn an_explicit_variable_beats_its_shortcut() {
+        let settings: Settings<Extra> = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[
+                ("APP__KAFKA__BROKERS", "explicit:9092"),
+                ("KAFKA_BROKERS", "shortcut:9092"),
+            ]))
+            .build()
+            .unwrap();
+        assert_eq!(settings.kafka.brokers, "explicit:9092");
+    }
+
+    #[test]
+    fn env_values_are_typed_as_the_settings_need() {
+        let settings: Settings<Extra> = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[
+                ("APP__HTTP__PORT", "8181"),
+                ("APP__KAFKA__ENABLE_IDEMPOTENCE", "true"),
+                ("APP__KAFKA__BROKERS", "127.0.0.1:9092"),
+                ("DATABASE_URL", "sqlite://x.db"),
+            ]))
+            .build()
+            .unwrap();
+        assert_eq!(settings.http.port, 8181);
+        assert!(settings.kafka.enable_idempotence);
+        assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(settings.database.url.expose(), "sqlite://x.db");
     }
 }

@@ -21,6 +21,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    #[expect(
+        clippy::expect_used,
+        reason = "metric names, labels and buckets are constants: a bad one fails every test"
+    )]
     pub fn new(service: &str) -> Metrics {
         let registry = Registry::new_custom(
             None,
@@ -105,9 +109,9 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("text encoding of gathered metrics cannot fail");
-        String::from_utf8(buffer).expect("prometheus text is UTF-8")
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(%error, "metrics could not be encoded");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
     }
 }

@@ -2,6 +2,11 @@
 //! `KAFKA_BROKERS`, or a private `nisshi` started once per test process),
 //! fresh SQLite files and fresh PostgreSQL databases. Each test gets its own
 //! topic prefix, so tests sharing a broker never see each other's events.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a failure here is a failed test, with its message"
+)]
 
 use diesel::connection::SimpleConnection;
 use diesel::Connection;

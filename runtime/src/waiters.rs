@@ -4,7 +4,7 @@
 //! instance of the service, which cannot notify this one.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -30,7 +30,7 @@ pub struct Waiter {
 impl Waiters {
     /// Register before reading the current state, so no change is missed.
     pub fn register(&self, id: Uuid) -> Waiter {
-        let mut entries = self.entries.lock().expect("waiters lock");
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = entries
             .entry(id)
             .or_insert_with(|| (Arc::new(Notify::new()), 0));
@@ -44,7 +44,7 @@ impl Waiters {
 
     /// Wakes everyone waiting on `id` (call after the change committed).
     pub fn wake(&self, id: Uuid) {
-        let entries = self.entries.lock().expect("waiters lock");
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((notify, _)) = entries.get(&id) {
             notify.notify_waiters();
         }
@@ -60,7 +60,11 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        let mut entries = self.waiters.entries.lock().expect("waiters lock");
+        let mut entries = self
+            .waiters
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = entries.get_mut(&self.id) {
             entry.1 -= 1;
             if entry.1 == 0 {

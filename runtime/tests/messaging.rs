@@ -1,5 +1,10 @@
 //! The runtime against a real broker and real databases: outbox to consumer
 //! exactly once, the relay's crash window, dead letters, trace propagation.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed test, with its message"
+)]
 
 use diesel::prelude::*;
 use rdkafka::consumer::{Consumer, StreamConsumer};

@@ -1,5 +1,10 @@
 //! With an OTLP endpoint configured, spans are exported over OTLP/HTTP.
 //! (Its own test binary: it installs the process-wide subscriber.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed test, with its message"
+)]
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

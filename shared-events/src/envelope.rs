@@ -140,6 +140,10 @@ impl Envelope {
         self.producer.topic()
     }
 
+    #[expect(
+        clippy::expect_used,
+        reason = "plain structs of strings, numbers and UUIDs always serialize"
+    )]
     pub fn to_json(&self) -> String {
         let wire = WireOut {
             event_id: self.event_id,

@@ -1,6 +1,11 @@
 //! Pins the wire form of every event type: a contract change shows up in
 //! review as a changed file under `tests/golden/`. Regenerate deliberately with
 //! `UPDATE_GOLDEN=1 cargo test -p shared-events`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed test, with its message"
+)]
 
 use chrono::{TimeZone, Utc};
 use shared_events::*;

@@ -1,4 +1,9 @@
 //! The concert catalog over HTTP, with the real broker behind its outbox.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed test, with its message"
+)]
 
 use reqwest::Client;
 use serde_json::{json, Value};

@@ -1,5 +1,10 @@
 //! The member-balance service over HTTP, on SQLite and PostgreSQL, with the
 //! real broker behind its outbox.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed test, with its message"
+)]
 
 use futures::future::join_all;
 use reqwest::{Client, StatusCode};

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 #[derive(Default)]
 pub struct Received {
@@ -34,7 +34,10 @@ impl DataPlatform {
         };
         if let Some(path) = &platform.file {
             if let Ok(text) = std::fs::read_to_string(path) {
-                let mut received = platform.received.lock().expect("lock");
+                let mut received = platform
+                    .received
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 for record in text
                     .lines()
                     .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -51,17 +54,27 @@ impl DataPlatform {
 
     /// Distinct reservations received.
     pub fn records(&self) -> Vec<Value> {
-        self.received.lock().expect("lock").records.clone()
+        self.received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .records
+            .clone()
     }
 
     /// Refuses the next `requests` deliveries with 503 Service Unavailable.
     pub fn fail_next(&self, requests: usize) {
-        self.received.lock().expect("lock").outage = requests;
+        self.received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .outage = requests;
     }
 
     /// Every POST, repeats and refused ones included.
     pub fn deliveries(&self) -> usize {
-        self.received.lock().expect("lock").deliveries
+        self.received
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .deliveries
     }
 
     fn record(&self, body: Value) -> Result<Recorded, String> {
@@ -69,7 +82,7 @@ impl DataPlatform {
             .as_str()
             .ok_or("payment_id is required")?
             .to_string();
-        let mut received = self.received.lock().expect("lock");
+        let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
         received.deliveries += 1;
         if received.outage > 0 {
             received.outage -= 1;

@@ -3,6 +3,11 @@
 //! cargo run --release -p ticketctl --example bench -- queue-positions [--postgres]
 //! cargo run --release -p ticketctl --example bench -- saga [--postgres]
 //! cargo run --release -p ticketctl --example bench -- hop [--postgres]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed test, with its message"
+)]
 
 #[path = "../tests/support/mod.rs"]
 mod support;

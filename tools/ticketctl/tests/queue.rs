@@ -1,5 +1,10 @@
 //! The waiting line with real services: arrival order, positions, drop-outs,
 //! and passes that the other services verify on their own.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed test, with its message"
+)]
 
 mod support;
 

@@ -1,6 +1,11 @@
 //! The reservation and payment sagas end to end over the real broker:
 //! five services, five databases, each scenario on SQLite and on
 //! PostgreSQL, with the system's invariants checked after every one.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests: a panic is a failed test, with its message"
+)]
 
 mod races;
 mod support;
