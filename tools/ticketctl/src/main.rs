@@ -8,50 +8,89 @@
 //! - `ticketctl keygen` prints a new pass-signing key pair.
 //! - `ticketctl login USER-ID` prints a member token of the development
 //!   issuer that `up` keeps in its data folder.
+//!
+//! `ticketctl help [COMMAND]` describes each; flags that name a broker or a
+//! data folder also come from the environment (`KAFKA_BROKERS`,
+//! `TICKETCTL_DATA_DIR`).
 
 mod up;
 
+use clap::{Args, Parser, Subcommand};
 use shared_events::Service;
+use std::path::PathBuf;
+use uuid::Uuid;
 
-const USAGE: &str = "\
-usage:
-  ticketctl up [--data-dir DIR] [--database postgres://...] [--kafka HOST:PORT]
-               [--port-base N] [--broker-port N] [--no-demo-data]
-  ticketctl serve <concert|queue|reservation|member-balance|payment>
-  ticketctl data-platform [--port N] [--data-dir DIR]
-  ticketctl keygen
-  ticketctl login <user-id> [--data-dir DIR | --issuer-key KEY] [--ttl-secs N]
+/// Runs the ticketing platform: the whole cluster on one machine, one
+/// service in a container, keys and member tokens for trying it.
+#[derive(Parser)]
+#[command(name = "ticketctl", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-up: starts a broker (nisshi, installed on first use) and the five services on
-127.0.0.1: concert 8081, queue 8082, reservation 8083, member-balance 8084,
-payment 8085, data platform 8090, broker 9092. Data lives in DIR (default ./data) and survives a
-restart. --database gives every service its own database on that PostgreSQL
-server (postgres://host/NAME makes NAME_concert, ...; default ticketing_*);
---kafka uses that broker instead of starting one. A process that dies is
-started again with backoff. The first up makes the data folder's secrets: pass
-keys, an admin key (printed once, kept in DIR/admin-key) and a development
-issuer of member tokens, whose public key every service trusts.
+#[derive(Subcommand)]
+enum Command {
+    Up(up::UpOptions),
+    /// Run one service in this process (what `up` starts, and what a
+    /// container runs); configured by APP__SECTION__KEY variables.
+    Serve {
+        /// concert, queue, reservation, member-balance or payment
+        #[arg(value_parser = parse_service)]
+        service: Service,
+    },
+    /// Run the stand-in data platform that records completed reservations.
+    DataPlatform(DataPlatformOptions),
+    /// Print a new pass-signing key pair and a development member-token
+    /// issuer, as environment variables (for docker compose's .env).
+    Keygen,
+    /// Print a member token (`Authorization: Bearer ...`) for a user, signed
+    /// by the development issuer that `up` keeps in its data folder.
+    Login(LoginOptions),
+}
 
-login: prints a member token (Authorization: Bearer ...) for USER-ID, signed by
-the development issuer of DIR (default ./data; run up once first), or the one
-whose private key `keygen` printed as MEMBER_ISSUER_KEY, valid for --ttl-secs
-(default 3600).";
+#[derive(Args)]
+struct DataPlatformOptions {
+    #[arg(long, default_value_t = 8090)]
+    port: u16,
+    /// Where the received records are appended (data-platform.jsonl).
+    #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct LoginOptions {
+    /// The fan's user id (a UUID): the token's subject.
+    user: Uuid,
+    /// The data folder of `ticketctl up`, whose issuer signs the token.
+    #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// The issuer's private key as `keygen` printed it, instead of a data
+    /// folder's.
+    #[arg(long, env = "MEMBER_ISSUER_KEY", hide_env_values = true)]
+    issuer_key: Option<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value_t = 3600)]
+    ttl_secs: i64,
+}
+
+fn parse_service(name: &str) -> Result<Service, String> {
+    Service::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = Service::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown service {name:?}; one of {}", known.join(", "))
+    })
+}
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match args.first().map(String::as_str) {
-        Some("up") => runtime.block_on(up::up(up::UpOptions::parse(&args[1..])?)),
-        Some("serve") => {
-            let name = args.get(1).map(String::as_str).unwrap_or_default();
-            let service = Service::parse(name)
-                .ok_or_else(|| anyhow::anyhow!("unknown service {name:?}\n{USAGE}"))?;
-            runtime.block_on(serve(service))
-        }
-        Some("data-platform") => runtime.block_on(data_platform(&args[1..])),
-        Some("keygen") => {
+    match cli.command {
+        Command::Up(options) => runtime.block_on(up::up(options)),
+        Command::Serve { service } => runtime.block_on(serve(service)),
+        Command::DataPlatform(options) => runtime.block_on(data_platform(options)),
+        Command::Keygen => {
             let (private, public) = ticket_runtime::pass::generate_key_pair();
             let issuer = ticket_runtime::member::DevIssuer::generate()?;
             println!("APP__QUEUE__PASS_SIGNING_KEY={private}");
@@ -62,15 +101,7 @@ fn main() -> anyhow::Result<()> {
             println!("MEMBER_ISSUER_KEY={}", issuer.private_key_base64());
             Ok(())
         }
-        Some("login") => login(&args[1..]),
-        Some("help" | "--help" | "-h") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
+        Command::Login(options) => login(options),
     }
 }
 
@@ -84,34 +115,11 @@ async fn serve(service: Service) -> anyhow::Result<()> {
     }
 }
 
-fn login(args: &[String]) -> anyhow::Result<()> {
-    let mut user = None;
-    let mut data_dir = std::path::PathBuf::from("data");
-    let mut issuer_key = None;
-    let mut ttl_secs = 3600;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .ok_or_else(|| anyhow::anyhow!("{arg} needs a value"))
-        };
-        match arg.as_str() {
-            "--data-dir" => data_dir = value()?.into(),
-            "--issuer-key" => issuer_key = Some(value()?.clone()),
-            "--ttl-secs" => ttl_secs = value()?.parse()?,
-            id if user.is_none() => {
-                user = Some(
-                    uuid::Uuid::parse_str(id)
-                        .map_err(|_| anyhow::anyhow!("{id:?} is not a user id (a UUID)"))?,
-                )
-            }
-            other => anyhow::bail!("unknown option {other:?}\n{USAGE}"),
-        }
-    }
-    let user = user.ok_or_else(|| anyhow::anyhow!("login needs a user id\n{USAGE}"))?;
-    let issuer = match issuer_key {
-        Some(key) => ticket_runtime::member::DevIssuer::from_base64(&key)?,
-        None if data_dir.join("member-issuer.key").exists() => up::dev_issuer(&data_dir)?,
+fn login(options: LoginOptions) -> anyhow::Result<()> {
+    let data_dir = &options.data_dir;
+    let issuer = match &options.issuer_key {
+        Some(key) => ticket_runtime::member::DevIssuer::from_base64(key)?,
+        None if data_dir.join("member-issuer.key").exists() => up::dev_issuer(data_dir)?,
         None => anyhow::bail!(
             "{} has no member-token issuer yet: run `ticketctl up --data-dir {}` once",
             data_dir.display(),
@@ -120,25 +128,13 @@ fn login(args: &[String]) -> anyhow::Result<()> {
     };
     println!(
         "{}",
-        issuer.token(user, chrono::TimeDelta::seconds(ttl_secs))
+        issuer.token(options.user, chrono::TimeDelta::seconds(options.ttl_secs))
     );
     Ok(())
 }
 
-async fn data_platform(args: &[String]) -> anyhow::Result<()> {
-    let mut port = 8090;
-    let mut data_dir = std::path::PathBuf::from("data");
-    let mut args = args.iter();
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--port" => port = value.parse()?,
-            "--data-dir" => data_dir = value.into(),
-            other => anyhow::bail!("unknown option {other:?}"),
-        }
-    }
+async fn data_platform(options: DataPlatformOptions) -> anyhow::Result<()> {
+    let DataPlatformOptions { port, data_dir } = options;
     std::fs::create_dir_all(&data_dir)?;
     let platform =
         data_platform_mock::DataPlatform::new(Some(data_dir.join("data-platform.jsonl")));

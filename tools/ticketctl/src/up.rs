@@ -23,54 +23,48 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone)]
+/// Start the broker (nisshi, installed on first use) and the five services
+/// on 127.0.0.1, wait until each is ready, and stop them on Ctrl-C.
+///
+/// Ports: concert 8081, queue 8082, reservation 8083, member-balance 8084,
+/// payment 8085, data platform 8090, broker 9092 (with the default
+/// --port-base). Data lives in the data folder and survives a restart; the
+/// first `up` makes its secrets there: pass keys, an admin key (printed
+/// once, kept in admin-key) and a development issuer of member tokens. A
+/// process that dies is started again with backoff.
+#[derive(Debug, Clone, clap::Args)]
 pub struct UpOptions {
+    /// Where databases, broker data and secrets live.
+    #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
+    /// A PostgreSQL server instead of SQLite files: every service gets its
+    /// own database on it (postgres://host/NAME makes NAME_concert, ...;
+    /// default ticketing_*), created if missing.
+    #[arg(long, value_parser = postgres_url)]
     pub database: Option<String>,
+    /// Use this Kafka instead of starting a broker.
+    #[arg(long, env = "KAFKA_BROKERS", value_name = "HOST:PORT")]
     pub kafka: Option<String>,
+    /// The services listen on BASE+1 to BASE+5, the data platform on BASE+10.
+    #[arg(long, default_value_t = 8080)]
     pub port_base: u16,
+    /// The port of the broker `up` starts.
+    #[arg(long, default_value_t = 9092)]
     pub broker_port: u16,
+    /// Start with an empty catalog instead of the demo concerts.
+    #[arg(long = "no-demo-data", action = clap::ArgAction::SetFalse)]
     pub demo_data: bool,
 }
 
-impl UpOptions {
-    pub fn parse(args: &[String]) -> anyhow::Result<UpOptions> {
-        let mut options = UpOptions {
-            data_dir: PathBuf::from("data"),
-            database: None,
-            kafka: None,
-            port_base: 8080,
-            broker_port: 9092,
-            demo_data: true,
-        };
-        let mut args = args.iter();
-        while let Some(flag) = args.next() {
-            let mut value = || {
-                args.next()
-                    .cloned()
-                    .with_context(|| format!("{flag} needs a value"))
-            };
-            match flag.as_str() {
-                "--data-dir" => options.data_dir = PathBuf::from(value()?),
-                "--database" => {
-                    let url = value()?;
-                    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-                        bail!("--database takes a postgres:// URL (SQLite files are the default)");
-                    }
-                    options.database = Some(url);
-                }
-                "--kafka" => options.kafka = Some(value()?),
-                "--port-base" => options.port_base = value()?.parse().context("--port-base")?,
-                "--broker-port" => {
-                    options.broker_port = value()?.parse().context("--broker-port")?
-                }
-                "--no-demo-data" => options.demo_data = false,
-                other => bail!("unknown option {other:?}; see `ticketctl help`"),
-            }
-        }
-        Ok(options)
+fn postgres_url(url: &str) -> Result<String, String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_string())
+    } else {
+        Err("--database takes a postgres:// URL (SQLite files are the default)".into())
     }
+}
 
+impl UpOptions {
     fn data_platform_port(&self) -> u16 {
         self.port_base + 10
     }
