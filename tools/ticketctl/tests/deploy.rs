@@ -20,20 +20,13 @@ fn repo() -> PathBuf {
 }
 
 fn compose() -> serde_json::Value {
-    let output = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)",
-        ])
-        .arg(repo().join("docker-compose.yml"))
-        .output()
-        .expect("python3 with PyYAML parses the compose file");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
+    let path = repo().join("docker-compose.yml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut yaml: serde_norway::Value =
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // Compose's `<<: *service` merge keys, resolved as Compose does.
+    yaml.apply_merge().unwrap();
+    serde_json::to_value(yaml).unwrap()
 }
 
 /// Builds the service's settings from its defaults plus the compose
