@@ -121,6 +121,21 @@ impl Tx<'_> {
         self.published += 1;
         Ok(())
     }
+
+    /// Publishes `event` as the answer to `cause`: in its saga (correlation
+    /// id), caused by it, and on its partition key, so that the saga's
+    /// steps stay in order.
+    pub fn reply(
+        &mut self,
+        cause: &Envelope,
+        event: impl Into<shared_events::Event>,
+    ) -> Result<(), DieselError> {
+        self.publish(&Envelope::caused_by(
+            cause,
+            event,
+            cause.partition_key.clone(),
+        ))
+    }
 }
 
 #[derive(Clone)]

@@ -4,10 +4,13 @@
 //! instance of the service, which cannot notify this one.
 
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+use crate::http::ApiError;
 
 /// How often a waiter re-reads on its own (for changes from other instances).
 pub const RECHECK: Duration = Duration::from_millis(500);
@@ -96,6 +99,44 @@ where
             return Ok(state);
         }
         waiter.changed_or(left).await;
+    }
+}
+
+/// `?wait_ms=&seen_status=` of a long-poll: how long the caller will wait
+/// for a change, and the status it last saw (by default, the current one).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WatchQuery {
+    pub wait_ms: Option<u64>,
+    pub seen_status: Option<String>,
+}
+
+impl WatchQuery {
+    /// The wait asked for; beyond `max_ms`, 400 `invalid_wait`.
+    pub fn wait(&self, max_ms: u64) -> Result<Duration, ApiError> {
+        let wait_ms = self.wait_ms.unwrap_or(0);
+        if wait_ms > max_ms {
+            return Err(ApiError::bad_request(
+                "invalid_wait",
+                format!("wait_ms must be 0 to {max_ms}"),
+            ));
+        }
+        Ok(Duration::from_millis(wait_ms))
+    }
+
+    /// The status the caller saw, as `S`; a name `S` does not have is 400
+    /// `invalid_seen_status`, naming the accepted ones.
+    pub fn seen<S: FromStr>(&self, names: &str) -> Result<Option<S>, ApiError> {
+        self.seen_status
+            .as_deref()
+            .map(|seen| {
+                seen.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_seen_status",
+                        format!("seen_status must be one of {names}"),
+                    )
+                })
+            })
+            .transpose()
     }
 }
 

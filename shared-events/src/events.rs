@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::reason::Reason;
 use crate::topics::Service;
 
 macro_rules! events {
@@ -138,7 +139,7 @@ pub struct SeatHoldRejected {
     pub reservation_id: Uuid,
     pub schedule_id: Uuid,
     pub seat_no: u32,
-    pub reason: String,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +161,7 @@ pub struct SeatSold {
 pub struct SeatSaleRejected {
     pub reservation_id: Uuid,
     pub payment_id: Uuid,
-    pub reason: String,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +177,7 @@ pub struct QueuePassEnded {
     pub token: Uuid,
     pub user_id: Uuid,
     pub concert_id: Uuid,
-    pub reason: String,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +203,7 @@ pub struct ReservationHeld {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReservationRejected {
     pub reservation_id: Uuid,
-    pub reason: String,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,7 +218,7 @@ pub struct ReservationCancelled {
     pub reservation_id: Uuid,
     pub schedule_id: Uuid,
     pub seat_no: u32,
-    pub reason: String,
+    pub reason: Reason,
     /// The payment whose debit must be given back, when one was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<Uuid>,
@@ -235,7 +236,7 @@ pub struct ReservationConfirmed {
 pub struct ReservationConfirmationRejected {
     pub reservation_id: Uuid,
     pub payment_id: Uuid,
-    pub reason: String,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,7 +262,7 @@ pub struct BalanceDebitRejected {
     pub reservation_id: Uuid,
     pub user_id: Uuid,
     pub amount: i64,
-    pub reason: String,
+    pub reason: Reason,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,7 +275,7 @@ pub struct BalanceRefunded {
     /// Why the debit was given back (the reason of the event that caused it),
     /// so the payment can say why it failed whichever event it hears first.
     #[serde(default)]
-    pub reason: String,
+    pub reason: Option<Reason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +300,6 @@ pub struct PaymentFailed {
     pub payment_id: Uuid,
     pub reservation_id: Uuid,
     pub user_id: Uuid,
-    pub reason: String,
+    pub reason: Reason,
     pub refunded: bool,
 }

@@ -10,8 +10,10 @@
 
 mod envelope;
 mod events;
+mod reason;
 mod topics;
 
 pub use envelope::{DecodeError, Decoded, Envelope, SCHEMA_VERSION};
 pub use events::*;
+pub use reason::Reason;
 pub use topics::{dead_letter_topic, Service, Topic};

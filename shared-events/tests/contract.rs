@@ -40,7 +40,7 @@ fn sample_events() -> Vec<Event> {
             reservation_id,
             schedule_id,
             seat_no: 7,
-            reason: "SEAT_TAKEN".into(),
+            reason: Reason::SeatTaken,
         }
         .into(),
         SeatReleased {
@@ -59,7 +59,7 @@ fn sample_events() -> Vec<Event> {
         SeatSaleRejected {
             reservation_id,
             payment_id,
-            reason: "NOT_HELD".into(),
+            reason: Reason::NotHeld,
         }
         .into(),
         QueueTokenAdmitted {
@@ -73,7 +73,7 @@ fn sample_events() -> Vec<Event> {
             token: id(7),
             user_id,
             concert_id,
-            reason: "PAYMENT_COMPLETED".into(),
+            reason: Reason::PaymentCompleted,
         }
         .into(),
         ReservationRequested {
@@ -96,7 +96,7 @@ fn sample_events() -> Vec<Event> {
         .into(),
         ReservationRejected {
             reservation_id,
-            reason: "SEAT_TAKEN".into(),
+            reason: Reason::SeatTaken,
         }
         .into(),
         ReservationExpired {
@@ -109,7 +109,7 @@ fn sample_events() -> Vec<Event> {
             reservation_id,
             schedule_id,
             seat_no: 7,
-            reason: "SEAT_NOT_SOLD".into(),
+            reason: Reason::SeatNotSold,
             payment_id: Some(payment_id),
         }
         .into(),
@@ -123,7 +123,7 @@ fn sample_events() -> Vec<Event> {
         ReservationConfirmationRejected {
             reservation_id,
             payment_id,
-            reason: "HOLD_EXPIRED".into(),
+            reason: Reason::HoldExpired,
         }
         .into(),
         BalanceCharged {
@@ -146,7 +146,7 @@ fn sample_events() -> Vec<Event> {
             reservation_id,
             user_id,
             amount: 150_000,
-            reason: "INSUFFICIENT_BALANCE".into(),
+            reason: Reason::InsufficientBalance,
         }
         .into(),
         BalanceRefunded {
@@ -155,7 +155,7 @@ fn sample_events() -> Vec<Event> {
             user_id,
             entry_id,
             amount: 150_000,
-            reason: "HOLD_EXPIRED".into(),
+            reason: Some(Reason::HoldExpired),
         }
         .into(),
         PaymentRequested {
@@ -177,7 +177,7 @@ fn sample_events() -> Vec<Event> {
             payment_id,
             reservation_id,
             user_id,
-            reason: "HOLD_EXPIRED".into(),
+            reason: Reason::HoldExpired,
             refunded: true,
         }
         .into(),
@@ -383,5 +383,5 @@ fn a_refund_from_before_it_carried_a_reason_still_decodes() {
     let Event::BalanceRefunded(refund) = envelope.event else {
         panic!("a refund")
     };
-    assert_eq!(refund.reason, "");
+    assert_eq!(refund.reason, None);
 }

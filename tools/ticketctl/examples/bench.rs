@@ -9,7 +9,12 @@
     reason = "tests: a panic is a failed test, with its message"
 )]
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/cluster/support/mod.rs"]
+#[allow(
+    dead_code,
+    unused_imports,
+    reason = "the benchmarks drive part of the test cluster"
+)]
 mod support;
 
 use chrono::{TimeDelta, Utc};
@@ -74,8 +79,13 @@ async fn fill_line(db: &Db, concert: Uuid, n: i64) {
     .unwrap();
     let idle_since = Utc::now() - queue_policy().poll_timeout();
     db.transaction(move |tx| {
-        queue_service::store::drop_idle_waiters(tx.conn(), idle_since, "DROPPED", i64::MAX)
-            .map_err(DbError::from)
+        queue_service::store::drop_idle_waiters(
+            tx.conn(),
+            idle_since,
+            queue_service::domain::Ended::Dropped,
+            i64::MAX,
+        )
+        .map_err(DbError::from)
     })
     .await
     .unwrap();

@@ -4,13 +4,12 @@
 
 use chrono::Utc;
 use shared_events::{
-    Envelope, Event, ReservationConfirmed, ReservationRequested, SeatHeld, SeatHoldRejected,
-    SeatReleased, SeatSaleRejected, SeatSold,
+    Envelope, Event, Reason, ReservationConfirmed, ReservationRequested, SeatHeld,
+    SeatHoldRejected, SeatReleased, SeatSaleRejected, SeatSold,
 };
 use ticket_runtime::ids::{ReservationId, ScheduleId};
 use ticket_runtime::{HandlerError, Tx};
 
-use crate::domain::rejection;
 use crate::store::{self, HoldOutcome};
 use crate::HoldPolicy;
 
@@ -48,15 +47,11 @@ pub fn reservation_requested(
             reservation_id: requested.reservation_id,
             schedule_id: requested.schedule_id,
             seat_no: requested.seat_no,
-            reason: reason.into(),
+            reason,
         }
         .into(),
     };
-    tx.publish(&Envelope::caused_by(
-        event,
-        reply,
-        event.partition_key.clone(),
-    ))?;
+    tx.reply(event, reply)?;
     Ok(())
 }
 
@@ -69,15 +64,14 @@ pub fn reservation_ended(
     seat_no: u32,
 ) -> Result<(), HandlerError> {
     if store::release_seat(tx.conn(), schedule, seat(seat_no), reservation, Utc::now())? {
-        tx.publish(&Envelope::caused_by(
+        tx.reply(
             event,
             SeatReleased {
                 reservation_id: reservation.get(),
                 schedule_id: schedule.get(),
                 seat_no,
             },
-            event.partition_key.clone(),
-        ))?;
+        )?;
     }
     Ok(())
 }
@@ -108,15 +102,11 @@ pub fn reservation_confirmed(
         SeatSaleRejected {
             reservation_id: confirmed.reservation_id,
             payment_id: confirmed.payment_id,
-            reason: rejection::NOT_HELD.into(),
+            reason: Reason::NotHeld,
         }
         .into()
     };
-    tx.publish(&Envelope::caused_by(
-        event,
-        reply,
-        event.partition_key.clone(),
-    ))?;
+    tx.reply(event, reply)?;
     Ok(())
 }
 

@@ -171,15 +171,6 @@ pub fn demo_catalog(first_evening: DateTime<Utc>) -> Vec<NewConcert> {
         .collect()
 }
 
-/// Why the concert service answers a reservation's request with no hold.
-pub mod rejection {
-    pub const SCHEDULE_NOT_FOUND: &str = "SCHEDULE_NOT_FOUND";
-    pub const WRONG_CONCERT: &str = "WRONG_CONCERT";
-    pub const SEAT_NOT_FOUND: &str = "SEAT_NOT_FOUND";
-    pub const SEAT_TAKEN: &str = "SEAT_TAKEN";
-    pub const NOT_HELD: &str = "NOT_HELD";
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

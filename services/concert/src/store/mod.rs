@@ -5,10 +5,11 @@ mod schema;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
+use shared_events::Reason;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId};
 use ticket_runtime::AnyConnection;
 
-use crate::domain::{rejection, NewConcert, SeatPlanEntry, SeatStatus};
+use crate::domain::{NewConcert, SeatPlanEntry, SeatStatus};
 use schema::{catalog_seeds, concerts, schedules, seats};
 
 #[derive(Debug, Clone, Queryable)]
@@ -175,7 +176,7 @@ pub enum HoldOutcome {
         price: i64,
         hold_expires_at: DateTime<Utc>,
     },
-    Rejected(&'static str),
+    Rejected(Reason),
 }
 
 /// Holds the seat for the reservation with one conditional update, so only
@@ -196,8 +197,8 @@ pub fn hold_seat(
         .first(conn)
         .optional()?;
     match schedule_concert {
-        None => return Ok(HoldOutcome::Rejected(rejection::SCHEDULE_NOT_FOUND)),
-        Some(c) if c != concert_id => return Ok(HoldOutcome::Rejected(rejection::WRONG_CONCERT)),
+        None => return Ok(HoldOutcome::Rejected(Reason::ScheduleNotFound)),
+        Some(c) if c != concert_id => return Ok(HoldOutcome::Rejected(Reason::WrongConcert)),
         Some(_) => {}
     }
     let seat = seats::table.find((schedule_id, seat_no));
@@ -225,7 +226,7 @@ pub fn hold_seat(
         .first(conn)
         .optional()?;
     Ok(match current {
-        None => HoldOutcome::Rejected(rejection::SEAT_NOT_FOUND),
+        None => HoldOutcome::Rejected(Reason::SeatNotFound),
         // A redelivered request finds the seat still held by it: same answer.
         Some((price, holder, status, Some(expires_at)))
             if held == 1 || (holder == Some(reservation_id) && status == SeatStatus::Held) =>
@@ -235,7 +236,7 @@ pub fn hold_seat(
                 hold_expires_at: expires_at.and_utc(),
             }
         }
-        Some(_) => HoldOutcome::Rejected(rejection::SEAT_TAKEN),
+        Some(_) => HoldOutcome::Rejected(Reason::SeatTaken),
     })
 }
 

@@ -5,11 +5,12 @@
 use chrono::Utc;
 use shared_events::{
     BalanceDebitRejected, BalanceDebited, BalanceRefunded, Envelope, Event, PaymentRequested,
+    Reason,
 };
 use ticket_runtime::ids::{PaymentId, UserId};
 use ticket_runtime::{HandlerError, Tx};
 
-use crate::domain::{rejection, EntryKind};
+use crate::domain::EntryKind;
 use crate::store::{self, PaymentDebit};
 
 /// Takes the payment's amount from the wallet, once per payment, or says
@@ -61,15 +62,11 @@ pub fn payment_requested(
             reservation_id: requested.reservation_id,
             user_id: requested.user_id,
             amount: requested.amount,
-            reason: rejection::INSUFFICIENT_BALANCE.into(),
+            reason: Reason::InsufficientBalance,
         }
         .into(),
     };
-    tx.publish(&Envelope::caused_by(
-        event,
-        reply,
-        event.partition_key.clone(),
-    ))?;
+    tx.reply(event, reply)?;
     Ok(())
 }
 
@@ -79,7 +76,7 @@ pub fn refund(
     tx: &mut Tx<'_>,
     cause: &Envelope,
     payment: PaymentId,
-    reason: &str,
+    reason: &Reason,
 ) -> Result<(), HandlerError> {
     let Some(debit) = store::unrefunded_debit(tx.conn(), payment)? else {
         return Ok(());
@@ -97,7 +94,7 @@ pub fn refund(
     )?
     .ok_or_else(|| refund_refused(debit.user_id, payment))?;
     store::record_refund(tx.conn(), payment, entry.id)?;
-    tx.publish(&Envelope::caused_by(
+    tx.reply(
         cause,
         BalanceRefunded {
             payment_id: payment.get(),
@@ -105,10 +102,9 @@ pub fn refund(
             user_id: debit.user_id.get(),
             entry_id: entry.id.get(),
             amount: entry.amount,
-            reason: reason.into(),
+            reason: Some(reason.clone()),
         },
-        cause.partition_key.clone(),
-    ))?;
+    )?;
     Ok(())
 }
 

@@ -45,11 +45,6 @@ impl ChargeAmount {
     }
 }
 
-/// Why a payment's debit was refused.
-pub mod rejection {
-    pub const INSUFFICIENT_BALANCE: &str = "INSUFFICIENT_BALANCE";
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

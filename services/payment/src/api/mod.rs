@@ -10,6 +10,7 @@ use ticket_runtime::idempotency::IdempotencyKey;
 use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
 use ticket_runtime::member::Member;
 use ticket_runtime::pass::Pass;
+use ticket_runtime::waiters::WatchQuery;
 use ticket_runtime::ApiError;
 
 use crate::app::{PaymentError, PaymentView, Payments};
@@ -36,7 +37,6 @@ impl PaymentError {
             PaymentError::NotPayable(..) => conflict("reservation_not_payable"),
             PaymentError::AlreadyPaying(..) => conflict("payment_in_progress"),
             PaymentError::NotFound(_) => ApiError::not_found("payment_not_found", self.to_string()),
-            PaymentError::InvalidWait(_) => ApiError::bad_request("invalid_wait", self.to_string()),
             PaymentError::Unexpected(e) => ApiError::unexpected(e),
         }
     }
@@ -137,13 +137,6 @@ async fn pay(
     Ok(answer(view))
 }
 
-#[derive(Deserialize)]
-pub struct WatchQuery {
-    pub wait_ms: Option<u64>,
-    /// The status the caller last saw; by default, the current one.
-    pub seen_status: Option<String>,
-}
-
 /// Another member's payment is "not found" (404): whether it exists is
 /// nobody else's business.
 async fn get_payment(
@@ -153,16 +146,8 @@ async fn get_payment(
     query: web::Query<WatchQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = (id.into_inner(), UserId::from(member.user_id));
-    let wait = app.check_wait(query.wait_ms.unwrap_or(0))?;
-    let seen = match &query.seen_status {
-        Some(s) => Some(s.parse::<Status>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_seen_status",
-                format!("seen_status must be one of {}", Status::names()),
-            )
-        })?),
-        None => None,
-    };
+    let wait = query.wait(app.policy.max_wait_ms)?;
+    let seen = query.seen::<Status>(&Status::names())?;
     let current = app.view(id, user).await?;
     if wait.is_zero() {
         return Ok(HttpResponse::Ok().json(PaymentBody::from(current)));

@@ -7,7 +7,7 @@ pub mod delivery;
 pub mod saga;
 
 use chrono::Utc;
-use shared_events::{Envelope, PaymentRequested};
+use shared_events::{Envelope, PaymentRequested, Reason};
 use std::time::Duration;
 use ticket_runtime::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
 use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
@@ -15,7 +15,7 @@ use ticket_runtime::pass::{Pass, PassError};
 use ticket_runtime::waiters::{wait_for, Waiters};
 use ticket_runtime::{Db, DbError};
 
-use crate::domain::{check_payable, reason, NotPayable, PaymentPolicy, Status};
+use crate::domain::{check_payable, NotPayable, PaymentPolicy, Status};
 use crate::store::{self, Payment, Step};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +34,6 @@ pub enum PaymentError {
     AlreadyPaying(ReservationId, PaymentId, Status),
     #[error("no payment {0}")]
     NotFound(PaymentId),
-    #[error("wait_ms must be 0 to {0}")]
-    InvalidWait(u64),
     #[error(transparent)]
     Unexpected(#[from] DbError),
 }
@@ -218,13 +216,6 @@ impl Payments {
         .await
     }
 
-    pub fn check_wait(&self, wait_ms: u64) -> Result<Duration, PaymentError> {
-        if wait_ms > self.policy.max_wait_ms {
-            return Err(PaymentError::InvalidWait(self.policy.max_wait_ms));
-        }
-        Ok(Duration::from_millis(wait_ms))
-    }
-
     /// Fails every payment PENDING for longer than the deadline;
     /// `PaymentFailed` makes the services that took a step compensate.
     /// Safe with two instances (each payment decided under its row lock).
@@ -242,7 +233,7 @@ impl Payments {
                         continue;
                     };
                     if payment.status == Status::Pending {
-                        saga::fail(tx, None, &payment, reason::SAGA_TIMED_OUT, false)?;
+                        saga::fail(tx, None, &payment, &Reason::SagaTimedOut, false)?;
                         failed.push(payment.id);
                     }
                 }

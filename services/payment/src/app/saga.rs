@@ -4,12 +4,13 @@
 
 use chrono::Utc;
 use shared_events::{
-    BalanceRefunded, Envelope, Event, PaymentCompleted, PaymentFailed, ReservationHeld, SeatSold,
+    BalanceRefunded, Envelope, Event, PaymentCompleted, PaymentFailed, Reason, ReservationHeld,
+    SeatSold,
 };
 use ticket_runtime::ids::{PaymentId, ReservationId};
 use ticket_runtime::{HandlerError, Tx};
 
-use crate::domain::{reason, ReservationState, Status};
+use crate::domain::{ReservationState, Status};
 use crate::store::{self, HeldReservation, Payment};
 
 pub fn reservation_held(tx: &mut Tx<'_>, held: &ReservationHeld) -> Result<(), HandlerError> {
@@ -79,10 +80,11 @@ fn refunded_for(
     }
     // The refund says why; it may arrive before the event it answers (they
     // travel on different topics).
-    let why = Some(refunded.reason.clone())
-        .filter(|r| !r.is_empty())
-        .or_else(|| payment.reason.clone())
-        .unwrap_or_else(|| reason::REFUNDED.into());
+    let why = refunded
+        .reason
+        .clone()
+        .or_else(|| payment.reason.as_deref().map(Reason::from))
+        .unwrap_or(Reason::Refunded);
     fail(tx, Some(event), payment, &why, true)?;
     Ok(())
 }
@@ -105,7 +107,7 @@ fn complete(
     let concert_id = store::projected(tx.conn(), payment.reservation_id)?
         .map(|p| p.concert_id.get())
         .unwrap_or_default();
-    tx.publish(&Envelope::caused_by(
+    tx.reply(
         event,
         PaymentCompleted {
             payment_id: payment.id.get(),
@@ -114,8 +116,7 @@ fn complete(
             concert_id,
             amount: payment.amount,
         },
-        event.partition_key.clone(),
-    ))?;
+    )?;
     let body = serde_json::json!({
         "payment_id": payment.id,
         "reservation_id": sold.reservation_id,
@@ -132,10 +133,10 @@ fn complete(
 
 fn detail_of(event: &Event) -> Option<String> {
     match event {
-        Event::BalanceDebitRejected(e) => Some(e.reason.clone()),
-        Event::ReservationConfirmationRejected(e) => Some(e.reason.clone()),
-        Event::SeatSaleRejected(e) => Some(e.reason.clone()),
-        Event::ReservationCancelled(e) => Some(e.reason.clone()),
+        Event::BalanceDebitRejected(e) => Some(e.reason.to_string()),
+        Event::ReservationConfirmationRejected(e) => Some(e.reason.to_string()),
+        Event::SeatSaleRejected(e) => Some(e.reason.to_string()),
+        Event::ReservationCancelled(e) => Some(e.reason.to_string()),
         Event::BalanceRefunded(e) => Some(format!("refunded {}", e.amount)),
         Event::BalanceDebited(e) => Some(format!("debited {}", e.amount)),
         _ => None,
@@ -148,7 +149,7 @@ pub fn fail(
     tx: &mut Tx<'_>,
     cause: Option<&Envelope>,
     payment: &Payment,
-    why: &str,
+    why: &Reason,
     refunded: bool,
 ) -> Result<(), diesel::result::Error> {
     let now = Utc::now();
@@ -164,7 +165,7 @@ pub fn fail(
             payment_id: payment.id.get(),
             reservation_id: payment.reservation_id.get(),
             user_id: payment.user_id.get(),
-            reason: why.into(),
+            reason: why.clone(),
             refunded,
         };
         let key = payment.reservation_id.to_string();

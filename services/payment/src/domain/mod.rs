@@ -77,12 +77,6 @@ pub fn check_payable(
     Ok(())
 }
 
-pub mod reason {
-    pub const INSUFFICIENT_BALANCE: &str = "INSUFFICIENT_BALANCE";
-    pub const SAGA_TIMED_OUT: &str = "SAGA_TIMED_OUT";
-    pub const REFUNDED: &str = "REFUNDED";
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ mod schema;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
+use shared_events::Reason;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::AnyConnection;
 use uuid::Uuid;
@@ -118,7 +119,7 @@ pub fn finish(
     conn: &mut AnyConnection,
     id: PaymentId,
     to: Status,
-    reason: Option<&str>,
+    reason: Option<&Reason>,
     refunded: bool,
     now: DateTime<Utc>,
 ) -> QueryResult<bool> {
@@ -126,7 +127,7 @@ pub fn finish(
         .filter(payments::status.eq(Status::Pending))
         .set((
             payments::status.eq(to),
-            payments::reason.eq(reason),
+            payments::reason.eq(reason.map(Reason::as_str)),
             payments::refunded.eq(refunded),
             payments::updated_at.eq(now.naive_utc()),
         ))
@@ -138,13 +139,13 @@ pub fn finish(
 pub fn note_reason(
     conn: &mut AnyConnection,
     id: PaymentId,
-    reason: &str,
+    reason: &Reason,
     now: DateTime<Utc>,
 ) -> QueryResult<()> {
     diesel::update(payments::table.find(id))
         .filter(payments::status.eq(Status::Pending))
         .set((
-            payments::reason.eq(reason),
+            payments::reason.eq(reason.as_str()),
             payments::updated_at.eq(now.naive_utc()),
         ))
         .execute(conn)?;

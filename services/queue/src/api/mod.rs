@@ -10,7 +10,7 @@ use ticket_runtime::member::Member;
 use ticket_runtime::ApiError;
 
 use crate::app::{Place, Queue, QueueError};
-use crate::domain::TokenStatus;
+use crate::domain::{Ended, TokenStatus};
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Queue) {
     cfg.app_data(web::Data::new(app))
@@ -53,7 +53,7 @@ pub struct TokenBody {
     pub position: Option<i64>,
     pub pass: Option<String>,
     pub pass_expires_at: Option<DateTime<Utc>>,
-    pub ended_reason: Option<String>,
+    pub ended_reason: Option<Ended>,
 }
 
 impl From<Place> for TokenBody {

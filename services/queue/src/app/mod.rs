@@ -12,7 +12,7 @@ use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
 use ticket_runtime::pass::{PassClaims, PassSigner};
 use ticket_runtime::{AnyConnection, Db, DbError, Tx};
 
-use crate::domain::{ended, AdmissionBudget, QueuePolicy, TokenStatus};
+use crate::domain::{AdmissionBudget, Ended, QueuePolicy, TokenStatus};
 use crate::store::{self, QueueToken};
 
 #[derive(Debug, thiserror::Error)]
@@ -163,10 +163,10 @@ impl Queue {
             .transaction(move |tx| {
                 let now = Utc::now();
                 let idle_since = now - policy.poll_timeout();
-                let dropped = store::drop_idle_waiters(tx.conn(), idle_since, ended::DROPPED, 500)?;
+                let dropped = store::drop_idle_waiters(tx.conn(), idle_since, Ended::Dropped, 500)?;
                 let mut expired = 0;
                 for (token, concert) in store::lapsed_passes(tx.conn(), now, 500)? {
-                    if store::end_active(tx.conn(), token, concert, ended::PASS_EXPIRED)? {
+                    if store::end_active(tx.conn(), token, concert, Ended::PassExpired)? {
                         expired += 1;
                     }
                 }

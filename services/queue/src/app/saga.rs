@@ -2,11 +2,11 @@
 //! fan's pass once their payment completed (their place goes to the next
 //! fan in line).
 
-use shared_events::{ConcertScheduled, Envelope, PaymentCompleted, QueuePassEnded};
+use shared_events::{ConcertScheduled, Envelope, PaymentCompleted, QueuePassEnded, Reason};
 use ticket_runtime::ids::{ConcertId, UserId};
 use ticket_runtime::{HandlerError, Tx};
 
-use crate::domain::{ended, TokenStatus};
+use crate::domain::{Ended, TokenStatus};
 use crate::store;
 
 pub fn concert_scheduled(
@@ -27,7 +27,7 @@ pub fn payment_completed(
         return Ok(());
     };
     if live.status != TokenStatus::Active
-        || !store::end_active(tx.conn(), live.token, concert, ended::PAYMENT_COMPLETED)?
+        || !store::end_active(tx.conn(), live.token, concert, Ended::PaymentCompleted)?
     {
         return Ok(());
     }
@@ -37,7 +37,7 @@ pub fn payment_completed(
             token: live.token.get(),
             user_id: paid.user_id,
             concert_id: paid.concert_id,
-            reason: ended::PAYMENT_COMPLETED.into(),
+            reason: Reason::PaymentCompleted,
         },
         user.to_string(),
     ))?;

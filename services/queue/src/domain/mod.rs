@@ -39,11 +39,16 @@ ticket_runtime::text_enum! {
     }
 }
 
-/// Why a token stopped being live.
-pub mod ended {
-    pub const DROPPED: &str = "DROPPED";
-    pub const PASS_EXPIRED: &str = "PASS_EXPIRED";
-    pub const PAYMENT_COMPLETED: &str = "PAYMENT_COMPLETED";
+ticket_runtime::text_enum! {
+    /// Why a token stopped being live.
+    pub enum Ended {
+        /// The fan stopped polling while waiting.
+        Dropped = "DROPPED",
+        /// The pass ran out.
+        PassExpired = "PASS_EXPIRED",
+        /// The fan paid: the place goes to the next fan.
+        PaymentCompleted = "PAYMENT_COMPLETED",
+    }
 }
 
 /// How many fans may be admitted now.

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
 use ticket_runtime::AnyConnection;
 
-use crate::domain::{dropout_index, fans_ahead, TokenStatus};
+use crate::domain::{dropout_index, fans_ahead, Ended, TokenStatus};
 use schema::{known_concerts, queue_dropouts, queue_lines, queue_tokens};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -22,7 +22,7 @@ pub struct QueueToken {
     pub status: TokenStatus,
     pub pass: Option<String>,
     pub pass_expires_at: Option<NaiveDateTime>,
-    pub ended_reason: Option<String>,
+    pub ended_reason: Option<Ended>,
     pub last_seen_at: NaiveDateTime,
 }
 
@@ -243,7 +243,7 @@ pub fn lines_with_waiting(conn: &mut AnyConnection) -> QueryResult<Vec<ConcertId
 pub fn drop_idle_waiters(
     conn: &mut AnyConnection,
     idle_since: DateTime<Utc>,
-    reason: &str,
+    reason: Ended,
     limit: i64,
 ) -> QueryResult<usize> {
     let idle: Vec<(QueueTokenId, ConcertId, i64)> = queue_tokens::table
@@ -291,7 +291,7 @@ pub fn end_active(
     conn: &mut AnyConnection,
     token: QueueTokenId,
     concert_id: ConcertId,
-    reason: &str,
+    reason: Ended,
 ) -> QueryResult<bool> {
     let changed = diesel::update(queue_tokens::table.find(token))
         .filter(queue_tokens::status.eq(TokenStatus::Active))

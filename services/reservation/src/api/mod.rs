@@ -9,6 +9,7 @@ use ticket_runtime::http::utc_millis;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::member::Member;
 use ticket_runtime::pass::Pass;
+use ticket_runtime::waiters::WatchQuery;
 use ticket_runtime::ApiError;
 
 use crate::app::{ReservationError, Reservations};
@@ -42,9 +43,6 @@ impl ReservationError {
             }
             ReservationError::NotCancellable(_) => {
                 ApiError::new(StatusCode::CONFLICT, "not_cancellable", self.to_string())
-            }
-            ReservationError::InvalidWait(_) => {
-                ApiError::bad_request("invalid_wait", self.to_string())
             }
             ReservationError::Unexpected(e) => ApiError::unexpected(e),
         }
@@ -133,13 +131,6 @@ async fn request_hold(
         .json(ReservationBody::from(requested.reservation)))
 }
 
-#[derive(Deserialize)]
-pub struct WatchQuery {
-    pub wait_ms: Option<u64>,
-    /// The status the caller last saw; by default, the current one.
-    pub seen_status: Option<String>,
-}
-
 async fn get_reservation(
     app: web::Data<Reservations>,
     member: Member,
@@ -147,16 +138,8 @@ async fn get_reservation(
     query: web::Query<WatchQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = (id.into_inner(), UserId::from(member.user_id));
-    let wait = app.check_wait(query.wait_ms.unwrap_or(0))?;
-    let seen = match &query.seen_status {
-        Some(s) => Some(s.parse::<Status>().map_err(|_| {
-            ApiError::bad_request(
-                "invalid_seen_status",
-                format!("seen_status must be one of {}", Status::names()),
-            )
-        })?),
-        None => None,
-    };
+    let wait = query.wait(app.policy.max_wait_ms)?;
+    let seen = query.seen::<Status>(&Status::names())?;
     let current = app.own(id, user).await?;
     if wait.is_zero() {
         return Ok(HttpResponse::Ok().json(ReservationBody::from(current)));

@@ -6,14 +6,16 @@
 pub mod saga;
 
 use chrono::Utc;
-use shared_events::{Envelope, ReservationCancelled, ReservationExpired, ReservationRequested};
+use shared_events::{
+    Envelope, Reason, ReservationCancelled, ReservationExpired, ReservationRequested,
+};
 use std::time::Duration;
 use ticket_runtime::ids::{ReservationId, ScheduleId, UserId};
 use ticket_runtime::pass::{Pass, PassError};
 use ticket_runtime::waiters::{wait_for, Waiters};
 use ticket_runtime::{Db, DbError};
 
-use crate::domain::{reason, HoldPolicy, InvalidSeat, SeatNo, Status};
+use crate::domain::{HoldPolicy, InvalidSeat, SeatNo, Status};
 use crate::store::{self, NewReservation, Reservation};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +30,6 @@ pub enum ReservationError {
     NotFound(ReservationId),
     #[error("a {0} reservation cannot be cancelled")]
     NotCancellable(Status),
-    #[error("wait_ms must be 0 to {0}")]
-    InvalidWait(u64),
     #[error(transparent)]
     Unexpected(#[from] DbError),
 }
@@ -165,14 +165,6 @@ impl Reservations {
         .await
     }
 
-    /// Long-poll bounds are the service's to set.
-    pub fn check_wait(&self, wait_ms: u64) -> Result<Duration, ReservationError> {
-        if wait_ms > self.policy.max_wait_ms {
-            return Err(ReservationError::InvalidWait(self.policy.max_wait_ms));
-        }
-        Ok(Duration::from_millis(wait_ms))
-    }
-
     /// The fan gives up a pending or held reservation; the concert service
     /// releases the seat when it hears of it.
     pub async fn cancel(
@@ -188,7 +180,7 @@ impl Reservations {
                 let current = store::lock(tx.conn(), id)?.ok_or(ReservationError::NotFound(id))?;
                 let status = current.status;
                 if !status.cancellable()
-                    || !store::cancel(tx.conn(), id, status, reason::BY_USER, now)?
+                    || !store::cancel(tx.conn(), id, status, &Reason::CancelledByUser, now)?
                 {
                     return Err(ReservationError::NotCancellable(status));
                 }
@@ -197,7 +189,7 @@ impl Reservations {
                         reservation_id: id.get(),
                         schedule_id: current.schedule_id.get(),
                         seat_no: current.seat(),
-                        reason: reason::BY_USER.into(),
+                        reason: Reason::CancelledByUser,
                         payment_id: None,
                     },
                     id.to_string(),
@@ -233,7 +225,7 @@ impl Reservations {
                     }
                 }
                 for stalled in store::stalled_requests(tx.conn(), now - deadline, 200)? {
-                    if store::reject(tx.conn(), stalled.id, reason::HOLD_TIMED_OUT, now)? {
+                    if store::reject(tx.conn(), stalled.id, &Reason::HoldTimedOut, now)? {
                         // The concert service may still hold the seat later;
                         // this event, behind the request on the same
                         // partition, releases it.
@@ -242,7 +234,7 @@ impl Reservations {
                                 reservation_id: stalled.id.get(),
                                 schedule_id: stalled.schedule_id.get(),
                                 seat_no: stalled.seat(),
-                                reason: reason::HOLD_TIMED_OUT.into(),
+                                reason: Reason::HoldTimedOut,
                                 payment_id: None,
                             },
                             stalled.id.to_string(),

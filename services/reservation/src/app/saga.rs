@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use shared_events::{
-    BalanceDebited, ConcertScheduled, Envelope, PaymentFailed, QueuePassEnded,
+    BalanceDebited, ConcertScheduled, Envelope, PaymentFailed, QueuePassEnded, Reason,
     ReservationCancelled, ReservationConfirmationRejected, ReservationConfirmed,
     ReservationExpired, ReservationHeld, ReservationRejected, SeatHeld, SeatHoldRejected,
     SeatReleased,
@@ -13,7 +13,7 @@ use shared_events::{
 use ticket_runtime::ids::{PaymentId, ReservationId};
 use ticket_runtime::{HandlerError, Tx};
 
-use crate::domain::{decide_confirmation, reason, Confirmation, Hold, Status};
+use crate::domain::{decide_confirmation, Confirmation, Hold, Status};
 use crate::store;
 
 /// The schedules this service knows, to check that a pass is for the
@@ -49,7 +49,7 @@ pub fn seat_held(tx: &mut Tx<'_>, event: &Envelope, held: &SeatHeld) -> Result<(
     let Some(reservation) = store::find(tx.conn(), id)? else {
         return Ok(());
     };
-    tx.publish(&Envelope::caused_by(
+    tx.reply(
         event,
         ReservationHeld {
             reservation_id: held.reservation_id,
@@ -60,8 +60,7 @@ pub fn seat_held(tx: &mut Tx<'_>, event: &Envelope, held: &SeatHeld) -> Result<(
             price: held.price,
             hold_expires_at: held.hold_expires_at,
         },
-        event.partition_key.clone(),
-    ))?;
+    )?;
     Ok(())
 }
 
@@ -72,14 +71,13 @@ pub fn seat_hold_rejected(
 ) -> Result<(), HandlerError> {
     let id = ReservationId::from(rejected.reservation_id);
     if store::reject(tx.conn(), id, &rejected.reason, Utc::now())? {
-        tx.publish(&Envelope::caused_by(
+        tx.reply(
             event,
             ReservationRejected {
                 reservation_id: rejected.reservation_id,
                 reason: rejected.reason.clone(),
             },
-            event.partition_key.clone(),
-        ))?;
+        )?;
     }
     Ok(())
 }
@@ -95,15 +93,14 @@ pub fn seat_released(
         return Ok(());
     };
     if found.status == Status::Held && store::expire(tx.conn(), found.id, Utc::now())? {
-        tx.publish(&Envelope::caused_by(
+        tx.reply(
             event,
             ReservationExpired {
                 reservation_id: released.reservation_id,
                 schedule_id: released.schedule_id,
                 seat_no: released.seat_no,
             },
-            event.partition_key.clone(),
-        ))?;
+        )?;
     }
     Ok(())
 }
@@ -123,7 +120,7 @@ pub fn balance_debited(
     let found = store::lock(tx.conn(), debit.reservation_id.into())?;
     let failed = store::payment_failed(tx.conn(), payment)?;
     let decision = match &found {
-        None => Confirmation::Reject(reason::NOT_HELD),
+        None => Confirmation::Reject(Reason::NotHeld),
         Some(r) => decide_confirmation(
             &Hold {
                 status: r.status,
@@ -139,11 +136,10 @@ pub fn balance_debited(
             now,
         ),
     };
-    let key = event.partition_key.clone();
     match (decision, &found) {
         (Confirmation::AlreadyConfirmed, _) => {}
         (Confirmation::Confirm, Some(r)) if store::confirm(tx.conn(), r.id, payment, now)? => {
-            tx.publish(&Envelope::caused_by(
+            tx.reply(
                 event,
                 ReservationConfirmed {
                     reservation_id: r.id.get(),
@@ -151,24 +147,22 @@ pub fn balance_debited(
                     schedule_id: r.schedule_id.get(),
                     seat_no: r.seat(),
                 },
-                key,
-            ))?;
+            )?;
         }
         (decision, _) => {
             let why = match decision {
                 Confirmation::Reject(why) => why,
                 // Confirm lost to the hold's expiry between read and write.
-                _ => reason::HOLD_EXPIRED,
+                _ => Reason::HoldExpired,
             };
-            tx.publish(&Envelope::caused_by(
+            tx.reply(
                 event,
                 ReservationConfirmationRejected {
                     reservation_id: debit.reservation_id,
                     payment_id: debit.payment_id,
-                    reason: why.into(),
+                    reason: why,
                 },
-                key,
-            ))?;
+            )?;
         }
     }
     Ok(())
@@ -190,7 +184,7 @@ pub fn payment_failed(
         event,
         id,
         failed.payment_id.into(),
-        reason::PAYMENT_FAILED,
+        Reason::PaymentFailed,
     )
 }
 
@@ -201,7 +195,7 @@ pub fn seat_sale_rejected(
     reservation: ReservationId,
     payment: PaymentId,
 ) -> Result<(), HandlerError> {
-    cancel_confirmed(tx, event, reservation, payment, reason::SEAT_NOT_SOLD)
+    cancel_confirmed(tx, event, reservation, payment, Reason::SeatNotSold)
 }
 
 /// Undoes a confirmation whose payment cannot complete: the seat is
@@ -212,24 +206,23 @@ fn cancel_confirmed(
     event: &Envelope,
     id: ReservationId,
     payment: PaymentId,
-    why: &str,
+    why: Reason,
 ) -> Result<(), HandlerError> {
     let Some(found) = store::lock(tx.conn(), id)? else {
         return Ok(());
     };
     let confirmed_by_it = found.status == Status::Confirmed && found.payment_id == Some(payment);
-    if confirmed_by_it && store::cancel(tx.conn(), id, Status::Confirmed, why, Utc::now())? {
-        tx.publish(&Envelope::caused_by(
+    if confirmed_by_it && store::cancel(tx.conn(), id, Status::Confirmed, &why, Utc::now())? {
+        tx.reply(
             event,
             ReservationCancelled {
                 reservation_id: id.get(),
                 schedule_id: found.schedule_id.get(),
                 seat_no: found.seat(),
-                reason: why.into(),
+                reason: why,
                 payment_id: Some(payment.get()),
             },
-            event.partition_key.clone(),
-        ))?;
+        )?;
     }
     Ok(())
 }

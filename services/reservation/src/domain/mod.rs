@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
+use shared_events::Reason;
 use ticket_runtime::ids::{PaymentId, UserId};
 
 pub const SEATS_PER_SCHEDULE: u32 = 50;
@@ -40,18 +41,6 @@ impl Status {
     }
 }
 
-/// Reasons recorded on the reservation and sent in events.
-pub mod reason {
-    pub const BY_USER: &str = "CANCELLED_BY_USER";
-    pub const HOLD_TIMED_OUT: &str = "HOLD_TIMED_OUT";
-    pub const HOLD_EXPIRED: &str = "HOLD_EXPIRED";
-    pub const NOT_HELD: &str = "NOT_HELD";
-    pub const AMOUNT_MISMATCH: &str = "AMOUNT_MISMATCH";
-    pub const NOT_OWNER: &str = "NOT_OWNER";
-    pub const PAYMENT_FAILED: &str = "PAYMENT_FAILED";
-    pub const SEAT_NOT_SOLD: &str = "SEAT_NOT_SOLD";
-}
-
 /// A seat number that exists on every schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeatNo(u32);
@@ -79,12 +68,12 @@ impl SeatNo {
 }
 
 /// What a debit for this reservation may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Confirmation {
     Confirm,
     /// Already confirmed by this very payment: nothing to do.
     AlreadyConfirmed,
-    Reject(&'static str),
+    Reject(Reason),
 }
 
 pub struct Hold {
@@ -109,23 +98,23 @@ pub fn decide_confirmation(
         return Confirmation::AlreadyConfirmed;
     }
     if payment_failed {
-        return Confirmation::Reject(reason::PAYMENT_FAILED);
+        return Confirmation::Reject(Reason::PaymentFailed);
     }
     if hold.status != Status::Held {
         return Confirmation::Reject(if hold.status == Status::Expired {
-            reason::HOLD_EXPIRED
+            Reason::HoldExpired
         } else {
-            reason::NOT_HELD
+            Reason::NotHeld
         });
     }
     if hold.hold_expires_at.is_none_or(|at| at <= now) {
-        return Confirmation::Reject(reason::HOLD_EXPIRED);
+        return Confirmation::Reject(Reason::HoldExpired);
     }
     if hold.user_id != payer {
-        return Confirmation::Reject(reason::NOT_OWNER);
+        return Confirmation::Reject(Reason::NotOwner);
     }
     if hold.price != Some(amount) {
-        return Confirmation::Reject(reason::AMOUNT_MISMATCH);
+        return Confirmation::Reject(Reason::AmountMismatch);
     }
     Confirmation::Confirm
 }
@@ -159,19 +148,19 @@ mod tests {
         );
         assert_eq!(
             decide_confirmation(&held(now), P, FAN, 100, false, now + TimeDelta::minutes(6)),
-            Confirmation::Reject(reason::HOLD_EXPIRED)
+            Confirmation::Reject(Reason::HoldExpired)
         );
         assert_eq!(
             decide_confirmation(&held(now), P, STRANGER, 100, false, now),
-            Confirmation::Reject(reason::NOT_OWNER)
+            Confirmation::Reject(Reason::NotOwner)
         );
         assert_eq!(
             decide_confirmation(&held(now), P, FAN, 99, false, now),
-            Confirmation::Reject(reason::AMOUNT_MISMATCH)
+            Confirmation::Reject(Reason::AmountMismatch)
         );
         assert_eq!(
             decide_confirmation(&held(now), P, FAN, 100, true, now),
-            Confirmation::Reject(reason::PAYMENT_FAILED)
+            Confirmation::Reject(Reason::PaymentFailed)
         );
         for status in [Status::Pending, Status::Cancelled, Status::Rejected] {
             let hold = Hold {
@@ -180,7 +169,7 @@ mod tests {
             };
             assert_eq!(
                 decide_confirmation(&hold, P, FAN, 100, false, now),
-                Confirmation::Reject(reason::NOT_HELD)
+                Confirmation::Reject(Reason::NotHeld)
             );
         }
         let expired = Hold {
@@ -189,7 +178,7 @@ mod tests {
         };
         assert_eq!(
             decide_confirmation(&expired, P, FAN, 100, false, now),
-            Confirmation::Reject(reason::HOLD_EXPIRED)
+            Confirmation::Reject(Reason::HoldExpired)
         );
     }
 
@@ -207,7 +196,7 @@ mod tests {
         );
         assert_eq!(
             decide_confirmation(&confirmed, Q, FAN, 100, false, now),
-            Confirmation::Reject(reason::NOT_HELD)
+            Confirmation::Reject(Reason::NotHeld)
         );
     }
 

@@ -9,7 +9,9 @@ use diesel::prelude::*;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::AnyConnection;
 
-use crate::domain::{reason, SeatNo, Status};
+use shared_events::Reason;
+
+use crate::domain::{SeatNo, Status};
 use schema::{failed_payments, reservations, schedule_catalog};
 
 #[derive(Debug, Clone, Queryable)]
@@ -86,14 +88,14 @@ fn transition(
     id: ReservationId,
     from: Status,
     to: Status,
-    reason: &str,
+    reason: &Reason,
     now: DateTime<Utc>,
 ) -> QueryResult<bool> {
     let changed = diesel::update(reservations::table.find(id))
         .filter(reservations::status.eq(from))
         .set((
             reservations::status.eq(to),
-            reservations::reason.eq(reason),
+            reservations::reason.eq(reason.as_str()),
             reservations::updated_at.eq(now.naive_utc()),
         ))
         .execute(conn)?;
@@ -122,7 +124,7 @@ pub fn hold(
 pub fn reject(
     conn: &mut AnyConnection,
     id: ReservationId,
-    reason: &str,
+    reason: &Reason,
     now: DateTime<Utc>,
 ) -> QueryResult<bool> {
     transition(conn, id, Status::Pending, Status::Rejected, reason, now)
@@ -132,7 +134,7 @@ pub fn cancel(
     conn: &mut AnyConnection,
     id: ReservationId,
     from: Status,
-    reason: &str,
+    reason: &Reason,
     now: DateTime<Utc>,
 ) -> QueryResult<bool> {
     transition(conn, id, from, Status::Cancelled, reason, now)
@@ -166,7 +168,7 @@ pub fn expire(
         .filter(reservations::hold_expires_at.le(now.naive_utc()))
         .set((
             reservations::status.eq(Status::Expired),
-            reservations::reason.eq(reason::HOLD_EXPIRED),
+            reservations::reason.eq(Reason::HoldExpired.as_str()),
             reservations::updated_at.eq(now.naive_utc()),
         ))
         .execute(conn)?;

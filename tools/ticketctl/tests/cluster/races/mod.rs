@@ -13,7 +13,7 @@ use ticket_runtime::testkit::{self, eventually, TestDatabase};
 use ticket_runtime::{Db, DbError, EventHandler, Migrations};
 use uuid::Uuid;
 
-use super::support::WAIT;
+use crate::support::WAIT;
 
 /// The database of one service under test, with its schema.
 async fn service_db(label: &str, schema: Migrations) -> (TestDatabase, Db) {
@@ -152,7 +152,7 @@ async fn a_debit_and_a_payment_failure_handled_at_once_never_confirm_a_failed_pa
             payment_id: payment,
             reservation_id: reservation,
             user_id: user,
-            reason: "SAGA_TIMED_OUT".into(),
+            reason: shared_events::Reason::SagaTimedOut,
             refunded: false,
         },
         reservation.to_string(),
@@ -223,7 +223,7 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
             user_id: user,
             entry_id: Uuid::now_v7(),
             amount: 500,
-            reason: "HOLD_EXPIRED".into(),
+            reason: Some(shared_events::Reason::HoldExpired),
         },
         reservation.to_string(),
     ));

@@ -2,17 +2,10 @@
 //! can be checked without one: every service is in docker-compose.yml with
 //! its own database and the broker, its environment is valid configuration
 //! for that service, and the image runs `ticketctl`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests: a panic is a failed test, with its message"
-)]
 
-mod support;
-
+use crate::support::defaults;
 use shared_events::Service;
 use std::path::PathBuf;
-use support::defaults;
 use ticket_runtime::config::Layers;
 
 fn repo() -> PathBuf {

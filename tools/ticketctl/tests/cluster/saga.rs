@@ -1,20 +1,12 @@
 //! The reservation and payment sagas end to end over the real broker:
 //! five services, five databases, each scenario on SQLite and on
 //! PostgreSQL, with the system's invariants checked after every one.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests: a panic is a failed test, with its message"
-)]
 
-mod races;
-mod support;
-
+use crate::support::{Cluster, Knobs, WAIT};
 use futures::future::join_all;
 use reqwest::StatusCode;
 use shared_events::Service;
 use std::collections::HashSet;
-use support::{Cluster, Knobs, WAIT};
 use ticket_runtime::testkit::eventually;
 
 macro_rules! on_both_backends {

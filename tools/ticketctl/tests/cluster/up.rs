@@ -1,11 +1,6 @@
 //! `ticketctl up` as a newcomer runs it: broker and five services as
 //! separate processes, all ready; a clean stop on Ctrl-C; data intact after
 //! a second `up`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests: a panic is a failed test, with its message"
-)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,19 +1,12 @@
 //! The waiting line with real services: arrival order, positions, drop-outs,
 //! and passes that the other services verify on their own.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests: a panic is a failed test, with its message"
-)]
 
-mod support;
-
+use crate::support::{Cluster, Fan, Knobs, PASS_HEADER, WAIT};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared_events::{Event, Service, Topic};
 use std::collections::HashMap;
 use std::time::Duration;
-use support::{Cluster, Fan, Knobs, PASS_HEADER, WAIT};
 use ticket_runtime::pass::PassClaims;
 use ticket_runtime::testkit::{eventually, EventTap};
 use uuid::Uuid;
@@ -832,7 +825,7 @@ async fn no_secret_pass_or_member_token_appears_in_the_logs() {
         ("pass signature", signature(&fan.pass)),
         ("member token", fan.member.clone()),
         ("member token signature", signature(&fan.member)),
-        ("admin key", support::ADMIN_KEY.to_string()),
+        ("admin key", crate::support::ADMIN_KEY.to_string()),
         ("issuer key", issuer_key),
         ("pass signing key", pass_key),
     ] {

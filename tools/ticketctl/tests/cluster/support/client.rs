@@ -1,0 +1,296 @@
+//! A fan's moves over HTTP, as the README shows them: join the line, poll,
+//! charge, hold, pay, cancel, and read what the services answer.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use shared_events::Service;
+use ticket_runtime::testkit::eventually;
+use uuid::Uuid;
+
+use super::{Cluster, WAIT};
+
+impl Cluster {
+    pub async fn schedule(&self) -> (String, String) {
+        let concerts: Value = self
+            .get_json(self.url(Service::Concert, "/v1/concerts"))
+            .await;
+        let concert = concerts[0]["id"].as_str().unwrap().to_string();
+        let schedules = self
+            .get_json(self.url(
+                Service::Concert,
+                &format!("/v1/concerts/{concert}/schedules"),
+            ))
+            .await;
+        (concert, schedules[0]["id"].as_str().unwrap().to_string())
+    }
+
+    pub async fn get_json(&self, url: String) -> Value {
+        let response = self.http.get(&url).send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    /// The private key that signs the cluster's passes.
+    pub fn pass_private_key(&self) -> String {
+        self.keys.0.clone()
+    }
+
+    /// Signs a pass with the cluster's real key (for expired passes, say).
+    pub fn sign_pass(&self, claims: &ticket_runtime::pass::PassClaims) -> String {
+        ticket_runtime::pass::PassSigner::from_base64(&self.keys.0)
+            .unwrap()
+            .sign(claims)
+    }
+
+    /// Joins the line as `user`; returns the token's JSON and the HTTP status.
+    pub async fn join(&self, user: Uuid, concert: &str) -> (StatusCode, Value) {
+        let url = self.url(Service::Queue, "/v1/queue/tokens");
+        let body = json!({ "concert_id": concert });
+        let member = self.member_token(user);
+        eventually(WAIT, "the queue to know the concert", || async {
+            let response = self
+                .http
+                .post(&url)
+                .bearer_auth(&member)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status != StatusCode::NOT_FOUND).then_some(())?;
+            Some((status, response.json().await.unwrap()))
+        })
+        .await
+    }
+
+    /// A GET as `member` that must succeed.
+    pub async fn get_as(&self, member: &str, url: String) -> Value {
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(member)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    pub async fn poll(&self, user: Uuid, token: &str) -> Value {
+        self.get_as(
+            &self.member_token(user),
+            self.url(Service::Queue, &format!("/v1/queue/tokens/{token}")),
+        )
+        .await
+    }
+
+    /// A fan admitted for `concert`, with their pass.
+    pub async fn fan(&self, concert: &str) -> Fan {
+        let user = Uuid::new_v4();
+        let (_, token) = self.join(user, concert).await;
+        let token_id = token["token"].as_str().unwrap().to_string();
+        let pass = eventually(WAIT, "admission", || async {
+            let token = self.poll(user, &token_id).await;
+            token["pass"].as_str().map(str::to_string)
+        })
+        .await;
+        Fan {
+            user,
+            token: token_id,
+            pass,
+            member: self.member_token(user),
+        }
+    }
+
+    pub async fn charge(&self, fan: &Fan, amount: i64) {
+        let response = self
+            .http
+            .post(self.url(
+                Service::MemberBalance,
+                &format!("/v1/members/{}/charges", fan.user),
+            ))
+            .bearer_auth(&fan.member)
+            .json(&json!({ "amount": amount }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+
+    pub async fn balance(&self, fan: &Fan) -> i64 {
+        let body = self
+            .get_as(
+                &fan.member,
+                self.url(
+                    Service::MemberBalance,
+                    &format!("/v1/members/{}/balance", fan.user),
+                ),
+            )
+            .await;
+        body["balance"].as_i64().unwrap()
+    }
+
+    pub async fn reserve(&self, fan: &Fan, schedule: &str, seat_no: i64) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.url(Service::Reservation, "/v1/reservations"))
+            .bearer_auth(&fan.member)
+            .header(PASS_HEADER, &fan.pass)
+            .json(&json!({ "schedule_id": schedule, "seat_no": seat_no }))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    pub async fn reservation(&self, fan: &Fan, id: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(Service::Reservation, &format!("/v1/reservations/{id}")))
+            .bearer_auth(&fan.member)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Long-polls until the reservation is in `status`.
+    pub async fn reservation_reaches(&self, fan: &Fan, id: &str, status: &str) -> Value {
+        eventually(WAIT, &format!("reservation {status}"), || async {
+            let response = self
+                .http
+                .get(self.url(
+                    Service::Reservation,
+                    &format!("/v1/reservations/{id}?wait_ms=2000"),
+                ))
+                .bearer_auth(&fan.member)
+                .send()
+                .await
+                .unwrap();
+            let body: Value = response.json().await.unwrap();
+            (body["status"] == status).then_some(body)
+        })
+        .await
+    }
+
+    /// A HELD reservation of `seat_no`.
+    pub async fn hold(&self, fan: &Fan, schedule: &str, seat_no: i64) -> Value {
+        let (status, body) = self.reserve(fan, schedule, seat_no).await;
+        assert!(status == 201 || status == 202, "{status}: {body}");
+        self.reservation_reaches(fan, body["id"].as_str().unwrap(), "HELD")
+            .await
+    }
+
+    pub async fn pay(
+        &self,
+        fan: &Fan,
+        reservation: &str,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(self.url(Service::Payment, "/v1/payments"))
+            .bearer_auth(&fan.member)
+            .header(PASS_HEADER, &fan.pass)
+            .json(&json!({ "reservation_id": reservation }));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// The payment as it stands.
+    pub async fn payment(&self, fan: &Fan, id: &str) -> Value {
+        let url = self.url(Service::Payment, &format!("/v1/payments/{id}"));
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&fan.member)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn cancel(&self, fan: &Fan, reservation: &str) -> (StatusCode, Value) {
+        let url = self.url(
+            Service::Reservation,
+            &format!("/v1/reservations/{reservation}"),
+        );
+        let response = self
+            .http
+            .delete(&url)
+            .bearer_auth(&fan.member)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// A fan with `balance` on their wallet who holds `seat_no` of a demo
+    /// schedule: where most scenarios start.
+    pub async fn funded_hold(&self, balance: i64, seat_no: i64) -> (Fan, String, Value) {
+        let (concert, schedule) = self.schedule().await;
+        let fan = self.fan(&concert).await;
+        self.charge(&fan, balance).await;
+        let hold = self.hold(&fan, &schedule, seat_no).await;
+        (fan, schedule, hold)
+    }
+
+    /// Long-polls until the payment is COMPLETED or FAILED.
+    pub async fn payment_outcome(&self, fan: &Fan, id: &str) -> Value {
+        eventually(WAIT, "the payment's outcome", || async {
+            let response = self
+                .http
+                .get(self.url(
+                    Service::Payment,
+                    &format!("/v1/payments/{id}?wait_ms=2000&seen_status=PENDING"),
+                ))
+                .bearer_auth(&fan.member)
+                .send()
+                .await
+                .unwrap();
+            let body: Value = response.json().await.unwrap();
+            (body["status"] != "PENDING").then_some(body)
+        })
+        .await
+    }
+
+    pub async fn seat_status(&self, schedule: &str, seat_no: i64) -> String {
+        let seats = self
+            .get_json(self.url(Service::Concert, &format!("/v1/schedules/{schedule}/seats")))
+            .await;
+        seats[(seat_no - 1) as usize]["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn seat_becomes(&self, schedule: &str, seat_no: i64, status: &str) {
+        eventually(WAIT, &format!("seat {seat_no} {status}"), || async {
+            (self.seat_status(schedule, seat_no).await == status).then_some(())
+        })
+        .await;
+    }
+}
+
+pub struct Fan {
+    pub user: Uuid,
+    pub token: String,
+    pub pass: String,
+    /// The fan's member token (Authorization: Bearer).
+    pub member: String,
+}
+
+pub use ticket_runtime::pass::PASS_HEADER;
