@@ -2,6 +2,11 @@
 //! change parks on a notification that the code making the change fires
 //! after its commit. A coarse re-check covers changes committed by another
 //! instance of the service, which cannot notify this one.
+//!
+//! Hand-written on `tokio::sync::Notify`: what it needs — wake the waiters
+//! of one entity id after a commit, forget ids nobody waits on, re-read
+//! now and then for the other instances — is a map of notifications, and
+//! no crate we know does it with less.
 
 use std::collections::HashMap;
 use std::str::FromStr;
