@@ -9,25 +9,16 @@ use shared_events::Service;
 use std::collections::HashSet;
 use ticket_runtime::testkit::eventually;
 
-macro_rules! on_both_backends {
-    ($($scenario:ident $(with $knobs:expr)?;)+) => {
-        mod sqlite {
+/// One test per scenario, each on a fresh cluster that `$start` makes,
+/// with the invariants checked after the scenario.
+macro_rules! scenarios {
+    ($module:ident on $start:path => $($scenario:ident $(with $knobs:expr)?;)+) => {
+        mod $module {
             use super::*;
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $scenario() {
-                let knobs: Knobs = on_both_backends!(@knobs $($knobs)?);
-                let mut cluster = Cluster::start(false, knobs).await;
-                super::$scenario(&mut cluster).await;
-                cluster.assert_invariants().await;
-                cluster.stop().await;
-            })+
-        }
-        mod postgres {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() {
-                let knobs: Knobs = on_both_backends!(@knobs $($knobs)?);
-                let mut cluster = Cluster::start(true, knobs).await;
+                let knobs: Knobs = scenarios!(@knobs $($knobs)?);
+                let mut cluster = $start(knobs).await;
                 super::$scenario(&mut cluster).await;
                 cluster.assert_invariants().await;
                 cluster.stop().await;
@@ -36,6 +27,14 @@ macro_rules! on_both_backends {
     };
     (@knobs) => { Knobs::default() };
     (@knobs $knobs:expr) => { $knobs };
+}
+
+/// Every scenario on SQLite files and on PostgreSQL databases.
+macro_rules! on_both_backends {
+    ($($list:tt)+) => {
+        scenarios! { sqlite on Cluster::sqlite => $($list)+ }
+        scenarios! { postgres on Cluster::postgres => $($list)+ }
+    };
 }
 
 on_both_backends! {
@@ -54,26 +53,10 @@ on_both_backends! {
     a_hold_nobody_ends_is_released_by_the_concert_service with Knobs { hold_ttl_secs: 3, release_grace_secs: 1, ..Knobs::default() };
 }
 
-/// The scenarios again with two instances of every service on one
-/// PostgreSQL database each and topics of four partitions, as
-/// `docker compose up --scale …` runs them.
-macro_rules! with_two_instances_each {
-    ($($scenario:ident $(with $knobs:expr)?;)+) => {
-        mod two_instances_each {
-            use super::*;
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() {
-                let knobs: Knobs = on_both_backends!(@knobs $($knobs)?);
-                let mut cluster = Cluster::start_scaled(knobs).await;
-                super::$scenario(&mut cluster).await;
-                cluster.assert_invariants().await;
-                cluster.stop().await;
-            })+
-        }
-    };
-}
-
-with_two_instances_each! {
+// The scenarios again with two instances of every service on one
+// PostgreSQL database each and topics of four partitions, as
+// `docker compose up --scale …` runs them.
+scenarios! { two_instances_each on Cluster::start_scaled =>
     happy_path;
     two_hundred_fans_race_for_one_seat;
     hundred_concurrent_payments_with_one_key;

@@ -83,6 +83,16 @@ impl Cluster {
         Cluster::start_with(postgres, knobs, 1, 2).await
     }
 
+    /// One instance of every service, each on its own SQLite file.
+    pub async fn sqlite(knobs: Knobs) -> Cluster {
+        Cluster::start(false, knobs).await
+    }
+
+    /// One instance of every service, each on its own PostgreSQL database.
+    pub async fn postgres(knobs: Knobs) -> Cluster {
+        Cluster::start(true, knobs).await
+    }
+
     /// Two instances of every service on one PostgreSQL database each, and
     /// topics of four partitions: what `docker compose up --scale` runs.
     pub async fn start_scaled(knobs: Knobs) -> Cluster {
