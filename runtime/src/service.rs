@@ -29,6 +29,9 @@ pub struct ServiceRuntime<T> {
     stop: CancellationToken,
     tasks: JoinSet<()>,
     consumers: Vec<(String, Arc<AtomicBool>)>,
+    /// Credentials the HTTP handlers check, once trusted.
+    members: Option<web::Data<crate::member::MemberVerifier>>,
+    passes: Option<web::Data<crate::pass::PassVerifier>>,
 }
 
 impl<T> ServiceRuntime<T> {
@@ -65,6 +68,8 @@ impl<T> ServiceRuntime<T> {
             stop,
             tasks,
             consumers: Vec::new(),
+            members: None,
+            passes: None,
         })
     }
 
@@ -92,46 +97,50 @@ impl<T> ServiceRuntime<T> {
     pub async fn trust_members(
         &mut self,
         settings: &crate::member::MemberAuthSettings,
-    ) -> anyhow::Result<web::Data<crate::member::MemberVerifier>> {
+    ) -> anyhow::Result<()> {
         let verifier = crate::member::MemberVerifier::load(settings).await?;
         self.tasks
             .spawn(verifier.clone().refresh_loop(self.stop.clone()));
-        Ok(web::Data::new(verifier))
+        self.members = Some(web::Data::new(verifier));
+        Ok(())
     }
 
-    /// Runs a background job (a sweeper, say) until the service stops.
-    pub fn spawn<F, Fut>(&mut self, job: F)
-    where
-        F: FnOnce(CancellationToken) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.tasks.spawn(job(self.stop.clone()));
+    /// Checks queue passes (the `Queue-Pass` header) with the queue's
+    /// public key, for the handlers that take a [`Pass`](crate::pass::Pass).
+    pub fn trust_passes(&mut self, settings: &crate::pass::AuthSettings) -> anyhow::Result<()> {
+        self.passes = Some(web::Data::new(settings.verifier()?));
+        Ok(())
     }
 
-    /// Runs `round` every `interval` until the service stops (see
-    /// [`jobs::every`](crate::jobs::every)).
-    pub fn every<F, Fut, E>(&mut self, job: &'static str, interval: Duration, round: F)
+    /// Runs `round` on a clone of `state` every `interval` until the
+    /// service stops (see [`jobs::every`](crate::jobs::every)).
+    pub fn every<S, F, Fut, E>(&mut self, job: &'static str, interval: Duration, state: S, round: F)
     where
-        F: FnMut() -> Fut + Send + 'static,
+        S: Clone + Send + 'static,
+        F: Fn(S) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display + 'static,
     {
+        let round = move || round(state.clone());
         self.tasks
             .spawn(crate::jobs::every(job, interval, self.stop.clone(), round));
     }
 
     /// As [`every`](Self::every), and also whenever `wake` is notified.
-    pub fn every_or_woken<F, Fut, E>(
+    pub fn every_or_woken<S, F, Fut, E>(
         &mut self,
         job: &'static str,
         interval: Duration,
         wake: Arc<tokio::sync::Notify>,
+        state: S,
         round: F,
     ) where
-        F: FnMut() -> Fut + Send + 'static,
+        S: Clone + Send + 'static,
+        F: Fn(S) -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display + 'static,
     {
+        let round = move || round(state.clone());
         self.tasks.spawn(crate::jobs::every_or_woken(
             job,
             interval,
@@ -152,6 +161,16 @@ impl<T> ServiceRuntime<T> {
             kafka: self.kafka.clone(),
             metrics: self.metrics.clone(),
             consumers: self.consumers.clone(),
+        };
+        let (members, passes) = (self.members.clone(), self.passes.clone());
+        let configure = move |cfg: &mut web::ServiceConfig| {
+            if let Some(members) = &members {
+                cfg.app_data(members.clone());
+            }
+            if let Some(passes) = &passes {
+                cfg.app_data(passes.clone());
+            }
+            configure(cfg);
         };
         let (server, addr) = http::serve(&self.settings.http, probes, configure)?;
         let handle = server.handle();

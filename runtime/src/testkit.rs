@@ -107,6 +107,15 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// A PostgreSQL database when `postgres`, else an SQLite file.
+    pub fn on(postgres: bool, label: &str) -> TestDatabase {
+        if postgres {
+            TestDatabase::postgres(label)
+        } else {
+            TestDatabase::sqlite(label)
+        }
+    }
+
     pub fn sqlite(label: &str) -> TestDatabase {
         let path = temp_dir(label).join(format!("{label}.db"));
         TestDatabase {

@@ -97,13 +97,7 @@ fn settings(db: &TestDatabase, prefix: &str) -> Settings<NoServiceSettings> {
 
 async fn cluster(postgres: bool) -> Cluster {
     testkit::init_tracing();
-    let make = |label: &str| {
-        if postgres {
-            TestDatabase::postgres(label)
-        } else {
-            TestDatabase::sqlite(label)
-        }
-    };
+    let make = |label: &str| TestDatabase::on(postgres, label);
     let (db_a, db_b) = (make("a"), make("b"));
     let prefix = testkit::unique_prefix();
     let a = ServiceRuntime::start(Service::MemberBalance, settings(&db_a, &prefix), SCHEMA)
@@ -280,11 +274,7 @@ async fn relay_crash_after_ack(postgres: bool) {
     // A second service A process whose relay dies between the broker's
     // acknowledgement and marking the row sent: its database is its own, so
     // the running relay of `cluster.a` does not interfere.
-    let db = if postgres {
-        TestDatabase::postgres("crash")
-    } else {
-        TestDatabase::sqlite("crash")
-    };
+    let db = TestDatabase::on(postgres, "crash");
     let mut crash_settings = settings(&db, &a_settings.kafka.topic_prefix);
     crash_settings.outbox.sweep_interval_ms = 60_000;
     let store = Db::connect(&crash_settings.database, SCHEMA).await.unwrap();

@@ -89,12 +89,13 @@ pub async fn start(settings: Settings<ConcertSettings>) -> anyhow::Result<Runnin
     if demo_data {
         app.seed_demo().await?;
     }
-    let releaser = app.clone();
     let interval = Duration::from_millis(app.holds.sweep_interval_ms);
-    runtime.every("concert-hold-release", interval, move || {
-        let releaser = releaser.clone();
-        async move { releaser.release_lapsed_holds().await }
-    });
+    runtime.every(
+        "concert-hold-release",
+        interval,
+        app.clone(),
+        |app| async move { app.release_lapsed_holds().await },
+    );
     runtime.serve(move |cfg| api::routes(cfg, app.clone(), admin_key.clone()))
 }
 

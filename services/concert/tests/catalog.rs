@@ -24,11 +24,7 @@ struct Service {
 
 async fn spawn(postgres: bool, demo_data: bool) -> Service {
     testkit::init_tracing();
-    let db = if postgres {
-        TestDatabase::postgres("concert")
-    } else {
-        TestDatabase::sqlite("concert")
-    };
+    let db = TestDatabase::on(postgres, "concert");
     let prefix = testkit::unique_prefix();
     let mut settings = testkit::settings::<concert_service::ConcertSettings>(
         concert_service::DEFAULTS,

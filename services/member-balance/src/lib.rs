@@ -30,16 +30,13 @@ pub struct BalanceSettings {
 pub async fn start(settings: Settings<BalanceSettings>) -> anyhow::Result<RunningService> {
     let member_auth = settings.service.member_auth.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
-    let members = runtime.trust_members(&member_auth).await?;
+    runtime.trust_members(&member_auth).await?;
     runtime.consume(std::sync::Arc::new(events::BalanceEvents));
     let app = app::Wallets {
         db: runtime.db.clone(),
         limits: runtime.settings.service.balance.clone(),
     };
-    runtime.serve(move |cfg| {
-        cfg.app_data(members.clone());
-        api::routes(cfg, app.clone());
-    })
+    runtime.serve(move |cfg| api::routes(cfg, app.clone()))
 }
 
 pub async fn main() -> anyhow::Result<()> {

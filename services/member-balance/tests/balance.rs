@@ -34,11 +34,7 @@ fn member_of(path: &str) -> Option<Uuid> {
 
 async fn spawn(postgres: bool) -> Service {
     testkit::init_tracing();
-    let db = if postgres {
-        TestDatabase::postgres("balance")
-    } else {
-        TestDatabase::sqlite("balance")
-    };
+    let db = TestDatabase::on(postgres, "balance");
     let prefix = testkit::unique_prefix();
     let mut settings = testkit::settings::<member_balance_service::BalanceSettings>(
         member_balance_service::DEFAULTS,

@@ -40,12 +40,12 @@ pub struct PaymentSettings {
 }
 
 pub async fn start(settings: Settings<PaymentSettings>) -> anyhow::Result<RunningService> {
-    let verifier = actix_web::web::Data::new(settings.service.auth.verifier()?);
     let member_auth = settings.service.member_auth.clone();
     let policy = settings.service.payment.clone();
     let platform = settings.service.data_platform.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
-    let members = runtime.trust_members(&member_auth).await?;
+    runtime.trust_members(&member_auth).await?;
+    runtime.trust_passes(&runtime.settings.service.auth.clone())?;
     let app = Payments {
         db: runtime.db.clone(),
         policy,
@@ -57,28 +57,23 @@ pub async fn start(settings: Settings<PaymentSettings>) -> anyhow::Result<Runnin
         deliveries: deliveries.clone(),
     }));
 
-    let sweeper = app.clone();
     let interval = Duration::from_millis(app.policy.sweep_interval_ms);
-    runtime.every("payment-deadline", interval, move || {
-        let sweeper = sweeper.clone();
-        async move { sweeper.fail_stalled().await.map(drop) }
-    });
+    runtime.every(
+        "payment-deadline",
+        interval,
+        app.clone(),
+        |app| async move { app.fail_stalled().await.map(drop) },
+    );
     let platform = DataPlatform::new(runtime.db.clone(), platform)?;
+    let every = Duration::from_millis(500);
     runtime.every_or_woken(
         "data-platform-delivery",
-        Duration::from_millis(500),
+        every,
         deliveries,
-        move || {
-            let platform = platform.clone();
-            async move { platform.deliver_due().await }
-        },
+        platform,
+        |platform| async move { platform.deliver_due().await },
     );
-
-    runtime.serve(move |cfg| {
-        cfg.app_data(verifier.clone());
-        cfg.app_data(members.clone());
-        api::routes(cfg, app.clone());
-    })
+    runtime.serve(move |cfg| api::routes(cfg, app.clone()))
 }
 
 pub async fn main() -> anyhow::Result<()> {

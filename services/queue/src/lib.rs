@@ -51,29 +51,22 @@ pub async fn start(settings: Settings<QueueSettings>) -> anyhow::Result<RunningS
     let policy = settings.service.queue.policy.clone();
     let member_auth = settings.service.member_auth.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
-    let members = runtime.trust_members(&member_auth).await?;
+    runtime.trust_members(&member_auth).await?;
     runtime.consume(Arc::new(events::QueueEvents));
     let app = Queue {
         db: runtime.db.clone(),
         policy,
         signer,
     };
-    let admissions = app.clone();
     let interval = Duration::from_millis(app.policy.admission_interval_ms);
-    runtime.every("queue-admission", interval, move || {
-        let admissions = admissions.clone();
-        async move { admissions.admit_all().await }
+    runtime.every("queue-admission", interval, app.clone(), |app| async move {
+        app.admit_all().await
     });
-    let sweeper = app.clone();
     let interval = Duration::from_millis(app.policy.sweep_interval_ms);
-    runtime.every("queue-sweep", interval, move || {
-        let sweeper = sweeper.clone();
-        async move { sweeper.sweep().await }
+    runtime.every("queue-sweep", interval, app.clone(), |app| async move {
+        app.sweep().await
     });
-    runtime.serve(move |cfg| {
-        cfg.app_data(members.clone());
-        api::routes(cfg, app.clone());
-    })
+    runtime.serve(move |cfg| api::routes(cfg, app.clone()))
 }
 
 pub async fn main() -> anyhow::Result<()> {

@@ -37,11 +37,11 @@ pub struct ReservationSettings {
 }
 
 pub async fn start(settings: Settings<ReservationSettings>) -> anyhow::Result<RunningService> {
-    let verifier = actix_web::web::Data::new(settings.service.auth.verifier()?);
     let member_auth = settings.service.member_auth.clone();
     let policy = settings.service.reservation.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
-    let members = runtime.trust_members(&member_auth).await?;
+    runtime.trust_members(&member_auth).await?;
+    runtime.trust_passes(&runtime.settings.service.auth.clone())?;
     let app = Reservations {
         db: runtime.db.clone(),
         policy,
@@ -50,17 +50,14 @@ pub async fn start(settings: Settings<ReservationSettings>) -> anyhow::Result<Ru
     runtime.consume(Arc::new(events::ReservationEvents {
         waiters: app.waiters.clone(),
     }));
-    let sweeper = app.clone();
     let interval = Duration::from_millis(app.policy.sweep_interval_ms);
-    runtime.every("reservation-sweep", interval, move || {
-        let sweeper = sweeper.clone();
-        async move { sweeper.sweep().await }
-    });
-    runtime.serve(move |cfg| {
-        cfg.app_data(verifier.clone());
-        cfg.app_data(members.clone());
-        api::routes(cfg, app.clone());
-    })
+    runtime.every(
+        "reservation-sweep",
+        interval,
+        app.clone(),
+        |app| async move { app.sweep().await },
+    );
+    runtime.serve(move |cfg| api::routes(cfg, app.clone()))
 }
 
 pub async fn main() -> anyhow::Result<()> {

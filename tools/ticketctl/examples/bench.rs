@@ -108,11 +108,7 @@ async fn queue_positions(postgres: bool) {
         if postgres { "PostgreSQL" } else { "SQLite" }
     );
     for n in [1_000i64, 10_000, 100_000, 300_000] {
-        let database = if postgres {
-            TestDatabase::postgres("bench")
-        } else {
-            TestDatabase::sqlite("bench")
-        };
+        let database = TestDatabase::on(postgres, "bench");
         let settings: ticket_runtime::Settings<ticket_runtime::NoServiceSettings> =
             ticket_runtime::config::Layers::new("")
                 .unwrap()
@@ -306,13 +302,7 @@ impl ticket_runtime::EventHandler for Stopwatch {
 /// and an idempotent consumer's transaction in another service.
 async fn hop(postgres: bool) {
     ticket_runtime::testkit::init_tracing();
-    let make = |label: &str| {
-        if postgres {
-            TestDatabase::postgres(label)
-        } else {
-            TestDatabase::sqlite(label)
-        }
-    };
+    let make = |label: &str| TestDatabase::on(postgres, label);
     let (db_a, db_b) = (make("hop_a"), make("hop_b"));
     let prefix = ticket_runtime::testkit::unique_prefix();
     let fetch_wait: u32 = std::env::var("FETCH_WAIT_MS")

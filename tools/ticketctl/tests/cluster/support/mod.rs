@@ -111,11 +111,7 @@ impl Cluster {
             .into_iter()
             .map(|s| {
                 let label = s.as_str().replace('-', "_");
-                let db = if postgres {
-                    TestDatabase::postgres(&label)
-                } else {
-                    TestDatabase::sqlite(&label)
-                };
+                let db = TestDatabase::on(postgres, &label);
                 (s, db)
             })
             .collect();
