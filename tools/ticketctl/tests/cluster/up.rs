@@ -126,6 +126,20 @@ fn service_pid(service: &str, port: u16) -> i32 {
         .unwrap_or_else(|| panic!("no {service} process on port {port}"))
 }
 
+/// A member's request: their token, and their pass when they have one.
+async fn as_member(
+    request: reqwest::RequestBuilder,
+    token: &str,
+    pass: Option<&str>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = request.bearer_auth(token);
+    if let Some(pass) = pass {
+        request = request.header("queue-pass", pass);
+    }
+    let response = request.send().await.unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
 async fn json(http: &reqwest::Client, url: String) -> serde_json::Value {
     let response = http.get(&url).send().await.unwrap();
     assert!(
@@ -156,73 +170,43 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
     assert_eq!(concerts.as_array().unwrap().len(), 3, "demo catalog");
     let member = uuid::Uuid::new_v4();
     let token = login(&data_dir, member);
-    let charged = http
+    let charge = http
         .post(url(4, &format!("/v1/members/{member}/charges")))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "amount": 500_000 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(charged.status(), 201);
+        .json(&serde_json::json!({ "amount": 500_000 }));
+    let (charged, _) = as_member(charge, &token, None).await;
+    assert_eq!(charged, 201);
 
     // A saga in flight survives a `kill -9` of a service: `up` restarts it.
     let concert = concerts[0]["id"].as_str().unwrap();
     let schedules = json(&http, url(1, &format!("/v1/concerts/{concert}/schedules"))).await;
     let schedule = schedules[0]["id"].as_str().unwrap();
-    let joined: serde_json::Value = http
+    let join = http
         .post(url(2, "/v1/queue/tokens"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "concert_id": concert }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&serde_json::json!({ "concert_id": concert }));
+    let (_, joined) = as_member(join, &token, None).await;
     let pass = joined["pass"]
         .as_str()
         .expect("admitted at once")
         .to_string();
-    let hold: serde_json::Value = http
+    let reserve = http
         .post(url(3, "/v1/reservations"))
-        .bearer_auth(&token)
-        .header("queue-pass", &pass)
-        .json(&serde_json::json!({ "schedule_id": schedule, "seat_no": 9 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&serde_json::json!({ "schedule_id": schedule, "seat_no": 9 }));
+    let (_, hold) = as_member(reserve, &token, Some(&pass)).await;
     assert_eq!(hold["status"], "HELD", "{hold}");
     // SAFETY: signalling a process this test started, as `kill -9` would.
     unsafe {
         libc::kill(service_pid("member-balance", base + 4), libc::SIGKILL);
     }
-    let paid: serde_json::Value = http
+    let pay = http
         .post(url(5, "/v1/payments"))
-        .bearer_auth(&token)
-        .header("queue-pass", &pass)
-        .json(&serde_json::json!({ "reservation_id": hold["id"] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&serde_json::json!({ "reservation_id": hold["id"] }));
+    let (_, paid) = as_member(pay, &token, Some(&pass)).await;
     up.wait_for("member-balance | restarted", Duration::from_secs(60));
     let payment_url = url(5, &format!("/v1/payments/{}", paid["id"].as_str().unwrap()));
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let payment: serde_json::Value = http
-            .get(format!("{payment_url}?wait_ms=2000&seen_status=PENDING"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let poll = http.get(format!("{payment_url}?wait_ms=2000&seen_status=PENDING"));
+        let (_, payment) = as_member(poll, &token, None).await;
         if payment["status"] != "PENDING" {
             assert_eq!(payment["status"], "COMPLETED", "{payment}");
             break;
@@ -244,15 +228,8 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
     let up = start(&data_dir, base, broker, &[]);
     let again = json(&http, url(1, "/v1/concerts")).await;
     assert_eq!(again, concerts, "same catalog, not seeded twice");
-    let balance: serde_json::Value = http
-        .get(url(4, &format!("/v1/members/{member}/balance")))
-        .bearer_auth(login(&data_dir, member))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read = http.get(url(4, &format!("/v1/members/{member}/balance")));
+    let (_, balance) = as_member(read, &login(&data_dir, member), None).await;
     let price = hold["price"].as_i64().unwrap();
     assert_eq!(
         balance["balance"],
@@ -299,14 +276,11 @@ async fn up_runs_on_external_postgres_and_kafka() {
         "--no-demo-data"
     );
     let member = uuid::Uuid::new_v4();
-    let charged = http
+    let charge = http
         .post(url(4, &format!("/v1/members/{member}/charges")))
-        .bearer_auth(login(&data_dir, member))
-        .json(&serde_json::json!({ "amount": 777 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(charged.status(), 201);
+        .json(&serde_json::json!({ "amount": 777 }));
+    let (charged, _) = as_member(charge, &login(&data_dir, member), None).await;
+    assert_eq!(charged, 201);
     up.stop();
 
     #[derive(diesel::QueryableByName)]

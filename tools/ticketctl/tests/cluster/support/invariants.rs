@@ -235,29 +235,10 @@ impl Cluster {
 
     /// Waits until no consumer has applied anything for a short while.
     pub async fn settle(&self) {
-        let mut last = String::new();
+        let mut last = Vec::new();
         let mut quiet_since = tokio::time::Instant::now();
         loop {
-            let mut snapshot = String::new();
-            for url in Service::ALL
-                .into_iter()
-                .flat_map(|service| self.urls(service, "/metrics"))
-            {
-                let text = self
-                    .http
-                    .get(&url)
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                snapshot.extend(
-                    text.lines()
-                        .filter(|l| l.starts_with("events_consumed_total"))
-                        .map(|l| l.to_string() + "\n"),
-                );
-            }
+            let snapshot = self.consumption().await;
             if snapshot != last {
                 last = snapshot;
                 quiet_since = tokio::time::Instant::now();

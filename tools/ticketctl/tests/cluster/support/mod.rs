@@ -283,29 +283,30 @@ impl Cluster {
 
     /// How many times events were applied, skipped as duplicates, etc.
     pub async fn consumed(&self, outcome: &str) -> u64 {
-        let mut total = 0;
+        let label = format!("outcome=\"{outcome}\"");
+        self.consumption()
+            .await
+            .iter()
+            .filter(|l| l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// The `events_consumed_total` lines of every instance's metrics.
+    pub async fn consumption(&self) -> Vec<String> {
+        let mut lines = Vec::new();
         for url in Service::ALL
             .into_iter()
             .flat_map(|service| self.urls(service, "/metrics"))
         {
-            let text = self
-                .http
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            total += text
-                .lines()
-                .filter(|l| {
-                    l.starts_with("events_consumed_total")
-                        && l.contains(&format!("outcome=\"{outcome}\""))
-                })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .sum::<u64>();
+            let response = self.http.get(url).send().await.unwrap();
+            let text = response.text().await.unwrap();
+            lines.extend(
+                text.lines()
+                    .filter(|l| l.starts_with("events_consumed_total"))
+                    .map(str::to_string),
+            );
         }
-        total
+        lines
     }
 }
