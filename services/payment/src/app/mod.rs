@@ -77,10 +77,9 @@ impl Payments {
         key: Option<IdempotencyKey>,
     ) -> Result<PaymentView, PaymentError> {
         let user = UserId::from(pass.0.user_id());
-        if ticket_runtime::pass::is_ended(&self.db, pass).await? {
-            return Err(PassError::Ended.into());
-        }
         let wait = Duration::from_millis(self.policy.decision_wait_ms);
+        // A retry with a known key gets the first answer, also once the
+        // payment completed and so ended the pass: it starts nothing.
         if let Some(key) = key.clone() {
             let earlier = self
                 .db
@@ -91,6 +90,9 @@ impl Payments {
             if let Some(earlier) = earlier {
                 return self.replay(earlier, reservation_id, user, wait).await;
             }
+        }
+        if ticket_runtime::pass::is_ended(&self.db, pass).await? {
+            return Err(PassError::Ended.into());
         }
 
         // The hold may have been reported to the fan a moment before its

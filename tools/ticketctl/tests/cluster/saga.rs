@@ -347,6 +347,19 @@ async fn concurrent_payments(cluster: &mut Cluster, one_key: bool) {
     let payment_id = created.into_iter().next().unwrap();
     let payment = cluster.payment_outcome(&fan, &payment_id).await;
     assert_eq!(payment["status"], "COMPLETED");
+    if one_key {
+        // The completed payment ended the pass; a late retry of the same
+        // request still gets the first answer, not "pass ended".
+        eventually(WAIT, "the pass to end at payment", || async {
+            let (_, body) = cluster.pay(&fan, reservation_id, Some("new-key")).await;
+            (body["code"] == "pass_ended").then_some(())
+        })
+        .await;
+        let (status, again) = cluster.pay(&fan, reservation_id, Some("pay-once")).await;
+        assert_eq!(status, StatusCode::CREATED, "{again}");
+        assert_eq!(again["id"], payment_id.as_str());
+        assert_eq!(again["status"], "COMPLETED");
+    }
     assert_eq!(
         cluster.balance(&fan).await,
         1_000_000 - price,
