@@ -279,13 +279,12 @@ impl Layers {
 
     /// Sets one value, as a caller that owns the process (like `ticketctl`) would.
     pub fn set(self, dotted: &str, value: impl Serialize) -> Layers {
-        let value = Value::serialize(value).unwrap_or_else(|_| Value::from(String::new()));
+        // A value that cannot be serialized is reported by `build`, as
+        // figment reports a provider's error, never replaced.
         Layers {
-            figment: self.figment.merge(Layer::value(
-                format!("the caller's {dotted}"),
-                dotted,
-                value,
-            )),
+            figment: self
+                .figment
+                .merge(figment::providers::Serialized::default(dotted, value)),
         }
     }
 
