@@ -161,22 +161,19 @@ struct CommonSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NoServiceSettings {}
 
+// The cause is part of each message (logs print only the message), so it
+// is not also a `source`: error reports would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid TOML in {origin}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("invalid TOML in {origin}: {cause}")]
     Parse {
         origin: String,
-        #[source]
-        source: Box<figment::Error>,
+        cause: Box<figment::Error>,
     },
     #[error("invalid configuration: {0}")]
-    Invalid(#[source] Box<figment::Error>),
+    Invalid(Box<figment::Error>),
 }
 
 /// One layer of settings under the name an error quotes.
@@ -200,9 +197,9 @@ impl Layer {
         let name = name.into();
         let data = Toml::string(text)
             .data()
-            .map_err(|source| ConfigError::Parse {
+            .map_err(|cause| ConfigError::Parse {
                 origin: name.clone(),
-                source: Box::new(source),
+                cause: Box::new(cause),
             })?
             .remove(&Profile::Default)
             .unwrap_or_default();
@@ -234,9 +231,9 @@ impl Layers {
     }
 
     pub fn file(self, path: &Path) -> Result<Layers, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.display().to_string(),
-            source,
+            cause,
         })?;
         let layer = Layer::toml(format!("config file {}", path.display()), &text)?;
         Ok(Layers {
