@@ -118,7 +118,10 @@ pub(crate) fn decode_key(encoded: &str) -> Result<[u8; 32], KeyError> {
 
 /// A new key pair as (private, public), both base64.
 pub fn generate_key_pair() -> (String, String) {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "without the OS's randomness no key can be made (keygen, up, tests)"
+    )]
     let key = new_signing_key().expect("the OS provides randomness");
     (
         STANDARD.encode(key.to_bytes()),
