@@ -243,8 +243,9 @@ impl Layers {
 
     /// Applies `APP__SECTION__KEY=value` pairs and the conventional
     /// shortcuts, from the given variables (the process's, or a test's).
-    /// Values are typed as the settings need them: `8081` is a number,
-    /// `true` a boolean, anything else a string.
+    /// Values are kept as written; `build` reads one as a number or a
+    /// boolean only where the setting is one, so a secret or an audience
+    /// made of digits stays the text it is.
     pub fn env(self, vars: impl IntoIterator<Item = (String, String)>) -> Layers {
         let mut shortcuts = Vec::new();
         let mut explicit = Vec::new();
@@ -257,13 +258,11 @@ impl Layers {
             };
             let layer_name = format!("environment variable {name}");
             if let Some(dotted) = shortcut {
-                // Taken as written: a URL or a broker list is never a number.
                 shortcuts.push(Layer::value(layer_name, dotted, Value::from(raw)));
             } else if let Some(path) = name.strip_prefix("APP__") {
                 let dotted = path.split("__").collect::<Vec<_>>().join(".");
                 let dotted = dotted.to_ascii_lowercase();
-                let value = raw.parse::<Value>().unwrap_or_else(|_| Value::from(raw));
-                explicit.push(Layer::value(layer_name, &dotted, value));
+                explicit.push(Layer::value(layer_name, &dotted, Value::from(raw)));
             }
         }
         // Explicit APP__ variables win over the shortcuts.
@@ -287,8 +286,10 @@ impl Layers {
 
     pub fn build<T: DeserializeOwned>(self) -> Result<Settings<T>, ConfigError> {
         let invalid = |error| ConfigError::Invalid(Box::new(error));
-        let common: CommonSettings = self.figment.extract().map_err(invalid)?;
-        let service: T = self.figment.extract().map_err(invalid)?;
+        // Lossy: text from the environment becomes a number or a boolean
+        // where (and only where) the setting asks for one.
+        let common: CommonSettings = self.figment.extract_lossy().map_err(invalid)?;
+        let service: T = self.figment.extract_lossy().map_err(invalid)?;
         Ok(Settings {
             http: common.http,
             database: common.database,
@@ -434,6 +435,33 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(settings.kafka.brokers, "explicit:9092");
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct WithSecret {
+        member_auth: AuthSection,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct AuthSection {
+        audience: String,
+        key: Secret,
+    }
+
+    #[test]
+    fn text_settings_keep_values_that_look_like_numbers() {
+        let settings: Settings<WithSecret> = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[
+                ("APP__MEMBER_AUTH__AUDIENCE", "0123456789"),
+                ("APP__MEMBER_AUTH__KEY", " \"true\" "),
+                ("APP__KAFKA__TOPIC_PREFIX", "2024"),
+            ]))
+            .build()
+            .unwrap();
+        assert_eq!(settings.service.member_auth.audience, "0123456789");
+        assert_eq!(settings.service.member_auth.key.expose(), " \"true\" ");
+        assert_eq!(settings.kafka.topic_prefix, "2024");
     }
 
     #[test]
