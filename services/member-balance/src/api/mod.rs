@@ -108,8 +108,10 @@ async fn charge(
     body: web::Json<ChargeRequest>,
 ) -> Result<HttpResponse, BalanceError> {
     let user_id = own_wallet(member, user_id)?;
+    // The amount is judged first, as it always was.
+    let amount = app.charge_amount(body.amount)?;
     let key = IdempotencyKey::of(&request)?;
-    let receipt = app.charge(user_id, body.amount, key).await?;
+    let receipt = app.charge(user_id, amount, key).await?;
     let mut response = HttpResponse::Created();
     if receipt.replayed {
         response.insert_header(("idempotent-replayed", "true"));
@@ -165,7 +167,7 @@ async fn ledger(
     query: web::Query<LedgerQuery>,
 ) -> Result<HttpResponse, BalanceError> {
     let user_id = own_wallet(member, user_id)?;
-    let limit = query.limit.unwrap_or(20);
+    let limit = app.page_limit(query.limit)?;
     let before = match &query.cursor {
         Some(cursor) => Some(
             cursor

@@ -73,14 +73,26 @@ impl Wallets {
             .await
     }
 
+    pub fn charge_amount(&self, amount: i64) -> Result<ChargeAmount, BalanceError> {
+        Ok(ChargeAmount::parse(amount, &self.limits)?)
+    }
+
+    /// The ledger page size asked for (20 by default).
+    pub fn page_limit(&self, limit: Option<i64>) -> Result<i64, BalanceError> {
+        let limit = limit.unwrap_or(20);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(BalanceError::InvalidLimit(MAX_PAGE));
+        }
+        Ok(limit)
+    }
+
     /// Adds `amount` to the wallet, once per Idempotency-Key.
     pub async fn charge(
         &self,
         user: UserId,
-        amount: i64,
+        amount: ChargeAmount,
         key: Option<IdempotencyKey>,
     ) -> Result<ChargeReceipt, BalanceError> {
-        let amount = ChargeAmount::parse(amount, &self.limits)?;
         let max_balance = self.limits.max_balance;
         self.db
             .transaction(move |tx| {
@@ -138,9 +150,6 @@ impl Wallets {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<LedgerEntry>, BalanceError> {
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(BalanceError::InvalidLimit(MAX_PAGE));
-        }
         if before.is_some_and(|b| b <= 0) {
             return Err(BalanceError::InvalidCursor);
         }

@@ -56,7 +56,8 @@ impl DataPlatform {
                     "data-platform delivery failed; will retry");
             }
             let retry_at = Utc::now() + self.settings.backoff(delivery.attempts);
-            self.db
+            let recorded = self
+                .db
                 .run(move |conn| {
                     match &outcome {
                         Ok(()) => store::delivered(conn, payment, Utc::now()),
@@ -64,7 +65,12 @@ impl DataPlatform {
                     }
                     .map_err(DbError::from)
                 })
-                .await?;
+                .await;
+            // Unrecorded, the delivery is simply due again (the platform
+            // takes a record twice as once); the rest of the batch goes on.
+            if let Err(error) = recorded {
+                tracing::warn!(%payment, %error, "could not record a delivery attempt");
+            }
         }
         Ok(())
     }

@@ -145,11 +145,16 @@ impl Queue {
             .await?;
         for concert in lines {
             let (policy, signer) = (self.policy.clone(), self.signer.clone());
-            self.db
+            let admitted = self
+                .db
                 .transaction(move |tx| {
                     admit(tx, concert, &policy, &signer, Utc::now()).map_err(DbError::from)
                 })
-                .await?;
+                .await;
+            // One line that fails does not hold up the others.
+            if let Err(error) = admitted {
+                tracing::warn!(%concert, %error, "admission failed; will retry");
+            }
         }
         Ok(())
     }
