@@ -78,7 +78,7 @@ pub fn refund(
     payment: PaymentId,
     reason: &Reason,
 ) -> Result<(), HandlerError> {
-    let Some(debit) = store::unrefunded_debit(tx.conn(), payment)? else {
+    let Some(debit) = store::lock_unrefunded_debit(tx.conn(), payment)? else {
         return Ok(());
     };
     // A refund restores money that was there: no balance ceiling applies,

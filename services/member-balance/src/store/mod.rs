@@ -204,21 +204,30 @@ pub fn record_debit(
     Ok(())
 }
 
-/// The payment's debit, if it was taken and not yet given back.
-pub fn unrefunded_debit(
+/// The payment's debit, if it was taken and not yet given back, locked
+/// until the transaction ends: two refund triggers for one payment (its
+/// failure and the reservation's rejection travel on different topics)
+/// handled at once decide one after the other, the second seeing the
+/// first's refund.
+pub fn lock_unrefunded_debit(
     conn: &mut AnyConnection,
     payment_id: PaymentId,
 ) -> QueryResult<Option<PaymentDebit>> {
-    payment_debits::table
-        .find(payment_id)
-        .filter(payment_debits::refund_entry_id.is_null())
-        .select((
-            payment_debits::user_id,
-            payment_debits::reservation_id,
-            payment_debits::amount,
+    let Some((debit, refund)): Option<(PaymentDebit, Option<LedgerEntryId>)> = ticket_runtime::first_for_update!(
+        conn,
+        payment_debits::table.find(payment_id).select((
+            (
+                payment_debits::user_id,
+                payment_debits::reservation_id,
+                payment_debits::amount,
+            ),
+            payment_debits::refund_entry_id,
         ))
-        .first(conn)
-        .optional()
+    )?
+    else {
+        return Ok(None);
+    };
+    Ok(refund.is_none().then_some(debit))
 }
 
 pub fn record_refund(

@@ -368,3 +368,95 @@ async fn two_concert_instances_starting_together_seed_the_demo_catalog_once() {
         .unwrap();
     assert_eq!(concerts.len(), 3, "seeded once");
 }
+
+/// Found in review: two refund triggers for one payment — its
+/// `PaymentFailed` and the reservation's `ReservationConfirmationRejected`,
+/// on two topics — handled at once by two member-balance instances both
+/// read the debit as not yet refunded. The ledger's unique index stopped
+/// the second credit, but only by failing that handling (an attempt burnt,
+/// retried later). Now the second waits on the debit's row and finds it
+/// refunded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_refund_triggers_handled_at_once_refund_once() {
+    use member_balance_service::domain::EntryKind;
+    use shared_events::{PaymentRequested, Reason, ReservationConfirmationRejected};
+    let (database, db) = service_db("refund", member_balance_service::SCHEMA).await;
+    let (user, reservation, payment) = (Uuid::new_v4(), Uuid::now_v7(), Uuid::now_v7());
+    db.transaction(move |tx| {
+        member_balance_service::store::apply(
+            tx.conn(),
+            user.into(),
+            EntryKind::Charge,
+            1000,
+            None,
+            i64::MAX,
+            chrono::Utc::now(),
+        )?;
+        Ok::<_, DbError>(())
+    })
+    .await
+    .unwrap();
+    let handler: Arc<dyn EventHandler> = Arc::new(member_balance_service::events::BalanceEvents);
+    let requested = Envelope::new(
+        PaymentRequested {
+            payment_id: payment,
+            reservation_id: reservation,
+            user_id: user,
+            amount: 500,
+        },
+        reservation.to_string(),
+    );
+    apply_once(&db, handler.clone(), Arc::new(requested))
+        .await
+        .unwrap();
+    let failed = Arc::new(Envelope::new(
+        PaymentFailed {
+            payment_id: payment,
+            reservation_id: reservation,
+            user_id: user,
+            reason: Reason::SagaTimedOut,
+            refunded: false,
+        },
+        reservation.to_string(),
+    ));
+    let rejected = Arc::new(Envelope::new(
+        ReservationConfirmationRejected {
+            reservation_id: reservation,
+            payment_id: payment,
+            reason: Reason::HoldExpired,
+        },
+        reservation.to_string(),
+    ));
+
+    // Both refunds queue on the wallet; before the fix both had read the
+    // debit as unrefunded by then.
+    let mut blocker = Blocker::lock(
+        &database.url,
+        &format!("SELECT * FROM wallets WHERE user_id = '{user}' FOR UPDATE"),
+    );
+    let first = spawn_apply(&db, &handler, failed);
+    blocker.until_waiting(1, || first.is_finished()).await;
+    let second = spawn_apply(&db, &handler, rejected);
+    blocker.until_waiting(2, || second.is_finished()).await;
+    blocker.release();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+
+    assert_eq!(published(&db, "BalanceRefunded").await, 1, "refunded once");
+    #[derive(diesel::QueryableByName)]
+    struct Wallet {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        balance: i64,
+    }
+    let wallet = db
+        .run(move |conn| {
+            diesel::sql_query(format!(
+                "SELECT balance FROM wallets WHERE user_id = '{user}'"
+            ))
+            .get_result::<Wallet>(conn)
+            .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    assert_eq!(wallet.balance, 1000, "the 500 taken came back once");
+}
