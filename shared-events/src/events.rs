@@ -130,8 +130,23 @@ pub struct SeatHeld {
     pub price: i64,
     /// When the concert service releases the seat unless it was sold: the
     /// hold's expiry travels with the hold, so the seat's owner can end it
-    /// on its own data whatever happens to later events.
-    pub hold_expires_at: DateTime<Utc>,
+    /// on its own data whatever happens to later events. Absent from
+    /// events of concert services older than this field (a compatible
+    /// addition); see [`SeatHeld::LEGACY_HOLD`].
+    #[serde(default)]
+    pub hold_expires_at: Option<DateTime<Utc>>,
+}
+
+impl SeatHeld {
+    /// How long a hold lasted before its expiry travelled with it (the
+    /// reservation service's default then), for events without one.
+    pub const LEGACY_HOLD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+    /// The hold's expiry: as sent, or the legacy length from `received`.
+    pub fn expires_at(&self, received: DateTime<Utc>) -> DateTime<Utc> {
+        self.hold_expires_at
+            .unwrap_or(received + SeatHeld::LEGACY_HOLD)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

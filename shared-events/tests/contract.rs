@@ -33,7 +33,7 @@ fn sample_events() -> Vec<Event> {
             schedule_id,
             seat_no: 7,
             price: 150_000,
-            hold_expires_at: Utc.with_ymd_and_hms(2026, 11, 20, 12, 5, 1).unwrap(),
+            hold_expires_at: Some(Utc.with_ymd_and_hms(2026, 11, 20, 12, 5, 1).unwrap()),
         }
         .into(),
         SeatHoldRejected {
@@ -346,7 +346,7 @@ fn reactions_keep_the_correlation_and_point_at_their_cause() {
             schedule_id: id(4),
             seat_no: 1,
             price: 10,
-            hold_expires_at: Utc::now(),
+            hold_expires_at: Some(Utc::now()),
         },
         id(1).to_string(),
     );
@@ -384,4 +384,20 @@ fn a_refund_from_before_it_carried_a_reason_still_decodes() {
         panic!("a refund")
     };
     assert_eq!(refund.reason, None);
+}
+
+#[test]
+fn a_hold_from_before_it_carried_its_expiry_still_decodes() {
+    let golden = std::fs::read_to_string(golden_path(EventType::SeatHeld)).unwrap();
+    let json = golden.replace("\"hold_expires_at\":\"2026-11-20T12:05:01Z\",", "");
+    assert!(!json.contains("hold_expires_at"), "{golden}");
+    let Decoded::Known(envelope) = Envelope::decode(json.as_bytes()).unwrap() else {
+        panic!("must decode");
+    };
+    let Event::SeatHeld(held) = envelope.event else {
+        panic!("a hold")
+    };
+    assert_eq!(held.hold_expires_at, None);
+    let received = Utc::now();
+    assert_eq!(held.expires_at(received), received + SeatHeld::LEGACY_HOLD);
 }

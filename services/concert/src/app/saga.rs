@@ -40,7 +40,7 @@ pub fn reservation_requested(
             schedule_id: requested.schedule_id,
             seat_no: requested.seat_no,
             price,
-            hold_expires_at,
+            hold_expires_at: Some(hold_expires_at),
         }
         .into(),
         HoldOutcome::Rejected(reason) => SeatHoldRejected {

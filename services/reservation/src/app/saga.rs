@@ -43,7 +43,9 @@ pub fn seat_held(tx: &mut Tx<'_>, event: &Envelope, held: &SeatHeld) -> Result<(
     // Not PENDING any more (timed out or cancelled meanwhile): the
     // ReservationCancelled already published makes the concert service
     // release the seat it is holding now.
-    if !store::hold(tx.conn(), id, held.price, held.hold_expires_at, Utc::now())? {
+    let now = Utc::now();
+    let hold_expires_at = held.expires_at(now);
+    if !store::hold(tx.conn(), id, held.price, hold_expires_at, now)? {
         return Ok(());
     }
     let Some(reservation) = store::find(tx.conn(), id)? else {
@@ -58,7 +60,7 @@ pub fn seat_held(tx: &mut Tx<'_>, event: &Envelope, held: &SeatHeld) -> Result<(
             schedule_id: held.schedule_id,
             seat_no: held.seat_no,
             price: held.price,
-            hold_expires_at: held.hold_expires_at,
+            hold_expires_at,
         },
     )?;
     Ok(())
