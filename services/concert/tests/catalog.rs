@@ -320,3 +320,54 @@ async fn the_service_refuses_to_start_without_an_admin_key() {
         assert!(error.contains("APP__CONCERT__ADMIN_KEY"), "{error}");
     }
 }
+
+/// A seat held before holds carried their expiry has none stored; the
+/// concert service still releases it once it is older than a hold was
+/// then, and leaves a recent one alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_from_before_expiries_were_stored_is_released_too() {
+    use diesel::sql_types::{Integer, Text, Timestamp};
+    use diesel::RunQueryDsl;
+    let service = spawn(false, true).await;
+    let (_, concerts) = service.get("/v1/concerts").await;
+    let concert = concerts[0]["id"].as_str().unwrap().to_string();
+    let (_, schedules) = service
+        .get(&format!("/v1/concerts/{concert}/schedules"))
+        .await;
+    let schedule = schedules[0]["id"].as_str().unwrap().to_string();
+    let db = service.running.db.clone();
+    let now = chrono::Utc::now();
+    for (seat_no, held_at) in [(1, now - chrono::TimeDelta::minutes(30)), (2, now)] {
+        let schedule = schedule.clone();
+        db.run(move |conn| {
+            diesel::sql_query(
+                "UPDATE seats SET status = 'HELD', reservation_id = $1, \
+                 hold_expires_at = NULL, updated_at = $2 \
+                 WHERE schedule_id = $3 AND seat_no = $4",
+            )
+            .bind::<Text, _>(uuid::Uuid::now_v7().to_string())
+            .bind::<Timestamp, _>(held_at.naive_utc())
+            .bind::<Text, _>(schedule)
+            .bind::<Integer, _>(seat_no)
+            .execute(conn)
+            .map_err(ticket_runtime::DbError::from)
+        })
+        .await
+        .unwrap();
+    }
+    let catalog = concert_service::app::Catalog {
+        db,
+        holds: concert_service::HoldPolicy {
+            hold_ttl_secs: 300,
+            release_grace_secs: 60,
+            sweep_interval_ms: 1000,
+        },
+    };
+    catalog.release_lapsed_holds().await.unwrap();
+    let (_, seats) = service
+        .get(&format!("/v1/schedules/{schedule}/seats"))
+        .await;
+    assert_eq!(seats[0]["status"], "AVAILABLE", "the old hold is released");
+    assert_eq!(seats[1]["status"], "HELD", "a recent one is not");
+    service.running.stop().await;
+}

@@ -5,7 +5,7 @@ mod schema;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use shared_events::Reason;
+use shared_events::{Reason, SeatHeld};
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId};
 use ticket_runtime::AnyConnection;
 
@@ -271,6 +271,23 @@ pub struct LapsedHold {
     pub reservation_id: Option<ReservationId>,
 }
 
+/// A hold that ran out before `cutoff`. A seat held before the hold's
+/// expiry was stored has none: it counts from its last change, for the
+/// length holds had then.
+#[diesel::dsl::auto_type]
+fn ran_out(cutoff: NaiveDateTime, legacy_cutoff: NaiveDateTime) -> _ {
+    seats::hold_expires_at.le(cutoff).or(seats::hold_expires_at
+        .is_null()
+        .and(seats::updated_at.le(legacy_cutoff)))
+}
+
+fn ran_out_before(cutoff: DateTime<Utc>) -> ran_out {
+    ran_out(
+        cutoff.naive_utc(),
+        (cutoff - SeatHeld::LEGACY_HOLD).naive_utc(),
+    )
+}
+
 /// Seats still HELD although their hold ran out before `cutoff`.
 pub fn lapsed_holds(
     conn: &mut AnyConnection,
@@ -279,7 +296,7 @@ pub fn lapsed_holds(
 ) -> QueryResult<Vec<LapsedHold>> {
     seats::table
         .filter(seats::status.eq(SeatStatus::Held))
-        .filter(seats::hold_expires_at.le(cutoff.naive_utc()))
+        .filter(ran_out_before(cutoff))
         .order(seats::hold_expires_at)
         .limit(limit)
         .select((seats::schedule_id, seats::seat_no, seats::reservation_id))
@@ -296,7 +313,7 @@ pub fn release_lapsed(
     let released = diesel::update(seats::table.find((hold.schedule_id, hold.seat_no)))
         .filter(seats::status.eq(SeatStatus::Held))
         .filter(seats::reservation_id.eq(hold.reservation_id))
-        .filter(seats::hold_expires_at.le(cutoff.naive_utc()))
+        .filter(ran_out_before(cutoff))
         .set((
             seats::status.eq(SeatStatus::Available),
             seats::reservation_id.eq(None::<ReservationId>),
