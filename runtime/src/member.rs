@@ -277,8 +277,10 @@ fn extract(request: &HttpRequest) -> Result<Member, ApiError> {
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        // The scheme's name is case-insensitive (RFC 9110).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or(MemberError::Missing)?;
     Ok(verifier.verify(token)?)
@@ -404,6 +406,29 @@ mod tests {
         let fan = Uuid::new_v4();
         let token = issuer.token(fan, TimeDelta::minutes(5));
         assert_eq!(verifier.verify(&token), Ok(Member { user_id: fan }));
+    }
+
+    #[tokio::test]
+    async fn the_bearer_scheme_is_read_in_any_case() {
+        let issuer = DevIssuer::generate().unwrap();
+        let verifier = web::Data::new(verifier_for(&issuer.jwks(), DEV_ISSUER).await);
+        let fan = Uuid::new_v4();
+        let token = issuer.token(fan, TimeDelta::minutes(5));
+        for header in [format!("Bearer {token}"), format!("bearer {token}")] {
+            let request = actix_web::test::TestRequest::default()
+                .app_data(verifier.clone())
+                .insert_header((actix_web::http::header::AUTHORIZATION, header))
+                .to_http_request();
+            assert_eq!(extract(&request).ok(), Some(Member { user_id: fan }));
+        }
+        let basic = actix_web::test::TestRequest::default()
+            .app_data(verifier)
+            .insert_header((actix_web::http::header::AUTHORIZATION, "Basic abc"))
+            .to_http_request();
+        assert!(
+            extract(&basic).is_err(),
+            "another scheme is no member token"
+        );
     }
 
     #[tokio::test]

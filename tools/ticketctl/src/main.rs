@@ -65,12 +65,13 @@ struct LoginOptions {
     /// The data folder of `ticketctl up`, whose issuer signs the token.
     #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
-    /// The issuer's private key as `keygen` printed it, instead of a data
-    /// folder's.
-    #[arg(long, env = "MEMBER_ISSUER_KEY", hide_env_values = true)]
+    /// The issuer's private key as `keygen` printed it (MEMBER_ISSUER_KEY),
+    /// instead of a data folder's. A flag only: a key left in the
+    /// environment must not silently outrank --data-dir.
+    #[arg(long, conflicts_with = "data_dir")]
     issuer_key: Option<String>,
-    /// How long the token is valid.
-    #[arg(long, default_value_t = 3600)]
+    /// How long the token is valid, up to a year.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
     ttl_secs: i64,
 }
 

@@ -475,9 +475,21 @@ fn postgres_database(server: &str, service: Service) -> anyhow::Result<String> {
 }
 
 /// Writes a file only its owner may read.
+/// Writes a secret readable by its owner only, from its first byte.
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // A file made before with other permissions keeps them on open.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
