@@ -28,7 +28,7 @@ macro_rules! text_column {
                 out: &mut ::diesel::serialize::Output<'b, '_, ::diesel::sqlite::Sqlite>,
             ) -> ::diesel::serialize::Result {
                 out.set_value(self.to_string());
-                Ok(::diesel::serialize::IsNull::No)
+                ::core::result::Result::Ok(::diesel::serialize::IsNull::No)
             }
         }
 
@@ -38,7 +38,7 @@ macro_rules! text_column {
                 out: &mut ::diesel::serialize::Output<'b, '_, ::diesel::pg::Pg>,
             ) -> ::diesel::serialize::Result {
                 ::std::io::Write::write_all(out, self.to_string().as_bytes())?;
-                Ok(::diesel::serialize::IsNull::No)
+                ::core::result::Result::Ok(::diesel::serialize::IsNull::No)
             }
         }
 
@@ -50,7 +50,7 @@ macro_rules! text_column {
                 out: &mut ::diesel::serialize::Output<'b, '_, $crate::db::MultiBackend>,
             ) -> ::diesel::serialize::Result {
                 out.set_value((::diesel::sql_types::Text, self));
-                Ok(::diesel::serialize::IsNull::No)
+                ::core::result::Result::Ok(::diesel::serialize::IsNull::No)
             }
         }
 
@@ -60,11 +60,11 @@ macro_rules! text_column {
             fn from_sql(
                 value: <::diesel::sqlite::Sqlite as ::diesel::backend::Backend>::RawValue<'_>,
             ) -> ::diesel::deserialize::Result<Self> {
-                let text = <String as ::diesel::deserialize::FromSql<
+                let text = <::std::string::String as ::diesel::deserialize::FromSql<
                     ::diesel::sql_types::Text,
                     ::diesel::sqlite::Sqlite,
                 >>::from_sql(value)?;
-                Ok(text.parse::<$ty>()?)
+                ::core::result::Result::Ok(text.parse::<$ty>()?)
             }
         }
 
@@ -72,11 +72,11 @@ macro_rules! text_column {
             fn from_sql(
                 value: <::diesel::pg::Pg as ::diesel::backend::Backend>::RawValue<'_>,
             ) -> ::diesel::deserialize::Result<Self> {
-                let text = <String as ::diesel::deserialize::FromSql<
+                let text = <::std::string::String as ::diesel::deserialize::FromSql<
                     ::diesel::sql_types::Text,
                     ::diesel::pg::Pg,
                 >>::from_sql(value)?;
-                Ok(text.parse::<$ty>()?)
+                ::core::result::Result::Ok(text.parse::<$ty>()?)
             }
         }
 
@@ -104,15 +104,15 @@ macro_rules! typed_id {
             ::diesel::expression::AsExpression, ::diesel::deserialize::FromSqlRow,
         )]
         #[diesel(sql_type = ::diesel::sql_types::Text)]
-        $vis struct $name(pub ::uuid::Uuid);
+        $vis struct $name(pub $crate::__uuid::Uuid);
 
         impl $name {
             /// A new id, ordered by creation time (UUID v7).
             pub fn generate() -> Self {
-                $name(::uuid::Uuid::now_v7())
+                $name($crate::__uuid::Uuid::now_v7())
             }
 
-            pub fn get(self) -> ::uuid::Uuid {
+            pub fn get(self) -> $crate::__uuid::Uuid {
                 self.0
             }
         }
@@ -124,44 +124,52 @@ macro_rules! typed_id {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = ::uuid::Error;
+            type Err = $crate::__uuid::Error;
 
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
-                ::uuid::Uuid::parse_str(text).map($name)
+            fn from_str(text: &str) -> ::core::result::Result<Self, Self::Err> {
+                $crate::__uuid::Uuid::parse_str(text).map($name)
             }
         }
 
-        impl From<::uuid::Uuid> for $name {
-            fn from(id: ::uuid::Uuid) -> Self {
+        impl ::core::convert::From<$crate::__uuid::Uuid> for $name {
+            fn from(id: $crate::__uuid::Uuid) -> Self {
                 $name(id)
             }
         }
 
-        impl From<$name> for ::uuid::Uuid {
+        impl ::core::convert::From<$name> for $crate::__uuid::Uuid {
             fn from(id: $name) -> Self {
                 id.0
             }
         }
 
-        impl PartialEq<::uuid::Uuid> for $name {
-            fn eq(&self, other: &::uuid::Uuid) -> bool {
+        impl ::core::cmp::PartialEq<$crate::__uuid::Uuid> for $name {
+            fn eq(&self, other: &$crate::__uuid::Uuid) -> bool {
                 self.0 == *other
             }
         }
 
         impl $crate::__serde::Serialize for $name {
-            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
                 $crate::__serde::Serialize::serialize(&self.0, s)
             }
         }
 
         impl<'de> $crate::__serde::Deserialize<'de> for $name {
-            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                <::uuid::Uuid as $crate::__serde::Deserialize>::deserialize(d).map($name)
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
+                <$crate::__uuid::Uuid as $crate::__serde::Deserialize>::deserialize(d).map($name)
             }
         }
 
         $crate::text_column!($name);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __join_names {
+    ($first:literal $(, $rest:literal)*) => {
+        concat!($first $(, ", ", $rest)*)
     };
 }
 
@@ -199,9 +207,7 @@ macro_rules! text_enum {
             }
 
             /// The names, for error messages: `PENDING, HELD`.
-            pub fn names() -> String {
-                [$($text),+].join(", ")
-            }
+            pub const NAMES: &'static str = $crate::__join_names!($($text),+);
         }
 
         impl ::std::fmt::Display for $name {
@@ -213,26 +219,26 @@ macro_rules! text_enum {
         impl ::std::str::FromStr for $name {
             type Err = $crate::column::UnknownValue;
 
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
+            fn from_str(text: &str) -> ::core::result::Result<Self, Self::Err> {
                 match text {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err($crate::column::UnknownValue {
+                    $($text => ::core::result::Result::Ok($name::$variant),)+
+                    _ => ::core::result::Result::Err($crate::column::UnknownValue {
                         kind: stringify!($name),
-                        value: text.to_owned(),
+                        value: ::std::borrow::ToOwned::to_owned(text),
                     }),
                 }
             }
         }
 
         impl $crate::__serde::Serialize for $name {
-            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
 
         impl<'de> $crate::__serde::Deserialize<'de> for $name {
-            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = <String as $crate::__serde::Deserialize>::deserialize(d)?;
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
+                let text = <::std::string::String as $crate::__serde::Deserialize>::deserialize(d)?;
                 text.parse().map_err(<D::Error as $crate::__serde::de::Error>::custom)
             }
         }
@@ -305,6 +311,6 @@ mod tests {
             Some("\"CALM\"")
         );
         assert!(serde_json::from_str::<Mood>("\"SAD\"").is_err());
-        assert_eq!(Mood::names(), "CALM, RESTLESS");
+        assert_eq!(Mood::NAMES, "CALM, RESTLESS");
     }
 }

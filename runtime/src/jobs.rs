@@ -11,10 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Sleeps for `pause` unless the service stops first; false when stopping.
 pub async fn pause(stop: &CancellationToken, pause: Duration) -> bool {
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(pause) => true,
-    }
+    stop.run_until_cancelled(tokio::time::sleep(pause))
+        .await
+        .is_some()
 }
 
 /// Runs `round` now and then every `interval` until `stop`. A failed round

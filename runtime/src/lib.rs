@@ -36,3 +36,5 @@ pub use tokio_util::sync::CancellationToken;
 
 #[doc(hidden)]
 pub use serde as __serde;
+#[doc(hidden)]
+pub use uuid as __uuid;

@@ -148,11 +148,7 @@ impl MemberVerifier {
             return;
         }
         let every = Duration::from_secs(self.settings.jwks_refresh_secs.max(10));
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
-            }
+        while crate::jobs::pause(&stop, every).await {
             match fetch_keys(&self.settings.jwks).await {
                 Ok(keys) if !keys.is_empty() => match self.keys.write() {
                     Ok(mut current) => *current = keys,

@@ -121,9 +121,8 @@ impl<T> ServiceRuntime<T> {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Display + 'static,
     {
-        let round = move || round(state.clone());
-        self.tasks
-            .spawn(crate::jobs::every(job, interval, self.stop.clone(), round));
+        let never = Arc::new(tokio::sync::Notify::new());
+        self.every_or_woken(job, interval, never, state, round);
     }
 
     /// As [`every`](Self::every), and also whenever `wake` is notified.

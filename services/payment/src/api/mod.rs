@@ -147,7 +147,7 @@ async fn get_payment(
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = (id.into_inner(), UserId::from(member.user_id));
     let wait = query.wait(app.policy.max_wait_ms)?;
-    let seen = query.seen::<Status>(&Status::names())?;
+    let seen = query.seen::<Status>(Status::NAMES)?;
     let current = app.view(id, user).await?;
     if wait.is_zero() {
         return Ok(HttpResponse::Ok().json(PaymentBody::from(current)));

@@ -139,7 +139,7 @@ async fn get_reservation(
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = (id.into_inner(), UserId::from(member.user_id));
     let wait = query.wait(app.policy.max_wait_ms)?;
-    let seen = query.seen::<Status>(&Status::names())?;
+    let seen = query.seen::<Status>(Status::NAMES)?;
     let current = app.own(id, user).await?;
     if wait.is_zero() {
         return Ok(HttpResponse::Ok().json(ReservationBody::from(current)));
