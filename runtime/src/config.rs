@@ -49,6 +49,18 @@ backoff_max_ms = 5000
 [telemetry]
 log_filter = "info"
 log_format = "text"
+
+# For the services that act for fans (all but concert).
+[member_auth]
+# The identity provider whose member tokens (Authorization: Bearer) say who
+# the fan is: EdDSA or RS256 JWTs, verified against its JWKS (a file or an
+# http(s) URL). `ticketctl up` points this at its development issuer.
+issuer = "ticketctl-dev"
+audience = "ticketing"
+jwks = ""
+# Clock skew tolerated on exp/nbf, and how often a JWKS URL is fetched again.
+leeway_secs = 30
+jwks_refresh_secs = 300
 "#;
 
 /// A value that must never appear in logs or debug output.
