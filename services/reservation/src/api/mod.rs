@@ -117,18 +117,19 @@ async fn request_hold(
     body: web::Json<HoldRequest>,
 ) -> Result<HttpResponse, ReservationError> {
     let pass = pass.of(&member)?;
-    let requested = app
+    let reservation = app
         .request_hold(&pass, body.schedule_id, body.seat_no)
         .await?;
-    let status = if requested.decided {
-        StatusCode::CREATED
-    } else {
+    // 201 once the concert service decided, 202 while it has not yet.
+    let status = if reservation.status == Status::Pending {
         StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
     };
-    let id = requested.reservation.id;
+    let id = reservation.id;
     Ok(HttpResponse::build(status)
         .insert_header(("location", format!("/v1/reservations/{id}")))
-        .json(ReservationBody::from(requested.reservation)))
+        .json(ReservationBody::from(reservation)))
 }
 
 async fn get_reservation(

@@ -46,13 +46,6 @@ impl From<diesel::result::Error> for ReservationError {
     }
 }
 
-/// A hold asked for, and whether the concert service decided it within the
-/// wait (`Some` status other than PENDING) or it is still pending.
-pub struct Requested {
-    pub reservation: Reservation,
-    pub decided: bool,
-}
-
 #[derive(Clone)]
 pub struct Reservations {
     pub db: Db,
@@ -62,13 +55,14 @@ pub struct Reservations {
 
 impl Reservations {
     /// Asks the concert service for `seat_no` on `schedule_id` for the
-    /// pass's holder, then waits briefly for the answer.
+    /// pass's holder, then waits briefly for the answer: the reservation as
+    /// it is then, still PENDING if the answer has not come.
     pub async fn request_hold(
         &self,
         pass: &Pass,
         schedule_id: ScheduleId,
         seat_no: i64,
-    ) -> Result<Requested, ReservationError> {
+    ) -> Result<Reservation, ReservationError> {
         if ticket_runtime::pass::is_ended(&self.db, pass).await? {
             return Err(PassError::Ended.into());
         }
@@ -122,12 +116,7 @@ impl Reservations {
                 Ok::<_, ReservationError>(())
             })
             .await?;
-        let reservation = self.watch(id, user, Status::Pending, wait).await?;
-        let decided = reservation.status != Status::Pending;
-        Ok(Requested {
-            reservation,
-            decided,
-        })
+        self.watch(id, user, Status::Pending, wait).await
     }
 
     /// The fan's own reservation; another fan's is "not found" (not
