@@ -45,6 +45,7 @@ lease_ttl_ms = 15000
 max_attempts = 8
 backoff_initial_ms = 50
 backoff_max_ms = 5000
+stats_interval_ms = 5000
 
 [telemetry]
 log_filter = "info"
@@ -135,6 +136,8 @@ pub struct ConsumerSettings {
     pub max_attempts: u32,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// How often librdkafka reports the consumer's lag (`kafka_consumer_lag`).
+    pub stats_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

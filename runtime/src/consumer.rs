@@ -13,11 +13,13 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
+use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use shared_events::{Decoded, Envelope, EventType, Topic};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -112,12 +114,49 @@ pub async fn apply_once(
 }
 
 /// Notes when the consumer has joined its group (been given its share of
-/// partitions, possibly none), so readiness can wait for it.
+/// partitions, possibly none), so readiness can wait for it; and exports
+/// librdkafka's per-partition lag from its statistics.
 struct GroupMembership {
     joined: Arc<AtomicBool>,
+    consumer: String,
+    metrics: Metrics,
+    /// The partitions whose lag was last exported, so that a partition
+    /// given to another instance stops being reported here.
+    reported: Mutex<HashSet<(String, i32)>>,
 }
 
-impl ClientContext for GroupMembership {}
+impl ClientContext for GroupMembership {
+    fn stats(&self, statistics: Statistics) {
+        let mut now_reported = HashSet::new();
+        for (topic, stats) in &statistics.topics {
+            for partition in stats.partitions.values() {
+                // -1 is librdkafka's internal partition; a lag of -1 is unknown.
+                if partition.partition < 0 || !partition.desired || partition.consumer_lag < 0 {
+                    continue;
+                }
+                let label = partition.partition.to_string();
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[self.consumer.as_str(), topic.as_str(), label.as_str()])
+                    .set(partition.consumer_lag);
+                now_reported.insert((topic.clone(), partition.partition));
+            }
+        }
+        let mut reported = match self.reported.lock() {
+            Ok(reported) => reported,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (topic, partition) in reported.difference(&now_reported) {
+            let label = partition.to_string();
+            let _ = self.metrics.consumer_lag.remove_label_values(&[
+                self.consumer.as_str(),
+                topic.as_str(),
+                label.as_str(),
+            ]);
+        }
+        *reported = now_reported;
+    }
+}
 
 impl ConsumerContext for GroupMembership {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -162,10 +201,17 @@ impl EventConsumer {
     pub async fn run(self, stop: CancellationToken) -> anyhow::Result<()> {
         let membership = GroupMembership {
             joined: self.joined.clone(),
+            consumer: self.handler.name().to_string(),
+            metrics: self.metrics.clone(),
+            reported: Mutex::new(HashSet::new()),
         };
         let consumer: StreamConsumer<GroupMembership> = self
             .kafka
             .consumer_config(self.handler.name())
+            .set(
+                "statistics.interval.ms",
+                self.settings.stats_interval_ms.to_string(),
+            )
             .create_with_context(membership)?;
         let topics: Vec<String> = self
             .handler
@@ -326,7 +372,7 @@ impl EventConsumer {
                 (headers::DLQ_ORIGIN_PARTITION, partition.as_str()),
                 (headers::DLQ_ORIGIN_OFFSET, offset.as_str()),
                 (headers::DLQ_ATTEMPTS, attempts.as_str()),
-                ("dlq.failed_at", failed_at.as_str()),
+                (headers::DLQ_FAILED_AT, failed_at.as_str()),
             ] {
                 dlq_headers = dlq_headers.insert(Header {
                     key,
@@ -347,6 +393,10 @@ impl EventConsumer {
             {
                 Ok(_) => {
                     self.count(consumer, &event_type, "dead_lettered");
+                    self.metrics
+                        .dead_letters
+                        .with_label_values(&[consumer, message.topic()])
+                        .inc();
                     return true;
                 }
                 Err((error, _)) => {

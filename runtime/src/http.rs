@@ -158,7 +158,11 @@ async fn live(probes: web::Data<Probes>) -> HttpResponse {
 }
 
 async fn ready(probes: web::Data<Probes>) -> HttpResponse {
-    let (database, broker) = tokio::join!(probes.db.ping(), probes.kafka.is_reachable());
+    let (database, broker, backlog) = tokio::join!(
+        probes.db.ping(),
+        probes.kafka.is_reachable(),
+        outbox_backlog(&probes.db)
+    );
     let joined = probes
         .consumers
         .iter()
@@ -180,6 +184,11 @@ async fn ready(probes: web::Data<Probes>) -> HttpResponse {
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
         "service": probes.service,
+        "version": env!("CARGO_PKG_VERSION"),
+        "outbox": backlog.map(|(pending, age)| serde_json::json!({
+            "pending": pending,
+            "oldest_age_secs": age,
+        })),
         "checks": {
             "database": if database { "up" } else { "down" },
             "broker": if broker { "up" } else { "down" },
@@ -197,13 +206,24 @@ async fn ready(probes: web::Data<Probes>) -> HttpResponse {
     }
 }
 
-async fn metrics(probes: web::Data<Probes>) -> HttpResponse {
-    if let Ok(pending) = probes
-        .db
-        .run(|conn| outbox::pending_count(conn).map_err(DbError::from))
+/// The outbox's backlog: how many events wait, and the oldest one's age.
+async fn outbox_backlog(db: &Db) -> Option<(i64, f64)> {
+    let (pending, oldest) = db
+        .run(|conn| outbox::backlog(conn).map_err(DbError::from))
         .await
-    {
+        .ok()?;
+    let age = oldest.map_or(0.0, |at| {
+        (chrono::Utc::now().naive_utc() - at)
+            .as_seconds_f64()
+            .max(0.0)
+    });
+    Some((pending, age))
+}
+
+async fn metrics(probes: web::Data<Probes>) -> HttpResponse {
+    if let Some((pending, age)) = outbox_backlog(&probes.db).await {
         probes.metrics.outbox_pending.set(pending);
+        probes.metrics.outbox_oldest_age.set(age);
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -24,6 +24,7 @@ pub mod headers {
     pub const DLQ_ORIGIN_PARTITION: &str = "dlq.origin.partition";
     pub const DLQ_ORIGIN_OFFSET: &str = "dlq.origin.offset";
     pub const DLQ_ATTEMPTS: &str = "dlq.attempts";
+    pub const DLQ_FAILED_AT: &str = "dlq.failed_at";
 }
 
 #[derive(Clone)]
@@ -170,6 +171,10 @@ fn new_producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProdu
             settings.enable_idempotence.to_string(),
         )
         .set("linger.ms", "1")
+        // librdkafka's default, set so that tools can count on it: a key's
+        // partition is CRC-32(key) mod the partition count, which is how
+        // `ticketctl saga` finds one saga's events without reading them all.
+        .set("partitioner", "consistent_random")
         .set(
             "message.timeout.ms",
             settings.message_timeout_ms.to_string(),

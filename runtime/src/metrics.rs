@@ -1,8 +1,9 @@
 //! Prometheus metrics every service exposes on `/metrics`.
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -16,8 +17,16 @@ pub struct Metrics {
     pub outbox_published: IntCounter,
     pub outbox_failures: IntCounter,
     pub outbox_pending: IntGauge,
+    /// Age of the oldest event not yet acknowledged by the broker (0 when none).
+    pub outbox_oldest_age: Gauge,
     /// Producers replaced after a fatal error.
     pub producer_restarts: IntCounter,
+    /// Messages the consumer has not yet committed, per partition it reads.
+    pub consumer_lag: IntGaugeVec,
+    /// Messages sent to a dead-letter topic, by the topic they came from.
+    pub dead_letters: IntCounterVec,
+    /// Saga endings published by this service, by outcome and reason.
+    pub saga_outcomes: IntCounterVec,
 }
 
 impl Metrics {
@@ -74,13 +83,42 @@ impl Metrics {
         .expect("valid metric");
         let outbox_pending =
             IntGauge::new("outbox_pending", "Events waiting in the outbox").expect("valid metric");
+        let outbox_oldest_age = Gauge::new(
+            "outbox_oldest_pending_age_seconds",
+            "Age of the oldest event waiting in the outbox (0 when it is empty)",
+        )
+        .expect("valid metric");
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "kafka_consumer_lag",
+                "Messages not yet committed by the consumer, per assigned partition",
+            ),
+            &["consumer", "topic", "partition"],
+        )
+        .expect("valid metric");
+        let dead_letters = IntCounterVec::new(
+            Opts::new(
+                "dead_letters_total",
+                "Messages sent to a dead-letter topic, by their origin topic",
+            ),
+            &["consumer", "topic"],
+        )
+        .expect("valid metric");
+        let saga_outcomes = IntCounterVec::new(
+            Opts::new(
+                "saga_outcomes_total",
+                "Saga endings this service published: completed or a compensation, with its reason",
+            ),
+            &["outcome", "reason"],
+        )
+        .expect("valid metric");
         let producer_restarts = IntCounter::new(
             "kafka_producer_restarts_total",
             "Producers replaced after a fatal error",
         )
         .expect("valid metric");
         for collector in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_requests.clone()) as Box<dyn Collector>,
             Box::new(http_duration.clone()),
             Box::new(events_consumed.clone()),
             Box::new(handler_duration.clone()),
@@ -88,6 +126,10 @@ impl Metrics {
             Box::new(outbox_failures.clone()),
             Box::new(outbox_pending.clone()),
             Box::new(producer_restarts.clone()),
+            Box::new(outbox_oldest_age.clone()),
+            Box::new(consumer_lag.clone()),
+            Box::new(dead_letters.clone()),
+            Box::new(saga_outcomes.clone()),
         ] {
             registry
                 .register(collector)
@@ -103,7 +145,16 @@ impl Metrics {
             outbox_failures,
             outbox_pending,
             producer_restarts,
+            outbox_oldest_age,
+            consumer_lag,
+            dead_letters,
+            saga_outcomes,
         }
+    }
+
+    /// Adds a service's own metric (exported with the shared ones).
+    pub fn register(&self, collector: impl Collector + 'static) -> prometheus::Result<()> {
+        self.registry.register(Box::new(collector))
     }
 
     /// The Prometheus text exposition of every metric.

@@ -13,7 +13,7 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use shared_events::Envelope;
+use shared_events::{Decoded, Envelope, Reason};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,12 +75,21 @@ pub(crate) fn enqueue(conn: &mut AnyConnection, envelope: &Envelope) -> QueryRes
         .map(|_| ())
 }
 
-/// Rows not yet acknowledged by the broker.
-pub fn pending_count(conn: &mut AnyConnection) -> QueryResult<i64> {
+/// Rows not yet acknowledged by the broker: how many, and when the oldest
+/// was written.
+pub fn backlog(conn: &mut AnyConnection) -> QueryResult<(i64, Option<NaiveDateTime>)> {
     outbox::table
         .filter(outbox::sent_at.is_null())
-        .count()
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::min(outbox::created_at),
+        ))
         .get_result(conn)
+}
+
+/// Rows not yet acknowledged by the broker.
+pub fn pending_count(conn: &mut AnyConnection) -> QueryResult<i64> {
+    backlog(conn).map(|(count, _)| count)
 }
 
 #[derive(Clone)]
@@ -370,7 +379,25 @@ impl OutboxRelay {
             }
         }
         self.metrics.outbox_published.inc_by(acked.len() as u64);
+        self.count_saga_outcomes(batch, &acked);
         acked
+    }
+
+    /// Counts the saga endings among the acknowledged events. An event
+    /// published again after a crash counts again: rare, and the count is
+    /// for alerting on rates, not for accounting.
+    fn count_saga_outcomes(&self, batch: &[PendingEvent], acked: &[i64]) {
+        for event in batch.iter().filter(|e| acked.contains(&e.seq)) {
+            if let Ok(Decoded::Known(envelope)) = Envelope::decode(event.payload.as_bytes()) {
+                if let Some((outcome, reason)) = envelope.event.saga_outcome() {
+                    let reason = reason.map(Reason::as_str).unwrap_or("");
+                    self.metrics
+                        .saga_outcomes
+                        .with_label_values(&[outcome.as_str(), reason])
+                        .inc();
+                }
+            }
+        }
     }
 
     pub async fn mark_sent(&self, seqs: Vec<i64>) -> Result<(), RelayError> {

@@ -180,8 +180,65 @@ pub fn settings<T: DeserializeOwned>(
         .set("consumer.max_attempts", 3)
         .set("consumer.backoff_initial_ms", 10)
         .set("consumer.backoff_max_ms", 100)
+        .set("consumer.stats_interval_ms", 500)
         .build()
         .expect("valid test settings")
+}
+
+/// What one service under test needs: its own database, a private topic
+/// prefix and test settings on both.
+pub struct Isolated<T> {
+    pub db: TestDatabase,
+    pub prefix: String,
+    pub settings: Settings<T>,
+}
+
+/// A fresh database (PostgreSQL when `postgres`, else SQLite), a unique
+/// topic prefix and test settings for one service, with logs captured.
+pub fn isolated<T: DeserializeOwned>(
+    postgres: bool,
+    label: &str,
+    service_defaults: &str,
+) -> Isolated<T> {
+    init_tracing();
+    let db = TestDatabase::on(postgres, label);
+    let prefix = unique_prefix();
+    let settings = settings(service_defaults, &db.url, &prefix);
+    Isolated {
+        db,
+        prefix,
+        settings,
+    }
+}
+
+impl<T> Isolated<T> {
+    /// Starts the service on these settings.
+    pub async fn start<Fut>(self, start: impl FnOnce(Settings<T>) -> Fut) -> TestService
+    where
+        Fut: std::future::Future<Output = anyhow::Result<crate::RunningService>>,
+    {
+        let running = start(self.settings).await.expect("service starts");
+        TestService {
+            running,
+            prefix: self.prefix,
+            http: reqwest::Client::new(),
+            _db: self.db,
+        }
+    }
+}
+
+/// A service running for one test, on its own database and topic prefix.
+pub struct TestService {
+    pub running: crate::RunningService,
+    pub prefix: String,
+    pub http: reqwest::Client,
+    _db: TestDatabase,
+}
+
+impl TestService {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.url())
+    }
 }
 
 /// A topic prefix no other test uses.

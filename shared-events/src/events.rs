@@ -318,3 +318,55 @@ pub struct PaymentFailed {
     pub reason: Reason,
     pub refunded: bool,
 }
+
+/// How a saga (or one branch of it) ended: completed, or the compensation
+/// it took. Services count these; tools name them in a saga's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SagaOutcome {
+    /// Money taken, reservation confirmed, seat sold.
+    Completed,
+    /// The payment ended without a sale (its reason says why).
+    PaymentFailed,
+    /// The seat could not be held.
+    HoldRejected,
+    /// The hold ran out; the seat goes back.
+    HoldExpired,
+    /// The hold was cancelled (by its fan or by a compensation).
+    ReservationCancelled,
+    /// A debit was given back.
+    Refunded,
+}
+
+impl SagaOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaOutcome::Completed => "completed",
+            SagaOutcome::PaymentFailed => "payment_failed",
+            SagaOutcome::HoldRejected => "hold_rejected",
+            SagaOutcome::HoldExpired => "hold_expired",
+            SagaOutcome::ReservationCancelled => "reservation_cancelled",
+            SagaOutcome::Refunded => "refunded",
+        }
+    }
+}
+
+impl std::fmt::Display for SagaOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Event {
+    /// The saga ending this event announces, with its reason, if it is one.
+    pub fn saga_outcome(&self) -> Option<(SagaOutcome, Option<&Reason>)> {
+        Some(match self {
+            Event::PaymentCompleted(_) => (SagaOutcome::Completed, None),
+            Event::PaymentFailed(e) => (SagaOutcome::PaymentFailed, Some(&e.reason)),
+            Event::ReservationRejected(e) => (SagaOutcome::HoldRejected, Some(&e.reason)),
+            Event::ReservationExpired(_) => (SagaOutcome::HoldExpired, None),
+            Event::ReservationCancelled(e) => (SagaOutcome::ReservationCancelled, Some(&e.reason)),
+            Event::BalanceRefunded(e) => (SagaOutcome::Refunded, e.reason.as_ref()),
+            _ => return None,
+        })
+    }
+}

@@ -42,6 +42,28 @@ impl Service {
         }
     }
 
+    /// The topics this service's consumer reads (its consumer group is
+    /// named after the service). Tools read lag and dead letters from this.
+    pub fn consumes(self) -> &'static [Topic] {
+        match self {
+            Service::Concert => &[Topic::ReservationEvents],
+            Service::Queue => &[Topic::ConcertEvents, Topic::PaymentEvents],
+            Service::Reservation => &[
+                Topic::ConcertEvents,
+                Topic::QueueEvents,
+                Topic::BalanceEvents,
+                Topic::PaymentEvents,
+            ],
+            Service::MemberBalance => &[Topic::PaymentEvents, Topic::ReservationEvents],
+            Service::Payment => &[
+                Topic::ReservationEvents,
+                Topic::BalanceEvents,
+                Topic::ConcertEvents,
+                Topic::QueueEvents,
+            ],
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Service> {
         Service::ALL.into_iter().find(|s| s.as_str() == name)
     }

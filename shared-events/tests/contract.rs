@@ -197,6 +197,19 @@ fn sample_envelope(event: Event) -> Envelope {
     }
 }
 
+/// A small valid message to bend into the odd shapes a consumer may meet.
+fn seat_released_json() -> String {
+    sample_envelope(
+        SeatReleased {
+            reservation_id: id(1),
+            schedule_id: id(2),
+            seat_no: 3,
+        }
+        .into(),
+    )
+    .to_json()
+}
+
 fn golden_path(event_type: EventType) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
@@ -245,17 +258,9 @@ fn golden_files_decode_back_to_the_same_envelope() {
 
 #[test]
 fn unknown_fields_are_tolerated() {
-    let json = sample_envelope(
-        SeatReleased {
-            reservation_id: id(1),
-            schedule_id: id(2),
-            seat_no: 3,
-        }
-        .into(),
-    )
-    .to_json()
-    .replacen("\"seat_no\":3", "\"seat_no\":3,\"section\":\"A\"", 1)
-    .replacen("{", "{\"region\":\"kr\",", 1);
+    let json = seat_released_json()
+        .replacen("\"seat_no\":3", "\"seat_no\":3,\"section\":\"A\"", 1)
+        .replacen("{", "{\"region\":\"kr\",", 1);
     let Decoded::Known(envelope) = Envelope::decode(json.as_bytes()).unwrap() else {
         panic!("extra fields must not make the event unknown");
     };
@@ -264,16 +269,7 @@ fn unknown_fields_are_tolerated() {
 
 #[test]
 fn unknown_event_types_are_reported_not_rejected() {
-    let json = sample_envelope(
-        SeatReleased {
-            reservation_id: id(1),
-            schedule_id: id(2),
-            seat_no: 3,
-        }
-        .into(),
-    )
-    .to_json()
-    .replace("\"SeatReleased\"", "\"SeatTeleported\"");
+    let json = seat_released_json().replace("\"SeatReleased\"", "\"SeatTeleported\"");
     match Envelope::decode(json.as_bytes()).unwrap() {
         Decoded::UnknownType {
             event_type,
@@ -288,15 +284,7 @@ fn unknown_event_types_are_reported_not_rejected() {
 
 #[test]
 fn malformed_messages_are_errors() {
-    let good = sample_envelope(
-        SeatReleased {
-            reservation_id: id(1),
-            schedule_id: id(2),
-            seat_no: 3,
-        }
-        .into(),
-    )
-    .to_json();
+    let good = seat_released_json();
     let cases: Vec<(&str, String)> = vec![
         ("garbage", "not json at all".into()),
         (

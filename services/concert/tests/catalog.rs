@@ -5,57 +5,44 @@
     reason = "tests: a panic is a failed test, with its message"
 )]
 
-use reqwest::Client;
 use serde_json::{json, Value};
 use shared_events::{Event, Topic};
 use std::collections::HashSet;
 use std::time::Duration;
-use ticket_runtime::testkit::{self, EventTap, TestDatabase};
-use ticket_runtime::RunningService;
+use ticket_runtime::testkit::{self, EventTap, TestDatabase, TestService};
 
 const ADMIN_KEY: &str = "test-admin-key-0123456789";
 
 struct Service {
-    running: RunningService,
-    prefix: String,
-    http: Client,
-    _db: TestDatabase,
+    app: TestService,
 }
 
 async fn spawn(postgres: bool, demo_data: bool) -> Service {
-    testkit::init_tracing();
-    let db = TestDatabase::on(postgres, "concert");
-    let prefix = testkit::unique_prefix();
-    let mut settings = testkit::settings::<concert_service::ConcertSettings>(
+    let mut isolated = testkit::isolated::<concert_service::ConcertSettings>(
+        postgres,
+        "concert",
         concert_service::DEFAULTS,
-        &db.url,
-        &prefix,
     );
-    settings.service.concert.demo_data = demo_data;
-    settings.service.concert.admin_key = ticket_runtime::Secret::new(ADMIN_KEY);
-    let running = concert_service::start(settings)
-        .await
-        .expect("service starts");
+    let concert = &mut isolated.settings.service.concert;
+    concert.demo_data = demo_data;
+    concert.admin_key = ticket_runtime::Secret::new(ADMIN_KEY);
     Service {
-        running,
-        prefix,
-        http: Client::new(),
-        _db: db,
+        app: isolated.start(concert_service::start).await,
     }
 }
 
 impl Service {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.running.url())
-    }
-
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let response = self.app.http.get(self.app.url(path)).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
     async fn create(&self, key: Option<&str>, body: &Value) -> (u16, Value) {
-        let mut request = self.http.post(self.url("/v1/admin/concerts")).json(body);
+        let mut request = self
+            .app
+            .http
+            .post(self.app.url("/v1/admin/concerts"))
+            .json(body);
         if let Some(key) = key {
             request = request.header("X-Admin-Key", key);
         }
@@ -76,7 +63,7 @@ fn concert_body() -> Value {
 
 async fn create_and_browse(postgres: bool) {
     let service = spawn(postgres, false).await;
-    let tap = EventTap::new(&service.prefix, Topic::ConcertEvents);
+    let tap = EventTap::new(&service.app.prefix, Topic::ConcertEvents);
     assert_eq!(service.get("/v1/concerts").await, (200, json!([])));
 
     let (status, created) = service.create(Some(ADMIN_KEY), &concert_body()).await;
@@ -133,7 +120,7 @@ async fn create_and_browse(postgres: bool) {
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(announced, expected, "one ConcertScheduled per schedule");
-    service.running.stop().await;
+    service.app.running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +148,7 @@ async fn the_demo_catalog_exists_on_first_start() {
             .await;
         assert_eq!(schedules.as_array().unwrap().len(), 2);
     }
-    service.running.stop().await;
+    service.app.running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,8 +199,9 @@ async fn bad_input_gets_a_4xx_and_a_code() {
         ("empty", ""),
     ] {
         let response = service
+            .app
             .http
-            .post(service.url("/v1/admin/concerts"))
+            .post(service.app.url("/v1/admin/concerts"))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -285,8 +273,9 @@ async fn bad_input_gets_a_4xx_and_a_code() {
         );
     }
     let malformed = service
+        .app
         .http
-        .post(service.url("/v1/admin/concerts"))
+        .post(service.app.url("/v1/admin/concerts"))
         .header("X-Admin-Key", ADMIN_KEY)
         .header("content-type", "application/json")
         .body("{\"title\":")
@@ -299,7 +288,7 @@ async fn bad_input_gets_a_4xx_and_a_code() {
         (200, json!([])),
         "nothing was created"
     );
-    service.running.stop().await;
+    service.app.running.stop().await;
 }
 
 /// No default credentials: a concert service without an admin key (or with
@@ -335,7 +324,7 @@ async fn a_hold_from_before_expiries_were_stored_is_released_too() {
         .get(&format!("/v1/concerts/{concert}/schedules"))
         .await;
     let schedule = schedules[0]["id"].as_str().unwrap().to_string();
-    let db = service.running.db.clone();
+    let db = service.app.running.db.clone();
     let now = chrono::Utc::now();
     for (seat_no, held_at) in [(1, now - chrono::TimeDelta::minutes(30)), (2, now)] {
         let schedule = schedule.clone();
@@ -369,5 +358,5 @@ async fn a_hold_from_before_expiries_were_stored_is_released_too() {
         .await;
     assert_eq!(seats[0]["status"], "AVAILABLE", "the old hold is released");
     assert_eq!(seats[1]["status"], "HELD", "a recent one is not");
-    service.running.stop().await;
+    service.app.running.stop().await;
 }

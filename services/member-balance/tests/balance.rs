@@ -7,23 +7,19 @@
 )]
 
 use futures::future::join_all;
-use reqwest::{Client, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared_events::{Event, Topic};
 use std::collections::HashSet;
 use std::time::Duration;
 use ticket_runtime::member::DevIssuer;
-use ticket_runtime::testkit::{self, EventTap, TestDatabase};
-use ticket_runtime::RunningService;
+use ticket_runtime::testkit::{self, EventTap, TestService};
 use uuid::Uuid;
 
 struct Service {
-    running: RunningService,
-    prefix: String,
-    http: Client,
+    app: TestService,
     issuer: DevIssuer,
     _jwks: std::path::PathBuf,
-    _db: TestDatabase,
 }
 
 /// The member whose wallet a path names: the caller the tests act as.
@@ -33,44 +29,31 @@ fn member_of(path: &str) -> Option<Uuid> {
 }
 
 async fn spawn(postgres: bool) -> Service {
-    testkit::init_tracing();
-    let db = TestDatabase::on(postgres, "balance");
-    let prefix = testkit::unique_prefix();
-    let mut settings = testkit::settings::<member_balance_service::BalanceSettings>(
+    let mut isolated = testkit::isolated::<member_balance_service::BalanceSettings>(
+        postgres,
+        "balance",
         member_balance_service::DEFAULTS,
-        &db.url,
-        &prefix,
     );
-    settings.database.pool_size = 8;
+    isolated.settings.database.pool_size = 8;
     let issuer = DevIssuer::generate().unwrap();
     let jwks = testkit::temp_dir("jwks").join("jwks.json");
     std::fs::write(&jwks, issuer.jwks().to_string()).unwrap();
-    settings.service.member_auth = issuer.settings(&jwks.display().to_string());
-    let running = member_balance_service::start(settings)
-        .await
-        .expect("service starts");
+    isolated.settings.service.member_auth = issuer.settings(&jwks.display().to_string());
     Service {
-        running,
-        prefix,
-        http: Client::new(),
+        app: isolated.start(member_balance_service::start).await,
         issuer,
         _jwks: jwks,
-        _db: db,
     }
 }
 
 impl Service {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.running.url())
-    }
-
-    /// A request as the member whose wallet the path names.
     /// A request as the member whose wallet the path names (as some member
     /// when it names none, so that the path itself is judged).
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let user = member_of(path).unwrap_or(Uuid::nil());
-        self.http
-            .request(method, self.url(path))
+        self.app
+            .http
+            .request(method, self.app.url(path))
             .bearer_auth(self.issuer.token(user, chrono::TimeDelta::minutes(5)))
     }
 
@@ -160,7 +143,7 @@ async fn concurrent_charges(postgres: bool) {
         .map(|e| e["balance_after"].as_i64().unwrap())
         .collect();
     assert!(newest_first.windows(2).all(|w| w[0] > w[1]), "newest first");
-    service.running.stop().await;
+    service.app.running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,7 +184,7 @@ async fn one_key_one_charge(postgres: bool) {
         service.get(&format!("/v1/members/{user}/balance")).await["balance"],
         2_000
     );
-    service.running.stop().await;
+    service.app.running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,7 +208,7 @@ async fn a_new_member_has_zero_and_charges_are_published() {
         json!([])
     );
 
-    let tap = EventTap::new(&service.prefix, Topic::BalanceEvents);
+    let tap = EventTap::new(&service.app.prefix, Topic::BalanceEvents);
     let (_, receipt) = service.charge(user, 7_500, None).await;
     let event = tap
         .next_matching(
@@ -243,7 +226,7 @@ async fn a_new_member_has_zero_and_charges_are_published() {
         receipt["entry_id"].as_str().unwrap()
     );
     assert_eq!(event.partition_key, user.to_string());
-    service.running.stop().await;
+    service.app.running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -487,7 +470,7 @@ async fn bad_input_gets_a_4xx_and_a_code() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    service.running.stop().await;
+    service.app.running.stop().await;
 }
 
 /// A member acts on their own wallet only; credentials are checked before
@@ -556,10 +539,11 @@ async fn only_the_member_in_the_token_reaches_the_wallet() {
         for (method, path) in &paths {
             let mut request = match *method {
                 "POST" => service
+                    .app
                     .http
-                    .post(service.url(path))
+                    .post(service.app.url(path))
                     .json(&json!({ "amount": 5 })),
-                _ => service.http.get(service.url(path)),
+                _ => service.app.http.get(service.app.url(path)),
             };
             if let Some(token) = token {
                 request = request.bearer_auth(token);
@@ -576,5 +560,5 @@ async fn only_the_member_in_the_token_reaches_the_wallet() {
     }
     let balance = service.get(&format!("/v1/members/{fan}/balance")).await;
     assert_eq!(balance["balance"], 1_000, "nobody else charged or read it");
-    service.running.stop().await;
+    service.app.running.stop().await;
 }

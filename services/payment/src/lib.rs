@@ -64,7 +64,7 @@ pub async fn start(settings: Settings<PaymentSettings>) -> anyhow::Result<Runnin
         app.clone(),
         |app| async move { app.fail_stalled().await.map(drop) },
     );
-    let platform = DataPlatform::new(runtime.db.clone(), platform)?;
+    let platform = DataPlatform::new(runtime.db.clone(), platform, &runtime.metrics)?;
     let every = Duration::from_millis(500);
     runtime.every_or_woken(
         "data-platform-delivery",

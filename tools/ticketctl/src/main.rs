@@ -8,11 +8,15 @@
 //! - `ticketctl keygen` prints a new pass-signing key pair.
 //! - `ticketctl login USER-ID` prints a member token of the development
 //!   issuer that `up` keeps in its data folder.
+//! - `ticketctl events`, `saga`, `dlq` and `status` look at a running
+//!   cluster through Kafka and the services' health endpoints (see
+//!   docs/operations.md).
 //!
 //! `ticketctl help [COMMAND]` describes each; flags that name a broker or a
 //! data folder also come from the environment (`KAFKA_BROKERS`,
-//! `TICKETCTL_DATA_DIR`).
+//! `TICKETCTL_DATA_DIR`, `APP__KAFKA__TOPIC_PREFIX`, `<SERVICE>_URL`).
 
+mod inspect;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
@@ -47,6 +51,12 @@ enum Command {
     /// Print a member token (`Authorization: Bearer ...`) for a user, signed
     /// by the development issuer that `up` keeps in its data folder.
     Login(LoginOptions),
+    Events(inspect::events::EventsOptions),
+    Saga(inspect::saga::SagaOptions),
+    /// Dead letters: list them, replay them after a fix.
+    #[command(subcommand)]
+    Dlq(inspect::dlq::DlqCommand),
+    Status(inspect::status::StatusOptions),
 }
 
 #[derive(Args)]
@@ -103,6 +113,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Login(options) => login(options),
+        Command::Events(options) => inspect::events::run(options),
+        Command::Saga(options) => inspect::saga::run(options),
+        Command::Dlq(command) => inspect::dlq::run(command),
+        Command::Status(options) => {
+            if inspect::status::run(options)? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Topic};
+use shared_events::{
+    Envelope, Event, EventType, ReservationCancelled, ReservationExpired, Service, Topic,
+};
 use ticket_runtime::{EventHandler, HandlerError, Tx};
 
 use crate::app::saga;
@@ -12,11 +14,11 @@ pub struct ConcertEvents {
 
 impl EventHandler for ConcertEvents {
     fn name(&self) -> &str {
-        "concert"
+        Service::Concert.as_str()
     }
 
     fn topics(&self) -> Vec<Topic> {
-        vec![Topic::ReservationEvents]
+        Service::Concert.consumes().to_vec()
     }
 
     fn handles(&self, event_type: EventType) -> bool {
@@ -34,19 +36,23 @@ impl EventHandler for ConcertEvents {
             Event::ReservationRequested(e) => {
                 saga::reservation_requested(tx, event, e, &self.holds)?
             }
-            Event::ReservationExpired(e) => saga::reservation_ended(
+            // Expired or cancelled, the seat goes back the same way.
+            Event::ReservationExpired(ReservationExpired {
+                reservation_id,
+                schedule_id,
+                seat_no,
+            })
+            | Event::ReservationCancelled(ReservationCancelled {
+                reservation_id,
+                schedule_id,
+                seat_no,
+                ..
+            }) => saga::reservation_ended(
                 tx,
                 event,
-                e.reservation_id.into(),
-                e.schedule_id.into(),
-                e.seat_no,
-            )?,
-            Event::ReservationCancelled(e) => saga::reservation_ended(
-                tx,
-                event,
-                e.reservation_id.into(),
-                e.schedule_id.into(),
-                e.seat_no,
+                (*reservation_id).into(),
+                (*schedule_id).into(),
+                *seat_no,
             )?,
             Event::ReservationConfirmed(e) => saga::reservation_confirmed(tx, event, e)?,
             _ => {}

@@ -1,6 +1,6 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Topic};
+use shared_events::{Envelope, Event, EventType, Service, Topic};
 use ticket_runtime::{EventHandler, HandlerError, Tx};
 
 use crate::app::saga;
@@ -9,11 +9,11 @@ pub struct BalanceEvents;
 
 impl EventHandler for BalanceEvents {
     fn name(&self) -> &str {
-        "member-balance"
+        Service::MemberBalance.as_str()
     }
 
     fn topics(&self) -> Vec<Topic> {
-        vec![Topic::PaymentEvents, Topic::ReservationEvents]
+        Service::MemberBalance.consumes().to_vec()
     }
 
     fn handles(&self, event_type: EventType) -> bool {

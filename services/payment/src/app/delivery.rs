@@ -3,7 +3,9 @@
 //! backoff. The payment never waits for it, nor fails because of it.
 
 use chrono::Utc;
+use prometheus::{IntCounterVec, IntGauge, Opts};
 use std::time::Duration;
+use ticket_runtime::metrics::Metrics;
 use ticket_runtime::{Db, DbError};
 
 use crate::domain::DataPlatformSettings;
@@ -15,19 +17,42 @@ pub struct DataPlatform {
     http: reqwest::Client,
     url: String,
     settings: DataPlatformSettings,
+    /// Completed reservations not yet acknowledged by the platform.
+    backlog: IntGauge,
+    /// Delivery attempts by outcome: `delivered` or `failed`.
+    attempts: IntCounterVec,
 }
 
 impl DataPlatform {
-    pub fn new(db: Db, settings: DataPlatformSettings) -> Result<DataPlatform, reqwest::Error> {
+    pub fn new(
+        db: Db,
+        settings: DataPlatformSettings,
+        metrics: &Metrics,
+    ) -> anyhow::Result<DataPlatform> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .build()?;
         let url = format!("{}/v1/reservations", settings.url.trim_end_matches('/'));
+        let backlog = IntGauge::new(
+            "data_platform_backlog",
+            "Completed reservations the data platform has not acknowledged yet",
+        )?;
+        let attempts = IntCounterVec::new(
+            Opts::new(
+                "data_platform_deliveries_total",
+                "Delivery attempts to the data platform by outcome",
+            ),
+            &["outcome"],
+        )?;
+        metrics.register(backlog.clone())?;
+        metrics.register(attempts.clone())?;
         Ok(DataPlatform {
             db,
             http,
             url,
             settings,
+            backlog,
+            attempts,
         })
     }
 
@@ -51,6 +76,12 @@ impl DataPlatform {
                 Err(error) => Err(error.to_string()),
             };
             let payment = delivery.payment_id;
+            let label = if outcome.is_ok() {
+                "delivered"
+            } else {
+                "failed"
+            };
+            self.attempts.with_label_values(&[label]).inc();
             if let Err(error) = &outcome {
                 tracing::warn!(%payment, attempts = delivery.attempts + 1, %error,
                     "data-platform delivery failed; will retry");
@@ -72,6 +103,11 @@ impl DataPlatform {
                 tracing::warn!(%payment, %error, "could not record a delivery attempt");
             }
         }
+        let backlog = self
+            .db
+            .run(|conn| store::undelivered_count(conn).map_err(DbError::from))
+            .await?;
+        self.backlog.set(backlog);
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Topic};
+use shared_events::{Envelope, Event, EventType, Service, Topic};
 use std::sync::Arc;
 use ticket_runtime::waiters::Waiters;
 use ticket_runtime::{EventHandler, HandlerError, Tx};
@@ -33,16 +33,11 @@ fn payment_of(event: &Event) -> Option<Uuid> {
 
 impl EventHandler for PaymentEvents {
     fn name(&self) -> &str {
-        "payment"
+        Service::Payment.as_str()
     }
 
     fn topics(&self) -> Vec<Topic> {
-        vec![
-            Topic::ReservationEvents,
-            Topic::BalanceEvents,
-            Topic::ConcertEvents,
-            Topic::QueueEvents,
-        ]
+        Service::Payment.consumes().to_vec()
     }
 
     fn handles(&self, event_type: EventType) -> bool {

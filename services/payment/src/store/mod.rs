@@ -293,6 +293,14 @@ pub fn due_deliveries(
         .load(conn)
 }
 
+/// Completed reservations the data platform has not acknowledged yet.
+pub fn undelivered_count(conn: &mut AnyConnection) -> QueryResult<i64> {
+    data_platform_deliveries::table
+        .filter(data_platform_deliveries::delivered_at.is_null())
+        .count()
+        .get_result(conn)
+}
+
 pub fn delivered(
     conn: &mut AnyConnection,
     payment_id: PaymentId,

@@ -1,6 +1,6 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Topic};
+use shared_events::{Envelope, Event, EventType, Service, Topic};
 use ticket_runtime::{EventHandler, HandlerError, Tx};
 
 use crate::app::saga;
@@ -9,11 +9,11 @@ pub struct QueueEvents;
 
 impl EventHandler for QueueEvents {
     fn name(&self) -> &str {
-        "queue"
+        Service::Queue.as_str()
     }
 
     fn topics(&self) -> Vec<Topic> {
-        vec![Topic::ConcertEvents, Topic::PaymentEvents]
+        Service::Queue.consumes().to_vec()
     }
 
     fn handles(&self, event_type: EventType) -> bool {

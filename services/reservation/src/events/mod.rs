@@ -1,6 +1,6 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Topic};
+use shared_events::{Envelope, Event, EventType, Service, Topic};
 use ticket_runtime::waiters::Waiters;
 use ticket_runtime::{EventHandler, HandlerError, Tx};
 use uuid::Uuid;
@@ -27,16 +27,11 @@ fn changed_by(event: &Event) -> Option<Uuid> {
 
 impl EventHandler for ReservationEvents {
     fn name(&self) -> &str {
-        "reservation"
+        Service::Reservation.as_str()
     }
 
     fn topics(&self) -> Vec<Topic> {
-        vec![
-            Topic::ConcertEvents,
-            Topic::QueueEvents,
-            Topic::BalanceEvents,
-            Topic::PaymentEvents,
-        ]
+        Service::Reservation.consumes().to_vec()
     }
 
     fn handles(&self, event_type: EventType) -> bool {

@@ -8,6 +8,7 @@
 )]
 
 mod deploy;
+mod inspect;
 mod queue;
 mod races;
 mod saga;

@@ -1,7 +1,7 @@
 //! The waiting line with real services: arrival order, positions, drop-outs,
 //! and passes that the other services verify on their own.
 
-use crate::support::{Cluster, Fan, Knobs, PASS_HEADER, WAIT};
+use crate::support::{assert_refused, Call, Cluster, Fan, Knobs, PASS_HEADER, WAIT};
 use reqwest::StatusCode;
 use serde_json::Value;
 use shared_events::{Event, Service, Topic};
@@ -200,32 +200,13 @@ async fn a_fan_who_stops_polling_drops_out_and_no_longer_holds_up_the_line() {
     cluster.stop().await;
 }
 
-async fn reserve_with(
-    cluster: &Cluster,
-    member: &str,
-    pass: Option<String>,
-    schedule: &str,
-) -> (StatusCode, Value) {
-    let mut request = cluster
-        .http
-        .post(cluster.url(Service::Reservation, "/v1/reservations"))
-        .bearer_auth(member)
-        .json(&serde_json::json!({ "schedule_id": schedule, "seat_no": 1 }));
-    if let Some(value) = pass {
-        request = request.header(PASS_HEADER, value);
-    }
-    let response = request.send().await.unwrap();
-    (response.status(), response.json().await.unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn passes_verify_in_other_services_and_bad_ones_are_refused_with_distinct_codes() {
     let cluster = Cluster::start(false, Knobs::default()).await;
     let (concert, schedule) = cluster.schedule().await;
     let fan = cluster.fan(&concert).await;
 
-    let (status, body) =
-        reserve_with(&cluster, &fan.member, Some(fan.pass.clone()), &schedule).await;
+    let (status, body) = cluster.reserve(&fan, &schedule, 1).await;
     assert_eq!(
         status,
         StatusCode::CREATED,
@@ -258,34 +239,28 @@ async fn passes_verify_in_other_services_and_bad_ones_are_refused_with_distinct_
         ("expired", Some(expired), "pass_expired"),
         ("wrong concert", Some(other_pass), "pass_wrong_concert"),
     ];
+    let reserve = Call::post(
+        Service::Reservation,
+        "/v1/reservations",
+        format!(r#"{{"schedule_id":"{schedule}","seat_no":1}}"#),
+    );
+    let pay = Call::post(
+        Service::Payment,
+        "/v1/payments",
+        format!(r#"{{"reservation_id":"{}"}}"#, Uuid::new_v4()),
+    );
     for (name, pass, code) in cases {
-        let (status, body) = reserve_with(&cluster, &fan.member, pass.clone(), &schedule).await;
-        assert_eq!(
-            (status, body["code"].as_str().unwrap()),
-            (StatusCode::UNAUTHORIZED, code),
-            "reservation, {name}"
-        );
-        let mut request = cluster
-            .http
-            .post(cluster.url(Service::Payment, "/v1/payments"))
-            .bearer_auth(&fan.member)
-            .json(&serde_json::json!({ "reservation_id": Uuid::new_v4() }));
-        if let Some(value) = pass {
-            request = request.header(PASS_HEADER, value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap();
-        if code == "pass_wrong_concert" {
-            // Payment checks the concert against the reservation, which this one lacks.
-            assert_eq!(body["code"], "reservation_not_found", "payment, {name}");
-        } else {
-            assert_eq!(
-                (status, body["code"].as_str().unwrap()),
-                (StatusCode::UNAUTHORIZED, code),
-                "payment, {name}"
-            );
-        }
+        let member = Some(fan.member.as_str());
+        let response = cluster.send(&reserve, member, pass.as_deref()).await;
+        assert_refused(response, 401, code, &format!("reservation, {name}")).await;
+        // Payment checks the concert against the reservation, which this one
+        // lacks: a pass for another concert gets as far as that.
+        let (status, code) = match code {
+            "pass_wrong_concert" => (404, "reservation_not_found"),
+            _ => (401, code),
+        };
+        let response = cluster.send(&pay, member, pass.as_deref()).await;
+        assert_refused(response, status, code, &format!("payment, {name}")).await;
     }
     cluster.stop().await;
 }
@@ -295,70 +270,50 @@ async fn queue_bad_input_gets_a_4xx_and_a_code() {
     let cluster = Cluster::start(false, Knobs::default()).await;
     let (concert, _) = cluster.schedule().await;
     let fan = cluster.fan(&concert).await;
-    let tokens = cluster.url(Service::Queue, "/v1/queue/tokens");
     let unknown = Uuid::new_v4();
-    let posts = [
-        ("malformed json", "{\"concert_id\":", 400, "malformed_json"),
+    let join = |body: &str| Call::post(Service::Queue, "/v1/queue/tokens", body);
+    let cases = [
+        (
+            "malformed json",
+            join("{\"concert_id\":"),
+            400,
+            "malformed_json",
+        ),
         (
             "concert id not a uuid",
-            r#"{"concert_id":"me"}"#,
+            join(r#"{"concert_id":"me"}"#),
             422,
             "invalid_body",
         ),
-        ("concert id missing", "{}", 422, "invalid_body"),
+        ("concert id missing", join("{}"), 422, "invalid_body"),
         (
             "concert id a number",
-            r#"{"concert_id":7}"#,
+            join(r#"{"concert_id":7}"#),
             422,
             "invalid_body",
         ),
         (
             "unknown concert",
-            &format!(r#"{{"concert_id":"{unknown}"}}"#) as &str,
+            join(&format!(r#"{{"concert_id":"{unknown}"}}"#)),
             404,
             "concert_not_found",
         ),
-    ];
-    for (name, body, status, code) in posts {
-        let response = cluster
-            .http
-            .post(&tokens)
-            .bearer_auth(&fan.member)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap();
-        let got = response.status().as_u16();
-        let json: Value = response.json().await.unwrap();
-        assert_eq!(
-            (got, json["code"].as_str().unwrap()),
-            (status, code),
-            "{name}"
-        );
-    }
-    for (path, status, code) in [
         (
-            format!("/v1/queue/tokens/{unknown}"),
+            "unknown token",
+            Call::get(Service::Queue, format!("/v1/queue/tokens/{unknown}")),
             404,
             "token_not_found",
         ),
-        ("/v1/queue/tokens/abc".to_string(), 400, "invalid_path"),
-    ] {
-        let response = cluster
-            .http
-            .get(cluster.url(Service::Queue, &path))
-            .bearer_auth(&fan.member)
-            .send()
-            .await
-            .unwrap();
-        let got = response.status().as_u16();
-        let json: Value = response.json().await.unwrap();
-        assert_eq!(
-            (got, json["code"].as_str().unwrap()),
-            (status, code),
-            "{path}"
-        );
+        (
+            "token id not a uuid",
+            Call::get(Service::Queue, "/v1/queue/tokens/abc"),
+            400,
+            "invalid_path",
+        ),
+    ];
+    for (name, call, status, code) in cases {
+        let response = cluster.send(&call, Some(&fan.member), None).await;
+        assert_refused(response, status, code, name).await;
     }
     cluster.stop().await;
 }
@@ -373,216 +328,137 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
     let hold_id = hold["id"].as_str().unwrap();
     let unknown = Uuid::new_v4();
 
-    type Case<'a> = (
-        &'a str,
-        &'a str,
-        String,
-        Option<String>,
-        &'a Fan,
-        u16,
-        &'a str,
-    );
-    let cases: Vec<Case> = vec![
-        (
-            "seat zero",
-            "POST",
-            "/v1/reservations".into(),
-            Some(format!(r#"{{"schedule_id":"{schedule}","seat_no":0}}"#)),
-            &fan,
-            422,
-            "invalid_seat",
-        ),
-        (
-            "seat 51",
-            "POST",
-            "/v1/reservations".into(),
-            Some(format!(r#"{{"schedule_id":"{schedule}","seat_no":51}}"#)),
-            &fan,
-            422,
-            "invalid_seat",
-        ),
-        (
-            "seat as text",
-            "POST",
-            "/v1/reservations".into(),
-            Some(format!(r#"{{"schedule_id":"{schedule}","seat_no":"one"}}"#)),
-            &fan,
-            422,
-            "invalid_body",
-        ),
+    let reserve = |body: String| Call::post(Service::Reservation, "/v1/reservations", body);
+    let seat = |seat_no: &str| {
+        reserve(format!(
+            r#"{{"schedule_id":"{schedule}","seat_no":{seat_no}}}"#
+        ))
+    };
+    let reservation = |rest: &str| format!("/v1/reservations/{rest}");
+    let get_reservation = |rest: &str| Call::get(Service::Reservation, reservation(rest));
+    let pay = |id: &str| {
+        let body = format!(r#"{{"reservation_id":{id}}}"#);
+        Call::post(Service::Payment, "/v1/payments", body)
+    };
+    let get_payment = |rest: &str| Call::get(Service::Payment, format!("/v1/payments/{rest}"));
+    let (unknown, hold_id) = (unknown.to_string(), hold_id.to_string());
+    let quoted = |id: &str| format!("\"{id}\"");
+    let cases: Vec<(&str, Call, &Fan, u16, &str)> = vec![
+        ("seat zero", seat("0"), &fan, 422, "invalid_seat"),
+        ("seat 51", seat("51"), &fan, 422, "invalid_seat"),
+        ("seat as text", seat("\"one\""), &fan, 422, "invalid_body"),
         (
             "schedule not a uuid",
-            "POST",
-            "/v1/reservations".into(),
-            Some(r#"{"schedule_id":"x","seat_no":1}"#.into()),
+            reserve(r#"{"schedule_id":"x","seat_no":1}"#.into()),
             &fan,
             422,
             "invalid_body",
         ),
         (
             "unknown schedule",
-            "POST",
-            "/v1/reservations".into(),
-            Some(format!(r#"{{"schedule_id":"{unknown}","seat_no":1}}"#)),
+            reserve(format!(r#"{{"schedule_id":"{unknown}","seat_no":1}}"#)),
             &fan,
             404,
             "schedule_not_found",
         ),
         (
             "malformed json",
-            "POST",
-            "/v1/reservations".into(),
-            Some("{".into()),
+            reserve("{".into()),
             &fan,
             400,
             "malformed_json",
         ),
         (
             "unknown reservation",
-            "GET",
-            format!("/v1/reservations/{unknown}"),
-            None,
+            get_reservation(&unknown),
             &fan,
             404,
             "reservation_not_found",
         ),
         (
-            "someone else's reservation",
-            "GET",
-            format!("/v1/reservations/{hold_id}"),
-            None,
+            "someone else's",
+            get_reservation(&hold_id),
             &other,
             404,
             "reservation_not_found",
         ),
         (
             "reservation id not a uuid",
-            "GET",
-            "/v1/reservations/42".into(),
-            None,
+            get_reservation("42"),
             &fan,
             400,
             "invalid_path",
         ),
         (
             "wait too long",
-            "GET",
-            format!("/v1/reservations/{hold_id}?wait_ms=999999"),
-            None,
+            get_reservation(&format!("{hold_id}?wait_ms=999999")),
             &fan,
             400,
             "invalid_wait",
         ),
         (
             "wait negative",
-            "GET",
-            format!("/v1/reservations/{hold_id}?wait_ms=-1"),
-            None,
+            get_reservation(&format!("{hold_id}?wait_ms=-1")),
             &fan,
             400,
             "invalid_query",
         ),
         (
             "unknown seen status",
-            "GET",
-            format!("/v1/reservations/{hold_id}?wait_ms=10&seen_status=NAPPING"),
-            None,
+            get_reservation(&format!("{hold_id}?wait_ms=10&seen_status=NAPPING")),
             &fan,
             400,
             "invalid_seen_status",
         ),
         (
             "cancel someone else's",
-            "DELETE",
-            format!("/v1/reservations/{hold_id}"),
-            None,
+            Call::delete(Service::Reservation, reservation(&hold_id)),
             &other,
             404,
             "reservation_not_found",
         ),
         (
             "pay unknown reservation",
-            "POST",
-            "/v1/payments".into(),
-            Some(format!(r#"{{"reservation_id":"{unknown}"}}"#)),
+            pay(&quoted(&unknown)),
             &fan,
             404,
             "reservation_not_found",
         ),
         (
             "pay someone else's hold",
-            "POST",
-            "/v1/payments".into(),
-            Some(format!(r#"{{"reservation_id":"{hold_id}"}}"#)),
+            pay(&quoted(&hold_id)),
             &other,
             404,
             "reservation_not_found",
         ),
-        (
-            "pay with garbage id",
-            "POST",
-            "/v1/payments".into(),
-            Some(r#"{"reservation_id":12}"#.into()),
-            &fan,
-            422,
-            "invalid_body",
-        ),
+        ("pay with garbage id", pay("12"), &fan, 422, "invalid_body"),
         (
             "unknown payment",
-            "GET",
-            format!("/v1/payments/{unknown}"),
-            None,
+            get_payment(&unknown),
             &fan,
             404,
             "payment_not_found",
         ),
         (
             "payment id not a uuid",
-            "GET",
-            "/v1/payments/nope".into(),
-            None,
+            get_payment("nope"),
             &fan,
             400,
             "invalid_path",
         ),
         (
             "payment wait too long",
-            "GET",
-            format!("/v1/payments/{unknown}?wait_ms=999999"),
-            None,
+            get_payment(&format!("{unknown}?wait_ms=999999")),
             &fan,
             400,
             "invalid_wait",
         ),
     ];
-    for (name, method, path, body, caller, status, code) in cases {
-        let url = match path.starts_with("/v1/payments") {
-            true => cluster.url(Service::Payment, &path),
-            false => cluster.url(Service::Reservation, &path),
-        };
-        let mut request = match method {
-            "POST" => cluster.http.post(url),
-            "DELETE" => cluster.http.delete(url),
-            _ => cluster.http.get(url),
-        }
-        .bearer_auth(&caller.member)
-        .header(PASS_HEADER, &caller.pass);
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(body);
-        }
-        let response = request.send().await.unwrap();
-        let got = response.status().as_u16();
-        let json: Value = response
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{name}: not JSON: {e}"));
-        assert_eq!(
-            (got, json["code"].as_str().unwrap_or_default()),
-            (status, code),
-            "{name}: {json}"
-        );
+    for (name, call, caller, status, code) in cases {
+        let response = cluster
+            .send(&call, Some(&caller.member), Some(&caller.pass))
+            .await;
+        assert_refused(response, status, code, name).await;
     }
     let bad_key = cluster
         .http
@@ -596,7 +472,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
         .unwrap();
     assert_eq!(bad_key.status(), 400);
     assert_eq!(
-        cluster.reservation(&fan, hold_id).await["status"],
+        cluster.reservation(&fan, &hold_id).await["status"],
         "HELD",
         "nothing changed the hold"
     );
@@ -661,118 +537,57 @@ async fn every_fan_endpoint_checks_the_member_token_and_keeps_fans_apart() {
         ),
         ("alg none", Some(unsigned), "member_token_malformed"),
     ];
-    let endpoints: Vec<(Service, &str, String, Option<Value>)> = vec![
-        (
+    let json = |value: Value| value.to_string();
+    let endpoints = [
+        Call::post(
             Service::Queue,
-            "POST",
-            "/v1/queue/tokens".into(),
-            Some(serde_json::json!({ "concert_id": concert })),
+            "/v1/queue/tokens",
+            json(serde_json::json!({ "concert_id": concert })),
         ),
-        (
-            Service::Queue,
-            "GET",
-            format!("/v1/queue/tokens/{}", fan.token),
-            None,
-        ),
-        (
+        Call::get(Service::Queue, format!("/v1/queue/tokens/{}", fan.token)),
+        Call::post(
             Service::Reservation,
-            "POST",
-            "/v1/reservations".into(),
-            Some(serde_json::json!({ "schedule_id": schedule, "seat_no": 31 })),
+            "/v1/reservations",
+            json(serde_json::json!({ "schedule_id": schedule, "seat_no": 31 })),
         ),
-        (
-            Service::Reservation,
-            "GET",
-            format!("/v1/reservations/{hold_id}"),
-            None,
-        ),
-        (
-            Service::Reservation,
-            "DELETE",
-            format!("/v1/reservations/{hold_id}"),
-            None,
-        ),
-        (
+        Call::get(Service::Reservation, format!("/v1/reservations/{hold_id}")),
+        Call::delete(Service::Reservation, format!("/v1/reservations/{hold_id}")),
+        Call::post(
             Service::Payment,
-            "POST",
-            "/v1/payments".into(),
-            Some(serde_json::json!({ "reservation_id": hold_id })),
+            "/v1/payments",
+            json(serde_json::json!({ "reservation_id": hold_id })),
         ),
-        (
-            Service::Payment,
-            "GET",
-            format!("/v1/payments/{payment_id}"),
-            None,
-        ),
+        Call::get(Service::Payment, format!("/v1/payments/{payment_id}")),
     ];
-    let send = |service: Service,
-                method: &str,
-                path: &str,
-                body: &Option<Value>,
-                member: Option<&str>,
-                pass: &str| {
-        let url = cluster.url(service, path);
-        let mut request = match method {
-            "POST" => cluster.http.post(url),
-            "DELETE" => cluster.http.delete(url),
-            _ => cluster.http.get(url),
-        }
-        .header(PASS_HEADER, pass);
-        if let Some(member) = member {
-            request = request.bearer_auth(member);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        request.send()
-    };
-    for (service, method, path, body) in &endpoints {
+    for call in &endpoints {
         for (name, token, code) in &bad_tokens {
-            let response = send(*service, method, path, body, token.as_deref(), &fan.pass)
-                .await
-                .unwrap();
-            let status = response.status();
-            let json: Value = response.json().await.unwrap();
-            assert_eq!(
-                (status, json["code"].as_str().unwrap()),
-                (StatusCode::UNAUTHORIZED, *code),
-                "{name}: {method} {path}"
-            );
+            let response = cluster.send(call, token.as_deref(), Some(&fan.pass)).await;
+            assert_refused(response, 401, code, &format!("{name}: {call:?}")).await;
         }
     }
     // The other fan, well authenticated, on the first fan's things.
-    let trespass: Vec<(usize, StatusCode, &str)> = vec![
-        (1, StatusCode::NOT_FOUND, "token_not_found"),
-        (2, StatusCode::FORBIDDEN, "pass_not_yours"),
-        (3, StatusCode::NOT_FOUND, "reservation_not_found"),
-        (4, StatusCode::NOT_FOUND, "reservation_not_found"),
-        (5, StatusCode::FORBIDDEN, "pass_not_yours"),
-        (6, StatusCode::NOT_FOUND, "payment_not_found"),
+    let trespass = [
+        (1, 404, "token_not_found"),
+        (2, 403, "pass_not_yours"),
+        (3, 404, "reservation_not_found"),
+        (4, 404, "reservation_not_found"),
+        (5, 403, "pass_not_yours"),
+        (6, 404, "payment_not_found"),
     ];
-    for (index, expected, code) in trespass {
-        let (service, method, path, body) = &endpoints[index];
-        let response = send(*service, method, path, body, Some(&other.member), &fan.pass)
-            .await
-            .unwrap();
-        let status = response.status();
-        let json: Value = response.json().await.unwrap();
-        assert_eq!(
-            (status, json["code"].as_str().unwrap()),
-            (expected, code),
-            "the other fan: {method} {path}"
-        );
+    for (index, status, code) in trespass {
+        let call = &endpoints[index];
+        let response = cluster
+            .send(call, Some(&other.member), Some(&fan.pass))
+            .await;
+        assert_refused(response, status, code, &format!("the other fan: {call:?}")).await;
     }
     // Joining with the other fan's token queues the other fan, whatever the body says.
-    let response = send(
+    let join = Call::post(
         Service::Queue,
-        "POST",
         "/v1/queue/tokens",
-        &Some(serde_json::json!({ "concert_id": concert, "user_id": fan.user })),
-        Some(&other.member),
-        "",
-    )
-    .await
-    .unwrap();
+        json(serde_json::json!({ "concert_id": concert, "user_id": fan.user })),
+    );
+    let response = cluster.send(&join, Some(&other.member), None).await;
     let joined: Value = response.json().await.unwrap();
     assert_eq!(joined["user_id"], other.user.to_string());
     let still = cluster.reservation(&fan, &hold_id).await;

@@ -131,14 +131,7 @@ async fn happy_path(cluster: &mut Cluster) {
 
     // The data platform hears of it once, after the payment.
     let payment_id = payment["id"].as_str().unwrap().to_string();
-    let record = eventually(WAIT, "the data platform delivery", || async {
-        cluster
-            .platform
-            .records()
-            .into_iter()
-            .find(|r| r["payment_id"] == payment_id.as_str())
-    })
-    .await;
+    let record = cluster.delivered(&payment_id).await;
     assert_eq!(record["reservation_id"], reservation_id);
     assert_eq!(record["seat_no"], 7);
     assert_eq!(record["amount"], price);
@@ -218,21 +211,7 @@ async fn hold_expires_while_the_debit_is_in_flight(cluster: &mut Cluster) {
     assert_eq!(payment["reason"], "HOLD_EXPIRED");
     assert_eq!(payment["refunded"], true, "the late debit was given back");
     assert_eq!(cluster.balance(&fan).await, 500_000);
-    let ledger = cluster
-        .get_as(
-            &fan.member,
-            cluster.url(
-                Service::MemberBalance,
-                &format!("/v1/members/{}/ledger", fan.user),
-            ),
-        )
-        .await;
-    let kinds: Vec<&str> = ledger["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let kinds = cluster.ledger_kinds(&fan).await;
     assert_eq!(kinds, ["REFUND", "PAYMENT_DEBIT", "CHARGE"]);
     cluster.seat_becomes(&schedule, 12, "AVAILABLE").await;
 }
@@ -365,20 +344,11 @@ async fn concurrent_payments(cluster: &mut Cluster, one_key: bool) {
         1_000_000 - price,
         "exactly one debit"
     );
-    let ledger = cluster
-        .get_as(
-            &fan.member,
-            cluster.url(
-                Service::MemberBalance,
-                &format!("/v1/members/{}/ledger", fan.user),
-            ),
-        )
-        .await;
-    let debits = ledger["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["kind"] == "PAYMENT_DEBIT")
+    let debits = cluster
+        .ledger_kinds(&fan)
+        .await
+        .into_iter()
+        .filter(|kind| kind == "PAYMENT_DEBIT")
         .count();
     assert_eq!(debits, 1);
     let completed = cluster
@@ -550,14 +520,7 @@ async fn a_data_platform_outage_neither_delays_nor_fails_payments(cluster: &mut 
     assert_eq!(payment["status"], "COMPLETED");
     let payment_id = payment["id"].as_str().unwrap().to_string();
 
-    let record = eventually(WAIT, "delivery after the outage", || async {
-        cluster
-            .platform
-            .records()
-            .into_iter()
-            .find(|r| r["payment_id"] == payment_id.as_str())
-    })
-    .await;
+    let record = cluster.delivered(&payment_id).await;
     assert_eq!(record["seat_no"], 46);
     assert!(
         cluster.platform.deliveries() >= 4,

@@ -9,7 +9,81 @@ use uuid::Uuid;
 
 use super::{Cluster, WAIT};
 
+/// One HTTP call, as data, so that a table of cases keeps one line a case.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub service: Service,
+    pub method: reqwest::Method,
+    pub path: String,
+    /// JSON text, sent as it is (it may be malformed on purpose).
+    pub body: Option<String>,
+}
+
+impl Call {
+    pub fn get(service: Service, path: impl Into<String>) -> Call {
+        Call {
+            service,
+            method: reqwest::Method::GET,
+            path: path.into(),
+            body: None,
+        }
+    }
+
+    pub fn delete(service: Service, path: impl Into<String>) -> Call {
+        Call {
+            method: reqwest::Method::DELETE,
+            ..Call::get(service, path)
+        }
+    }
+
+    pub fn post(service: Service, path: impl Into<String>, body: impl Into<String>) -> Call {
+        Call {
+            method: reqwest::Method::POST,
+            body: Some(body.into()),
+            ..Call::get(service, path)
+        }
+    }
+}
+
+/// Asserts that a request was refused with this status and error code.
+pub async fn assert_refused(response: reqwest::Response, status: u16, code: &str, case: &str) {
+    let got = response.status().as_u16();
+    let body: Value = response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{case}: not JSON: {e}"));
+    assert_eq!(
+        (got, body["code"].as_str().unwrap_or_default()),
+        (status, code),
+        "{case}: {body}"
+    );
+}
+
 impl Cluster {
+    /// Sends a call with this member token and pass (either may be absent).
+    pub async fn send(
+        &self,
+        call: &Call,
+        member: Option<&str>,
+        pass: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(call.method.clone(), self.url(call.service, &call.path));
+        if let Some(member) = member {
+            request = request.bearer_auth(member);
+        }
+        if let Some(pass) = pass {
+            request = request.header(PASS_HEADER, pass);
+        }
+        if let Some(body) = &call.body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.clone());
+        }
+        request.send().await.unwrap()
+    }
+
     pub async fn schedule(&self) -> (String, String) {
         let concerts: Value = self
             .get_json(self.url(Service::Concert, "/v1/concerts"))
@@ -136,6 +210,36 @@ impl Cluster {
             )
             .await;
         body["balance"].as_i64().unwrap()
+    }
+
+    /// The kinds of the fan's ledger entries, newest first.
+    pub async fn ledger_kinds(&self, fan: &Fan) -> Vec<String> {
+        let ledger = self
+            .get_as(
+                &fan.member,
+                self.url(
+                    Service::MemberBalance,
+                    &format!("/v1/members/{}/ledger", fan.user),
+                ),
+            )
+            .await;
+        ledger["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// What the data platform received for one payment, once it arrives.
+    pub async fn delivered(&self, payment_id: &str) -> Value {
+        eventually(WAIT, "the data platform delivery", || async {
+            self.platform
+                .records()
+                .into_iter()
+                .find(|r| r["payment_id"] == payment_id)
+        })
+        .await
     }
 
     pub async fn reserve(&self, fan: &Fan, schedule: &str, seat_no: i64) -> (StatusCode, Value) {

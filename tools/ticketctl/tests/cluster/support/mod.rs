@@ -6,7 +6,7 @@
 mod client;
 mod invariants;
 
-pub use client::{Fan, PASS_HEADER};
+pub use client::{assert_refused, Call, Fan, PASS_HEADER};
 
 use diesel::connection::SimpleConnection;
 use reqwest::Client;
@@ -249,6 +249,14 @@ impl Cluster {
         format!("{}{path}", instances[n].url())
     }
 
+    /// The first instance's URL, or a closed port's while the service is down.
+    pub fn base_url(&self, service: Service) -> String {
+        self.services
+            .get(&service)
+            .and_then(|instances| instances.first())
+            .map_or_else(|| "http://127.0.0.1:1".to_string(), |running| running.url())
+    }
+
     /// Every instance's URL of a service.
     pub fn urls(&self, service: Service, path: &str) -> Vec<String> {
         self.services[&service]
@@ -267,7 +275,6 @@ impl Cluster {
         self.issuer.token(user, chrono::TimeDelta::minutes(30))
     }
 
-    /// A demo schedule (and its concert) to reserve seats in.
     /// Marks every event of every outbox unsent, so each is delivered again.
     pub async fn redeliver_everything(&self) {
         for service in Service::ALL {

@@ -1,0 +1,289 @@
+//! `ticketctl dlq list` and `ticketctl dlq replay`: the dead letters, and
+//! sending them back to their origin topic once their cause is fixed.
+//!
+//! A letter's id is its own address, `<topic>.dlq/<partition>@<offset>`.
+//! A replay is the original message (key, payload, headers) published again
+//! on its origin topic with `replay.of` = that id, so the tool can tell a
+//! letter that was replayed before: it looks for the header on the origin
+//! topic from the time the letter was written (that is the cost of
+//! `list` and `replay`: the origin topics from the first letter's time).
+//! Consumers are idempotent, so a letter replayed twice is applied once.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use shared_events::dead_letter_topic;
+use std::collections::HashMap;
+use std::time::Duration;
+use ticket_runtime::kafka::headers;
+
+use super::events::time;
+use super::{KafkaOptions, Reader, Record};
+
+/// The header that marks a replayed message, with the letter's id.
+pub const REPLAY_OF: &str = "replay.of";
+const REPLAY_AT: &str = "replay.at";
+
+#[derive(Subcommand, Debug)]
+pub enum DlqCommand {
+    /// List dead letters: reason, origin topic/partition/offset, consumer,
+    /// attempts, time, and whether they were replayed.
+    List(ListOptions),
+    /// Publish dead letters again on their origin topic, marked as replays
+    /// (after fixing what made them fail).
+    Replay(ReplayOptions),
+}
+
+#[derive(Args, Debug)]
+pub struct Selection {
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
+    /// Only letters from this origin topic (e.g. payment.events).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Only letters of this consumer (a service name).
+    #[arg(long)]
+    pub consumer: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListOptions {
+    #[command(flatten)]
+    pub select: Selection,
+    /// One JSON object a line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayOptions {
+    #[command(flatten)]
+    pub select: Selection,
+    /// The letter to replay, as `list` names it (repeatable).
+    #[arg(long = "letter", value_name = "ID", required_unless_present = "all")]
+    pub letters: Vec<String>,
+    /// Replay every selected letter.
+    #[arg(long, conflicts_with = "letters")]
+    pub all: bool,
+}
+
+/// One dead letter and what its headers say about it.
+pub struct Letter {
+    pub record: Record,
+    pub origin_topic: String,
+    pub replayed_at: Option<String>,
+}
+
+impl Letter {
+    pub fn id(&self) -> String {
+        self.record.address()
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.record.header(name).unwrap_or("-")
+    }
+
+    fn failed_at(&self) -> Option<DateTime<Utc>> {
+        self.record
+            .header(headers::DLQ_FAILED_AT)
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.with_timezone(&Utc))
+            .or(self.record.timestamp)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "id": self.id(),
+            "origin_topic": self.origin_topic,
+            "origin_partition": self.header(headers::DLQ_ORIGIN_PARTITION),
+            "origin_offset": self.header(headers::DLQ_ORIGIN_OFFSET),
+            "consumer": self.header(headers::DLQ_CONSUMER),
+            "reason": self.header(headers::DLQ_REASON),
+            "attempts": self.header(headers::DLQ_ATTEMPTS),
+            "failed_at": time(self.failed_at()),
+            "event_type": self.header(headers::EVENT_TYPE),
+            "event_id": self.header(headers::EVENT_ID),
+            "key": self.record.key,
+            "replayed_at": self.replayed_at,
+        })
+    }
+}
+
+pub fn run(command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List(options) => {
+            let reader = Reader::connect(&options.select.kafka)?;
+            let letters = letters(&reader, &options.select)?;
+            for letter in &letters {
+                if options.json {
+                    println!("{}", letter.to_json());
+                } else {
+                    print_letter(letter);
+                }
+            }
+            if !options.json {
+                println!("{} dead letter(s)", letters.len());
+            }
+            Ok(())
+        }
+        DlqCommand::Replay(options) => replay(options),
+    }
+}
+
+fn print_letter(letter: &Letter) {
+    println!(
+        "{}  {}  from {}/{}@{}  consumer={}  attempts={}  {}  key={}  reason: {}{}",
+        letter.id(),
+        time(letter.failed_at()),
+        letter.origin_topic,
+        letter.header(headers::DLQ_ORIGIN_PARTITION),
+        letter.header(headers::DLQ_ORIGIN_OFFSET),
+        letter.header(headers::DLQ_CONSUMER),
+        letter.header(headers::DLQ_ATTEMPTS),
+        letter.header(headers::EVENT_TYPE),
+        letter.record.key.as_deref().unwrap_or("-"),
+        letter.header(headers::DLQ_REASON),
+        match &letter.replayed_at {
+            Some(at) => format!("  (replayed at {at})"),
+            None => String::new(),
+        }
+    );
+}
+
+/// The selected letters of the five dead-letter topics, each with when it
+/// was last replayed.
+pub fn letters(reader: &Reader, select: &Selection) -> anyhow::Result<Vec<Letter>> {
+    let mut letters = Vec::new();
+    for topic in super::event_topics() {
+        let dlq = dead_letter_topic(&topic);
+        if reader.partitions(&dlq)? == 0 {
+            continue;
+        }
+        let ranges = reader.ranges(&dlq, None, None, false)?;
+        reader.read(&ranges, |record| {
+            let origin = record
+                .header(headers::DLQ_ORIGIN_TOPIC)
+                .map(|t| {
+                    t.strip_prefix(&reader.on_cluster(""))
+                        .unwrap_or(t)
+                        .to_string()
+                })
+                .unwrap_or_else(|| topic.clone());
+            let wanted = select.topic.as_ref().is_none_or(|t| *t == origin)
+                && select
+                    .consumer
+                    .as_ref()
+                    .is_none_or(|c| record.header(headers::DLQ_CONSUMER) == Some(c));
+            if wanted {
+                letters.push(Letter {
+                    record,
+                    origin_topic: origin,
+                    replayed_at: None,
+                });
+            }
+            true
+        })?;
+    }
+    mark_replays(reader, &mut letters)?;
+    Ok(letters)
+}
+
+/// Finds earlier replays of the letters on their origin topics.
+fn mark_replays(reader: &Reader, letters: &mut [Letter]) -> anyhow::Result<()> {
+    let mut since: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for letter in letters.iter() {
+        let at = letter.failed_at().unwrap_or(DateTime::UNIX_EPOCH);
+        let earliest = since.entry(letter.origin_topic.clone()).or_insert(at);
+        *earliest = (*earliest).min(at);
+    }
+    let mut replayed: HashMap<String, String> = HashMap::new();
+    for (topic, from) in since {
+        let ranges = reader.ranges(&topic, None, Some(from), false)?;
+        reader.read(&ranges, |record| {
+            if let Some(of) = record.header(REPLAY_OF) {
+                let at = record.header(REPLAY_AT).unwrap_or("?").to_string();
+                replayed.insert(of.to_string(), at);
+            }
+            true
+        })?;
+    }
+    for letter in letters.iter_mut() {
+        letter.replayed_at = replayed.get(&letter.id()).cloned();
+    }
+    Ok(())
+}
+
+fn replay(options: ReplayOptions) -> anyhow::Result<()> {
+    let reader = Reader::connect(&options.select.kafka)?;
+    let mut chosen = letters(&reader, &options.select)?;
+    if !options.all {
+        for wanted in &options.letters {
+            if !chosen.iter().any(|l| l.id() == *wanted) {
+                anyhow::bail!("no dead letter {wanted} (see `ticketctl dlq list`)");
+            }
+        }
+        chosen.retain(|l| options.letters.contains(&l.id()));
+    }
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &options.select.kafka.brokers)
+        .set("client.id", "ticketctl-replay")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        // As the services' producers: a key keeps its partition.
+        .set("partitioner", "consistent_random")
+        .set("log_level", "3")
+        .create()
+        .context("connecting the producer")?;
+    let sends = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for letter in &chosen {
+        if let Some(at) = &letter.replayed_at {
+            println!(
+                "{} was replayed before (at {at}); consumers skip what they already applied",
+                letter.id()
+            );
+        }
+        let id = letter.id();
+        let now = Utc::now().to_rfc3339();
+        let mut message_headers = OwnedHeaders::new();
+        for (key, value) in &letter.record.headers {
+            if !key.starts_with("dlq.") && key != REPLAY_OF && key != REPLAY_AT {
+                message_headers = message_headers.insert(Header {
+                    key,
+                    value: Some(value.as_str()),
+                });
+            }
+        }
+        for (key, value) in [(REPLAY_OF, id.as_str()), (REPLAY_AT, now.as_str())] {
+            message_headers = message_headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let topic = reader.on_cluster(&letter.origin_topic);
+        let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic)
+            .payload(letter.record.payload.as_slice())
+            .headers(message_headers);
+        if let Some(key) = &letter.record.key {
+            record = record.key(key.as_str());
+        }
+        let (partition, offset) = sends
+            .block_on(producer.send(record, Duration::from_secs(30)))
+            .map_err(|(error, _)| error)
+            .map(|delivery| (delivery.partition, delivery.offset))
+            .with_context(|| format!("replaying {id}"))?;
+        println!(
+            "replayed {id} to {}/{partition}@{offset}",
+            letter.origin_topic
+        );
+    }
+    if chosen.is_empty() {
+        println!("no dead letters selected");
+    }
+    Ok(())
+}

@@ -1,0 +1,647 @@
+//! `ticketctl saga ID`: one reservation's saga rebuilt from all topics, with
+//! a verdict.
+//!
+//! Cost: every saga event is keyed by the reservation id, so only that
+//! key's partition of each of the five topics is read, and only from a
+//! little before the reservation was made (ids are UUIDv7: the id carries
+//! its creation time). Given a payment id, the payment topic is first read
+//! (all partitions, from the payment's time) to find its reservation.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::Args;
+use serde_json::{json, Value};
+use shared_events::{Envelope, Event, EventType, Reason, SagaOutcome, Service, Topic};
+use std::time::Instant;
+use uuid::Uuid;
+
+use super::events::{fields, time};
+use super::{in_causal_order, parse_span, KafkaOptions, Reader, Record};
+
+/// Rebuild one saga's timeline across all topics and judge it: completed,
+/// compensated (which branch, why), in flight (waiting for which service)
+/// or stuck.
+#[derive(Args, Debug)]
+pub struct SagaOptions {
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
+    /// A reservation id or a payment id.
+    pub id: Uuid,
+    /// A step still unanswered after this long makes the saga stuck. The
+    /// default outlasts the services' own deadlines (30 s for a hold, 60 s
+    /// for a payment, 60 s of grace before a seat is released), so a saga
+    /// the system will still rescue is not called stuck.
+    #[arg(long, default_value = "120s", value_parser = parse_span)]
+    pub stuck_after: TimeDelta,
+    /// How long before the id's own time to start reading (clocks of
+    /// different hosts may disagree).
+    #[arg(long, default_value = "60s", value_parser = parse_span)]
+    pub slack: TimeDelta,
+    /// The timeline and verdict as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Completed,
+    Compensated,
+    InFlight,
+    Stuck,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Completed => "completed",
+            State::Compensated => "compensated",
+            State::InFlight => "in_flight",
+            State::Stuck => "stuck",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub state: State,
+    /// The compensations taken, in order, with their reasons.
+    pub branches: Vec<(SagaOutcome, Option<Reason>)>,
+    /// The service that owes the next step, when one does.
+    pub waiting_for: Option<Service>,
+    pub detail: String,
+}
+
+pub fn run(options: SagaOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let reader = Reader::connect(&options.kafka)?;
+    let mut read = 0usize;
+    let since = |id: Uuid| created_at(id).map(|at| at - options.slack);
+    let mut records = key_events(
+        &reader,
+        &options.id.to_string(),
+        since(options.id),
+        &mut read,
+    )?;
+    let mut reservation = options.id;
+    if records.is_empty() {
+        if let Some(found) =
+            reservation_of_payment(&reader, options.id, since(options.id), &mut read)?
+        {
+            reservation = found;
+            records = key_events(&reader, &found.to_string(), since(found), &mut read)?;
+        }
+    }
+    if records.is_empty() {
+        anyhow::bail!(
+            "no saga events for {} (read {read} messages; is it a reservation or payment id, and are --brokers and --topic-prefix right?)",
+            options.id
+        );
+    }
+    let records = in_causal_order(records);
+    let envelopes: Vec<&Envelope> = records.iter().filter_map(Record::envelope).collect();
+    let verdict = judge(&envelopes, Utc::now(), options.stuck_after);
+    let elapsed = started.elapsed();
+    if options.json {
+        println!(
+            "{}",
+            to_json(reservation, &records, &verdict, read, elapsed)
+        );
+    } else {
+        print_timeline(reservation, &records, &verdict);
+        println!(
+            "(read {read} messages in {:.2} s: one partition of each topic, from the reservation's time)",
+            elapsed.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// When a UUIDv7 was made.
+fn created_at(id: Uuid) -> Option<DateTime<Utc>> {
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(secs as i64, nanos)
+}
+
+/// Every message keyed `key` on the five topics, from `since`.
+fn key_events(
+    reader: &Reader,
+    key: &str,
+    since: Option<DateTime<Utc>>,
+    read: &mut usize,
+) -> anyhow::Result<Vec<Record>> {
+    let mut ranges = Vec::new();
+    for topic in super::event_topics() {
+        let partitions = reader.partitions(&topic)?;
+        if partitions == 0 {
+            continue;
+        }
+        let partition = super::partition_for(key, partitions);
+        ranges.extend(reader.ranges(&topic, Some(&[partition]), since, false)?);
+    }
+    let mut found = Vec::new();
+    reader.read(&ranges, |record| {
+        *read += 1;
+        if record.key.as_deref() == Some(key) && record.envelope().is_some() {
+            found.push(record);
+        }
+        true
+    })?;
+    Ok(found)
+}
+
+/// The reservation a payment was for, from its `PaymentRequested`.
+fn reservation_of_payment(
+    reader: &Reader,
+    payment: Uuid,
+    since: Option<DateTime<Utc>>,
+    read: &mut usize,
+) -> anyhow::Result<Option<Uuid>> {
+    let ranges = reader.ranges(Topic::PaymentEvents.name(), None, since, false)?;
+    let mut found = None;
+    reader.read(&ranges, |record| {
+        *read += 1;
+        if let Some(Event::PaymentRequested(requested)) = record.envelope().map(|e| &e.event) {
+            if requested.payment_id == payment {
+                found = Some(requested.reservation_id);
+                return false;
+            }
+        }
+        true
+    })?;
+    Ok(found)
+}
+
+/// The payment an event is about, if any.
+fn payment_of(event: &Event) -> Option<Uuid> {
+    match event {
+        Event::PaymentRequested(e) => Some(e.payment_id),
+        Event::PaymentCompleted(e) => Some(e.payment_id),
+        Event::PaymentFailed(e) => Some(e.payment_id),
+        Event::BalanceDebited(e) => Some(e.payment_id),
+        Event::BalanceDebitRejected(e) => Some(e.payment_id),
+        Event::BalanceRefunded(e) => Some(e.payment_id),
+        Event::ReservationConfirmed(e) => Some(e.payment_id),
+        Event::ReservationConfirmationRejected(e) => Some(e.payment_id),
+        Event::SeatSold(e) => Some(e.payment_id),
+        Event::ReservationCancelled(e) => e.payment_id,
+        _ => None,
+    }
+}
+
+/// A step some service owes because of an earlier event.
+struct Owed<'a> {
+    cause: &'a Envelope,
+    by: Service,
+    answers: Vec<EventType>,
+    /// Answers must be about this payment (when the cause is about one).
+    payment: Option<Uuid>,
+}
+
+/// Judges a saga from its events (in causal order) at `now`.
+pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -> Verdict {
+    use EventType as T;
+    let has = |types: &[EventType], payment: Option<Uuid>| {
+        events.iter().any(|e| {
+            types.contains(&e.event_type())
+                && (payment.is_none() || payment_of(&e.event) == payment)
+        })
+    };
+    let mut owed: Vec<Owed<'_>> = Vec::new();
+    let mut owe = |cause, by, answers: &[EventType], payment| {
+        owed.push(Owed {
+            cause,
+            by,
+            answers: answers.to_vec(),
+            payment,
+        })
+    };
+    for &event in events {
+        let payment = payment_of(&event.event);
+        match &event.event {
+            Event::ReservationRequested(_) => owe(
+                event,
+                Service::Concert,
+                &[
+                    T::SeatHeld,
+                    T::SeatHoldRejected,
+                    T::ReservationRejected,
+                    T::ReservationCancelled,
+                ],
+                None,
+            ),
+            Event::SeatHeld(_) => owe(
+                event,
+                Service::Reservation,
+                &[
+                    T::ReservationHeld,
+                    T::ReservationRejected,
+                    T::ReservationExpired,
+                    T::ReservationCancelled,
+                ],
+                None,
+            ),
+            Event::SeatHoldRejected(_) => {
+                owe(event, Service::Reservation, &[T::ReservationRejected], None)
+            }
+            Event::PaymentRequested(_) => owe(
+                event,
+                Service::MemberBalance,
+                &[T::BalanceDebited, T::BalanceDebitRejected],
+                payment,
+            ),
+            Event::BalanceDebited(_) => owe(
+                event,
+                Service::Reservation,
+                &[
+                    T::ReservationConfirmed,
+                    T::ReservationConfirmationRejected,
+                    T::ReservationCancelled,
+                ],
+                payment,
+            ),
+            Event::BalanceDebitRejected(_) => {
+                owe(event, Service::Payment, &[T::PaymentFailed], payment)
+            }
+            Event::ReservationConfirmed(_) => owe(
+                event,
+                Service::Concert,
+                &[T::SeatSold, T::SeatSaleRejected],
+                None,
+            ),
+            Event::SeatSold(_) => owe(
+                event,
+                Service::Payment,
+                &[T::PaymentCompleted, T::PaymentFailed],
+                payment,
+            ),
+            Event::ReservationConfirmationRejected(_) => owe(
+                event,
+                Service::MemberBalance,
+                &[T::BalanceRefunded],
+                payment,
+            ),
+            Event::BalanceRefunded(_) => owe(event, Service::Payment, &[T::PaymentFailed], payment),
+            Event::SeatSaleRejected(_) => owe(
+                event,
+                Service::Reservation,
+                &[T::ReservationCancelled],
+                None,
+            ),
+            Event::ReservationExpired(_) => owe(event, Service::Concert, &[T::SeatReleased], None),
+            Event::ReservationCancelled(cancelled) => {
+                if has(&[T::SeatHeld], None) {
+                    owe(event, Service::Concert, &[T::SeatReleased], None);
+                }
+                if cancelled.payment_id.is_some() {
+                    owe(
+                        event,
+                        Service::MemberBalance,
+                        &[T::BalanceRefunded],
+                        payment,
+                    );
+                }
+            }
+            Event::PaymentFailed(failed) => {
+                if !failed.refunded && has(&[T::BalanceDebited], payment) {
+                    owe(
+                        event,
+                        Service::MemberBalance,
+                        &[T::BalanceRefunded],
+                        payment,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let branches: Vec<(SagaOutcome, Option<Reason>)> = events
+        .iter()
+        .filter_map(|e| e.event.saga_outcome())
+        .filter(|(outcome, _)| *outcome != SagaOutcome::Completed)
+        .map(|(outcome, reason)| (outcome, reason.cloned()))
+        .collect();
+    let unanswered = owed
+        .iter()
+        .filter(|o| !has(&o.answers, o.payment))
+        .min_by_key(|o| o.cause.occurred_at);
+    if let Some(owed) = unanswered {
+        let waited = now - owed.cause.occurred_at;
+        let state = if waited > stuck_after {
+            State::Stuck
+        } else {
+            State::InFlight
+        };
+        return Verdict {
+            state,
+            branches,
+            waiting_for: Some(owed.by),
+            detail: format!(
+                "waiting for {} to answer {} for {:.1} s",
+                owed.by,
+                owed.cause.event_type(),
+                waited.as_seconds_f64()
+            ),
+        };
+    }
+    let held_until = events.iter().rev().find_map(|e| match &e.event {
+        Event::ReservationHeld(held) => Some(held.hold_expires_at),
+        _ => None,
+    });
+    let hold_ended = has(
+        &[
+            T::ReservationExpired,
+            T::ReservationCancelled,
+            T::ReservationConfirmed,
+        ],
+        None,
+    );
+    if let (Some(until), false) = (held_until, hold_ended) {
+        if now > until + stuck_after {
+            return Verdict {
+                state: State::Stuck,
+                branches,
+                waiting_for: Some(Service::Reservation),
+                detail: format!(
+                    "the hold expired at {} and was never ended",
+                    time(Some(until))
+                ),
+            };
+        }
+        if !branches.is_empty() {
+            return Verdict {
+                state: State::Compensated,
+                branches,
+                waiting_for: None,
+                detail: format!("the seat stays held until {}", time(Some(until))),
+            };
+        }
+        return Verdict {
+            state: State::InFlight,
+            branches,
+            waiting_for: None,
+            detail: format!(
+                "held until {}, waiting for the fan to pay",
+                time(Some(until))
+            ),
+        };
+    }
+    let completed = events
+        .iter()
+        .rposition(|e| e.event_type() == T::PaymentCompleted);
+    let undone = completed.is_some_and(|at| {
+        events[at..]
+            .iter()
+            .any(|e| e.event_type() == T::ReservationCancelled)
+    });
+    if completed.is_some() && !undone {
+        return Verdict {
+            state: State::Completed,
+            branches,
+            waiting_for: None,
+            detail: "paid, confirmed and sold".into(),
+        };
+    }
+    if let Some((outcome, reason)) = branches.last() {
+        let detail = match reason {
+            Some(reason) => format!("ended by {outcome} ({reason})"),
+            None => format!("ended by {outcome}"),
+        };
+        return Verdict {
+            state: State::Compensated,
+            branches,
+            waiting_for: None,
+            detail,
+        };
+    }
+    Verdict {
+        state: State::InFlight,
+        branches,
+        waiting_for: None,
+        detail: "no step is owed, yet the saga has not ended".into(),
+    }
+}
+
+fn branch_text(branches: &[(SagaOutcome, Option<Reason>)]) -> String {
+    branches
+        .iter()
+        .map(|(outcome, reason)| match reason {
+            Some(reason) => format!("{outcome} ({reason})"),
+            None => outcome.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+fn print_timeline(reservation: Uuid, records: &[Record], verdict: &Verdict) {
+    println!("saga of reservation {reservation}");
+    let mut previous: Option<DateTime<Utc>> = None;
+    for record in records {
+        let Some(envelope) = record.envelope() else {
+            continue;
+        };
+        let step = previous.map_or_else(
+            || "      start".to_string(),
+            |p| format!("{:>+10.3}s", (envelope.occurred_at - p).as_seconds_f64()),
+        );
+        previous = Some(envelope.occurred_at);
+        let compensation = match envelope.event.saga_outcome() {
+            Some((SagaOutcome::Completed, _)) | None => "",
+            Some(_) => "  ↩ compensation",
+        };
+        let payload = payload_of(envelope);
+        println!(
+            "  {step}  {}  {:<14}  {:<31}  {}{compensation}",
+            time(Some(envelope.occurred_at)),
+            envelope.producer.as_str(),
+            envelope.event_type().as_str(),
+            fields(&payload)
+        );
+    }
+    let mut line = format!("verdict: {}", verdict.state.as_str());
+    if !verdict.branches.is_empty() {
+        line.push_str(&format!(" — {}", branch_text(&verdict.branches)));
+    }
+    println!("{line}; {}", verdict.detail);
+}
+
+fn payload_of(envelope: &Envelope) -> Value {
+    serde_json::from_str::<Value>(&envelope.to_json())
+        .ok()
+        .and_then(|mut v| v.get_mut("payload").map(Value::take))
+        .unwrap_or(Value::Null)
+}
+
+fn to_json(
+    reservation: Uuid,
+    records: &[Record],
+    verdict: &Verdict,
+    read: usize,
+    elapsed: std::time::Duration,
+) -> Value {
+    let mut previous: Option<DateTime<Utc>> = None;
+    let steps: Vec<Value> = records
+        .iter()
+        .filter_map(|record| {
+            let envelope = record.envelope()?;
+            let since_previous = previous.map(|p| (envelope.occurred_at - p).num_milliseconds());
+            previous = Some(envelope.occurred_at);
+            Some(json!({
+                "at": time(Some(envelope.occurred_at)),
+                "since_previous_ms": since_previous,
+                "address": record.address(),
+                "producer": envelope.producer.as_str(),
+                "event_type": envelope.event_type().as_str(),
+                "event_id": envelope.event_id,
+                "correlation_id": envelope.correlation_id,
+                "causation_id": envelope.causation_id,
+                "payload": payload_of(envelope),
+                "compensation": envelope.event.saga_outcome()
+                    .is_some_and(|(o, _)| o != SagaOutcome::Completed),
+            }))
+        })
+        .collect();
+    json!({
+        "reservation_id": reservation,
+        "verdict": verdict.state.as_str(),
+        "branches": verdict.branches.iter().map(|(outcome, reason)| json!({
+            "outcome": outcome.as_str(),
+            "reason": reason.as_ref().map(Reason::as_str),
+        })).collect::<Vec<_>>(),
+        "waiting_for": verdict.waiting_for.map(Service::as_str),
+        "detail": verdict.detail,
+        "steps": steps,
+        "messages_read": read,
+        "elapsed_ms": elapsed.as_millis() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_events::{
+        BalanceDebitRejected, PaymentFailed, PaymentRequested, ReservationHeld,
+        ReservationRequested, SeatHeld,
+    };
+
+    /// A held reservation's first three steps, each caused by the one before.
+    fn held(now: DateTime<Utc>) -> Vec<Envelope> {
+        let id = Uuid::now_v7();
+        let requested = Envelope::new(
+            ReservationRequested {
+                reservation_id: id,
+                user_id: Uuid::nil(),
+                concert_id: Uuid::nil(),
+                schedule_id: Uuid::nil(),
+                seat_no: 1,
+            },
+            id.to_string(),
+        );
+        let until = now + TimeDelta::minutes(5);
+        let seat = Envelope::caused_by(
+            &requested,
+            SeatHeld {
+                reservation_id: id,
+                schedule_id: Uuid::nil(),
+                seat_no: 1,
+                price: 100,
+                hold_expires_at: Some(until),
+            },
+            id.to_string(),
+        );
+        let reservation = Envelope::caused_by(
+            &seat,
+            ReservationHeld {
+                reservation_id: id,
+                user_id: Uuid::nil(),
+                concert_id: Uuid::nil(),
+                schedule_id: Uuid::nil(),
+                seat_no: 1,
+                price: 100,
+                hold_expires_at: until,
+            },
+            id.to_string(),
+        );
+        vec![requested, seat, reservation]
+    }
+
+    fn requested(saga: &[Envelope]) -> Envelope {
+        let id = Uuid::parse_str(&saga[0].partition_key).unwrap();
+        Envelope::new(
+            PaymentRequested {
+                payment_id: Uuid::from_u128(7),
+                reservation_id: id,
+                user_id: Uuid::nil(),
+                amount: 100,
+            },
+            id.to_string(),
+        )
+    }
+
+    fn judged(saga: &[Envelope], now: DateTime<Utc>) -> Verdict {
+        let refs: Vec<&Envelope> = saga.iter().collect();
+        judge(&refs, now, TimeDelta::seconds(120))
+    }
+
+    #[test]
+    fn a_held_seat_waits_for_the_fan() {
+        let now = Utc::now();
+        let verdict = judged(&held(now), now);
+        assert_eq!(verdict.state, State::InFlight);
+        assert_eq!(verdict.waiting_for, None);
+    }
+
+    #[test]
+    fn an_unanswered_step_is_in_flight_then_stuck() {
+        let now = Utc::now();
+        let mut saga = held(now);
+        saga.push(requested(&saga));
+        let verdict = judged(&saga, now);
+        assert_eq!(verdict.state, State::InFlight);
+        assert_eq!(verdict.waiting_for, Some(Service::MemberBalance));
+        let verdict = judged(&saga, now + TimeDelta::seconds(121));
+        assert_eq!(verdict.state, State::Stuck);
+        assert_eq!(verdict.waiting_for, Some(Service::MemberBalance));
+    }
+
+    #[test]
+    fn a_refused_debit_is_a_compensation_and_the_hold_stays() {
+        let now = Utc::now();
+        let mut saga = held(now);
+        let request = requested(&saga);
+        let rejected = Envelope::caused_by(
+            &request,
+            BalanceDebitRejected {
+                payment_id: Uuid::from_u128(7),
+                reservation_id: Uuid::nil(),
+                user_id: Uuid::nil(),
+                amount: 100,
+                reason: Reason::InsufficientBalance,
+            },
+            request.partition_key.clone(),
+        );
+        let failed = Envelope::caused_by(
+            &rejected,
+            PaymentFailed {
+                payment_id: Uuid::from_u128(7),
+                reservation_id: Uuid::nil(),
+                user_id: Uuid::nil(),
+                reason: Reason::InsufficientBalance,
+                refunded: false,
+            },
+            request.partition_key.clone(),
+        );
+        saga.extend([request, rejected]);
+        let verdict = judged(&saga, now);
+        assert_eq!(verdict.waiting_for, Some(Service::Payment), "{verdict:?}");
+        saga.push(failed);
+        let verdict = judged(&saga, now);
+        assert_eq!(verdict.state, State::Compensated);
+        assert_eq!(
+            verdict.branches,
+            [(
+                SagaOutcome::PaymentFailed,
+                Some(Reason::InsufficientBalance)
+            )]
+        );
+        assert!(verdict.detail.contains("stays held"), "{verdict:?}");
+    }
+}
