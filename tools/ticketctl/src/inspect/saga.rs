@@ -300,15 +300,15 @@ pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -
                     );
                 }
             }
-            Event::PaymentFailed(failed) => {
-                if !failed.refunded && has(&[T::BalanceDebited], payment) {
-                    owe(
-                        event,
-                        Service::MemberBalance,
-                        &[T::BalanceRefunded],
-                        payment,
-                    );
-                }
+            Event::PaymentFailed(failed)
+                if !failed.refunded && has(&[T::BalanceDebited], payment) =>
+            {
+                owe(
+                    event,
+                    Service::MemberBalance,
+                    &[T::BalanceRefunded],
+                    payment,
+                )
             }
             _ => {}
         }
