@@ -354,6 +354,31 @@ async fn sagas_are_followed_and_judged_from_the_command_line() {
             );
         }
     }
+
+    // Bytes that are not an event are shown raw and marked, and reading goes on.
+    let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", testkit::broker())
+        .create()
+        .unwrap();
+    let topic = format!("{}concert.events", cluster.prefix);
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(&topic)
+                .key("garbage")
+                .payload("\u{1}not json"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let read = json_lines(&cluster, &["events", "--topic", "concert.events"]).await;
+    let garbage: Vec<&Value> = read.iter().filter(|e| e["key"] == "garbage").collect();
+    assert_eq!(garbage.len(), 1);
+    assert!(garbage[0]["not_an_event"].is_string(), "{}", garbage[0]);
+    assert!(read
+        .iter()
+        .any(|e| e["event"]["event_type"] == "SeatReleased"));
+    let (_, lines) = ticketctl(&cluster, &["events", "--topic", "concert.events"]).await;
+    assert!(lines.contains("[not an event"), "{lines}");
     cluster.stop().await;
 }
 
