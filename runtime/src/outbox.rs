@@ -13,7 +13,7 @@ use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
-use shared_events::{Decoded, Envelope, Reason};
+use shared_events::{Decoded, Envelope, EventType, Reason};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -386,8 +386,15 @@ impl OutboxRelay {
     /// Counts the saga endings among the acknowledged events. An event
     /// published again after a crash counts again: rare, and the count is
     /// for alerting on rates, not for accounting.
+    /// Only outcome events are decoded (for their reason): the rest of the
+    /// batch costs a lookup of its type name.
     fn count_saga_outcomes(&self, batch: &[PendingEvent], acked: &[i64]) {
-        for event in batch.iter().filter(|e| acked.contains(&e.seq)) {
+        let acked: HashSet<i64> = acked.iter().copied().collect();
+        let endings = batch.iter().filter(|e| {
+            acked.contains(&e.seq)
+                && EventType::parse(&e.event_type).is_some_and(|t| t.saga_outcome().is_some())
+        });
+        for event in endings {
             if let Ok(Decoded::Known(envelope)) = Envelope::decode(event.payload.as_bytes()) {
                 if let Some((outcome, reason)) = envelope.event.saga_outcome() {
                     let reason = reason.map(Reason::as_str).unwrap_or("");

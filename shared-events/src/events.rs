@@ -356,17 +356,32 @@ impl std::fmt::Display for SagaOutcome {
     }
 }
 
+impl EventType {
+    /// The saga ending events of this type announce, if they announce one.
+    pub fn saga_outcome(self) -> Option<SagaOutcome> {
+        Some(match self {
+            EventType::PaymentCompleted => SagaOutcome::Completed,
+            EventType::PaymentFailed => SagaOutcome::PaymentFailed,
+            EventType::ReservationRejected => SagaOutcome::HoldRejected,
+            EventType::ReservationExpired => SagaOutcome::HoldExpired,
+            EventType::ReservationCancelled => SagaOutcome::ReservationCancelled,
+            EventType::BalanceRefunded => SagaOutcome::Refunded,
+            _ => return None,
+        })
+    }
+}
+
 impl Event {
     /// The saga ending this event announces, with its reason, if it is one.
     pub fn saga_outcome(&self) -> Option<(SagaOutcome, Option<&Reason>)> {
-        Some(match self {
-            Event::PaymentCompleted(_) => (SagaOutcome::Completed, None),
-            Event::PaymentFailed(e) => (SagaOutcome::PaymentFailed, Some(&e.reason)),
-            Event::ReservationRejected(e) => (SagaOutcome::HoldRejected, Some(&e.reason)),
-            Event::ReservationExpired(_) => (SagaOutcome::HoldExpired, None),
-            Event::ReservationCancelled(e) => (SagaOutcome::ReservationCancelled, Some(&e.reason)),
-            Event::BalanceRefunded(e) => (SagaOutcome::Refunded, e.reason.as_ref()),
-            _ => return None,
-        })
+        let outcome = self.event_type().saga_outcome()?;
+        let reason = match self {
+            Event::PaymentFailed(e) => Some(&e.reason),
+            Event::ReservationRejected(e) => Some(&e.reason),
+            Event::ReservationCancelled(e) => Some(&e.reason),
+            Event::BalanceRefunded(e) => e.reason.as_ref(),
+            _ => None,
+        };
+        Some((outcome, reason))
     }
 }
