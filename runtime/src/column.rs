@@ -137,6 +137,20 @@ macro_rules! typed_id {
             }
         }
 
+        // In API documents: a UUID, named for what it identifies.
+        impl $crate::__utoipa::PartialSchema for $name {
+            fn schema() -> $crate::__utoipa::openapi::RefOr<$crate::__utoipa::openapi::schema::Schema> {
+                use $crate::__utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+                let uuid = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                    .build();
+                $crate::__utoipa::openapi::RefOr::T(Schema::Object(uuid))
+            }
+        }
+
+        impl $crate::__utoipa::ToSchema for $name {}
+
         impl ::core::convert::From<$name> for $crate::__uuid::Uuid {
             fn from(id: $name) -> Self {
                 id.0
@@ -235,6 +249,20 @@ macro_rules! text_enum {
                 s.serialize_str(self.as_str())
             }
         }
+
+        // In API documents: one of the names.
+        impl $crate::__utoipa::PartialSchema for $name {
+            fn schema() -> $crate::__utoipa::openapi::RefOr<$crate::__utoipa::openapi::schema::Schema> {
+                use $crate::__utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+                let names = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .build();
+                $crate::__utoipa::openapi::RefOr::T(Schema::Object(names))
+            }
+        }
+
+        impl $crate::__utoipa::ToSchema for $name {}
 
         impl<'de> $crate::__serde::Deserialize<'de> for $name {
             fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {

@@ -2,7 +2,10 @@
 //! optional TOML file (`APP_CONFIG_FILE`), then the environment (highest):
 //! `APP__SECTION__KEY` variables, and `KAFKA_BROKERS`, `DATABASE_URL` and
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` as the conventional shortcuts for their
-//! settings (an `APP__` variable for the same setting wins). Merging and
+//! settings (an `APP__` variable for the same setting wins). Any of these
+//! may instead name a file holding the value, with `_FILE` appended
+//! (`DATABASE_URL_FILE`, `APP__CONCERT__ADMIN_KEY_FILE`): how containers
+//! receive secrets without putting them in the environment. Merging and
 //! typing are `figment`'s; every layer is named, so an error says which
 //! file or variable holds the bad value.
 
@@ -187,6 +190,14 @@ pub enum ConfigError {
         origin: String,
         cause: Box<figment::Error>,
     },
+    #[error("cannot read {path} named by {variable}: {cause}")]
+    ReadSecretFile {
+        variable: String,
+        path: String,
+        cause: std::io::Error,
+    },
+    #[error("{variable} and {variable}_FILE are both set; set one")]
+    ValueAndFile { variable: String },
     #[error("invalid configuration: {0}")]
     Invalid(Box<figment::Error>),
 }
@@ -232,6 +243,23 @@ impl Layer {
     }
 }
 
+/// The dotted setting a variable names, and whether it is one of the
+/// conventional shortcuts (which explicit `APP__` variables outrank).
+fn setting_of(variable: &str) -> Option<(String, bool)> {
+    let shortcut = match variable {
+        "KAFKA_BROKERS" => Some("kafka.brokers"),
+        "DATABASE_URL" => Some("database.url"),
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("telemetry.otlp_endpoint"),
+        _ => None,
+    };
+    if let Some(dotted) = shortcut {
+        return Some((dotted.to_string(), true));
+    }
+    let path = variable.strip_prefix("APP__")?;
+    let dotted = path.split("__").collect::<Vec<_>>().join(".");
+    Some((dotted.to_ascii_lowercase(), false))
+}
+
 /// Builds settings from layers; [`Settings::load`] is the usual entry point.
 pub struct Layers {
     figment: Figment,
@@ -257,27 +285,50 @@ impl Layers {
     }
 
     /// Applies `APP__SECTION__KEY=value` pairs and the conventional
-    /// shortcuts, from the given variables (the process's, or a test's).
+    /// shortcuts, from the given variables (the process's, or a test's);
+    /// `NAME_FILE=path` sets `NAME` to the file's contents (without the
+    /// trailing newline an editor or `echo` leaves).
     /// Values are kept as written; `build` reads one as a number or a
     /// boolean only where the setting is one, so a secret or an audience
     /// made of digits stays the text it is.
-    pub fn env(self, vars: impl IntoIterator<Item = (String, String)>) -> Layers {
+    pub fn env(
+        self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Layers, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
         let mut shortcuts = Vec::new();
         let mut explicit = Vec::new();
-        for (name, raw) in vars {
-            let shortcut = match name.as_str() {
-                "KAFKA_BROKERS" => Some("kafka.brokers"),
-                "DATABASE_URL" => Some("database.url"),
-                "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("telemetry.otlp_endpoint"),
-                _ => None,
+        for (name, raw) in &vars {
+            let (variable, raw) = match name.strip_suffix("_FILE") {
+                Some(variable) if setting_of(variable).is_some() => {
+                    if vars.iter().any(|(other, _)| other == variable) {
+                        return Err(ConfigError::ValueAndFile {
+                            variable: variable.to_string(),
+                        });
+                    }
+                    let text = std::fs::read_to_string(raw).map_err(|cause| {
+                        ConfigError::ReadSecretFile {
+                            variable: name.clone(),
+                            path: raw.clone(),
+                            cause,
+                        }
+                    })?;
+                    (variable, text.trim_end_matches(['\n', '\r']).to_string())
+                }
+                _ => (name.as_str(), raw.clone()),
             };
-            let layer_name = format!("environment variable {name}");
-            if let Some(dotted) = shortcut {
-                shortcuts.push(Layer::value(layer_name, dotted, Value::from(raw)));
-            } else if let Some(path) = name.strip_prefix("APP__") {
-                let dotted = path.split("__").collect::<Vec<_>>().join(".");
-                let dotted = dotted.to_ascii_lowercase();
-                explicit.push(Layer::value(layer_name, &dotted, Value::from(raw)));
+            let Some((dotted, is_shortcut)) = setting_of(variable) else {
+                continue;
+            };
+            let layer = Layer::value(
+                format!("environment variable {name}"),
+                &dotted,
+                Value::from(raw),
+            );
+            if is_shortcut {
+                shortcuts.push(layer);
+            } else {
+                explicit.push(layer);
             }
         }
         // Explicit APP__ variables win over the shortcuts.
@@ -285,7 +336,7 @@ impl Layers {
             .into_iter()
             .chain(explicit)
             .fold(self.figment, Figment::merge);
-        Layers { figment }
+        Ok(Layers { figment })
     }
 
     /// Sets one value, as a caller that owns the process (like `ticketctl`) would.
@@ -324,7 +375,7 @@ impl<T: DeserializeOwned> Settings<T> {
         if let Ok(path) = std::env::var("APP_CONFIG_FILE") {
             layers = layers.file(Path::new(&path))?;
         }
-        layers.env(std::env::vars()).build()
+        layers.env(std::env::vars())?.build()
     }
 }
 
@@ -369,6 +420,7 @@ mod tests {
                 ("APP__KAFKA__ENABLE_IDEMPOTENCE", "false"),
                 ("UNRELATED", "x"),
             ]))
+            .unwrap()
             .build()
             .unwrap();
 
@@ -393,6 +445,7 @@ mod tests {
                 ("DATABASE_URL", "postgres://u:pw@db/x"),
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
             ]))
+            .unwrap()
             .build()
             .unwrap();
         assert_eq!(settings.kafka.brokers, "10.0.0.1:9092,10.0.0.2:9092");
@@ -408,6 +461,7 @@ mod tests {
         let settings: Settings<Extra> = Layers::new(SERVICE)
             .unwrap()
             .env(env(&[("DATABASE_URL", "postgres://u:hunter2@db/x")]))
+            .unwrap()
             .build()
             .unwrap();
         let printed = format!("{settings:?}");
@@ -420,6 +474,7 @@ mod tests {
         let err = Layers::new(SERVICE)
             .unwrap()
             .env(env(&[("APP__QUEUE__MAX_ACTIVE", "lots")]))
+            .unwrap()
             .build::<Extra>()
             .unwrap_err();
         assert!(err.to_string().contains("max_active"), "{err}");
@@ -430,6 +485,7 @@ mod tests {
         let err = Layers::new(SERVICE)
             .unwrap()
             .env(env(&[("APP__QUEUE__MAX_ACTIVE", "lots")]))
+            .unwrap()
             .build::<Extra>()
             .unwrap_err()
             .to_string();
@@ -447,6 +503,7 @@ mod tests {
                 ("APP__KAFKA__BROKERS", "explicit:9092"),
                 ("KAFKA_BROKERS", "shortcut:9092"),
             ]))
+            .unwrap()
             .build()
             .unwrap();
         assert_eq!(settings.kafka.brokers, "explicit:9092");
@@ -472,6 +529,7 @@ mod tests {
                 ("APP__MEMBER_AUTH__KEY", " \"true\" "),
                 ("APP__KAFKA__TOPIC_PREFIX", "2024"),
             ]))
+            .unwrap()
             .build()
             .unwrap();
         assert_eq!(settings.service.member_auth.audience, "0123456789");
@@ -489,11 +547,74 @@ mod tests {
                 ("APP__KAFKA__BROKERS", "127.0.0.1:9092"),
                 ("DATABASE_URL", "sqlite://x.db"),
             ]))
+            .unwrap()
             .build()
             .unwrap();
         assert_eq!(settings.http.port, 8181);
         assert!(settings.kafka.enable_idempotence);
         assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
         assert_eq!(settings.database.url.expose(), "sqlite://x.db");
+    }
+
+    #[test]
+    fn a_file_variable_supplies_the_value() {
+        let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = dir.join("database-url");
+        std::fs::write(&url, "postgres://concert:s3cret@db/concert\n").unwrap();
+        let audience = dir.join("audience");
+        std::fs::write(&audience, "fans").unwrap();
+        let settings: Settings<WithSecret> = Layers::new(SERVICE)
+            .unwrap()
+            .env(vec![
+                ("DATABASE_URL_FILE".to_string(), url.display().to_string()),
+                (
+                    "APP__MEMBER_AUTH__AUDIENCE_FILE".to_string(),
+                    audience.display().to_string(),
+                ),
+                ("APP__MEMBER_AUTH__KEY".to_string(), "k".to_string()),
+                // Not a setting's variable: left alone, never read.
+                ("HOSTNAME_FILE".to_string(), "/nonexistent".to_string()),
+            ])
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(
+            settings.database.url.expose(),
+            "postgres://concert:s3cret@db/concert",
+            "trailing newline dropped"
+        );
+        assert_eq!(settings.service.member_auth.audience, "fans");
+    }
+
+    #[test]
+    fn a_missing_file_or_a_value_beside_its_file_is_refused() {
+        let missing = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[(
+                "APP__CONCERT__ADMIN_KEY_FILE",
+                "/nonexistent/admin-key",
+            )]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            missing.contains("/nonexistent/admin-key")
+                && missing.contains("APP__CONCERT__ADMIN_KEY_FILE"),
+            "{missing}"
+        );
+        let both = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[
+                ("DATABASE_URL", "sqlite://x.db"),
+                ("DATABASE_URL_FILE", "/run/secrets/database-url"),
+            ]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            both.contains("DATABASE_URL and DATABASE_URL_FILE"),
+            "{both}"
+        );
     }
 }

@@ -25,9 +25,12 @@ use crate::{outbox, telemetry};
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// The body of every error response.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(example = json!({"code": "invalid_seat", "message": "seat 51 is not between 1 and 50"}))]
 pub struct ErrorBody {
+    /// Stable and machine-readable: what a client branches on.
     pub code: String,
+    /// For people; may change.
     pub message: String,
 }
 
@@ -153,11 +156,21 @@ pub struct Probes {
     pub consumers: Vec<(String, Arc<AtomicBool>)>,
 }
 
-async fn live(probes: web::Data<Probes>) -> HttpResponse {
+/// The process runs (for restarts: no dependency is checked).
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"live\", \"service\": ...}`")))]
+pub(crate) async fn live(probes: web::Data<Probes>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "live", "service": probes.service }))
 }
 
-async fn ready(probes: web::Data<Probes>) -> HttpResponse {
+/// Ready for traffic: database, broker and every consumer are up; with
+/// the version and the outbox backlog.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready: `status`, `service`, `version`, `checks`, `outbox`"),
+        (status = 503, description = "Not ready; `checks` says what is down"),
+    ))]
+pub(crate) async fn ready(probes: web::Data<Probes>) -> HttpResponse {
     let (database, broker, backlog) = tokio::join!(
         probes.db.ping(),
         probes.kafka.is_reachable(),
@@ -220,7 +233,10 @@ async fn outbox_backlog(db: &Db) -> Option<(i64, f64)> {
     Some((pending, age))
 }
 
-async fn metrics(probes: web::Data<Probes>) -> HttpResponse {
+/// Prometheus metrics (text exposition format); see docs/operations.md.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(probes: web::Data<Probes>) -> HttpResponse {
     if let Some((pending, age)) = outbox_backlog(&probes.db).await {
         probes.metrics.outbox_pending.set(pending);
         probes.metrics.outbox_oldest_age.set(age);

@@ -4,6 +4,7 @@
 //! consumption with dead-lettering, tracing across Kafka and HTTP, health
 //! and metrics endpoints.
 
+pub mod api_docs;
 pub mod broker;
 pub mod column;
 pub mod config;
@@ -36,5 +37,7 @@ pub use tokio_util::sync::CancellationToken;
 
 #[doc(hidden)]
 pub use serde as __serde;
+#[doc(hidden)]
+pub use utoipa as __utoipa;
 #[doc(hidden)]
 pub use uuid as __uuid;

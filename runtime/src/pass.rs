@@ -120,7 +120,7 @@ pub(crate) fn decode_key(encoded: &str) -> Result<[u8; 32], KeyError> {
 pub fn generate_key_pair() -> (String, String) {
     #[expect(
         clippy::expect_used,
-        reason = "without the OS's randomness no key can be made (keygen, up, tests)"
+        reason = "without the OS's randomness no key can be made (secrets, up, tests)"
     )]
     let key = new_signing_key().expect("the OS provides randomness");
     (
@@ -377,7 +377,7 @@ impl AuthSettings {
     pub fn verifier(&self) -> Result<PassVerifier, KeyError> {
         PassVerifier::from_base64(&self.pass_public_key).map_err(|e| {
             KeyError(format!(
-                "{}; set APP__AUTH__PASS_PUBLIC_KEY (generate a pair with `ticketctl keygen`)",
+                "{}; set APP__AUTH__PASS_PUBLIC_KEY (`ticketctl up` or `ticketctl secrets DIR` makes a pair)",
                 e.0
             ))
         })

@@ -32,6 +32,8 @@ pub struct ServiceRuntime<T> {
     /// Credentials the HTTP handlers check, once trusted.
     members: Option<web::Data<crate::member::MemberVerifier>>,
     passes: Option<web::Data<crate::pass::PassVerifier>>,
+    /// The API document served at /docs.
+    document: Option<crate::api_docs::Document>,
 }
 
 impl<T> ServiceRuntime<T> {
@@ -70,10 +72,20 @@ impl<T> ServiceRuntime<T> {
             consumers: Vec::new(),
             members: None,
             passes: None,
+            document: None,
         })
     }
 
     /// Starts consuming for `handler` in the background.
+    /// Serves the service's API document (with the shared parts added) and
+    /// Swagger UI at /docs.
+    pub fn document(&mut self, document: utoipa::openapi::OpenApi) {
+        let document = crate::api_docs::complete(self.service, document);
+        self.document = Some(crate::api_docs::Document(crate::api_docs::to_json(
+            &document,
+        )));
+    }
+
     pub fn consume(&mut self, handler: Arc<dyn EventHandler>) {
         let consumer = EventConsumer::new(
             self.db.clone(),
@@ -162,12 +174,16 @@ impl<T> ServiceRuntime<T> {
             consumers: self.consumers.clone(),
         };
         let (members, passes) = (self.members.clone(), self.passes.clone());
+        let document = self.document.clone();
         let configure = move |cfg: &mut web::ServiceConfig| {
             if let Some(members) = &members {
                 cfg.app_data(members.clone());
             }
             if let Some(passes) = &passes {
                 cfg.app_data(passes.clone());
+            }
+            if let Some(document) = &document {
+                crate::api_docs::routes(cfg, document.clone());
             }
             configure(cfg);
         };

@@ -16,6 +16,9 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::http::ApiError;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+use serde::Serialize;
 
 /// How often a waiter re-reads on its own (for changes from other instances).
 pub const RECHECK: Duration = Duration::from_millis(500);
@@ -109,9 +112,21 @@ where
 
 /// `?wait_ms=&seen_status=` of a long-poll: how long the caller will wait
 /// for a change, and the status it last saw (by default, the current one).
-#[derive(Debug, Default, serde::Deserialize)]
+/// A client that names the version it has (`If-None-Match` with the
+/// `ETag` of its last answer) gets an answer at once when the resource
+/// already differs, and `304 Not Modified` when it still has not changed
+/// after the wait; see [`Poll`].
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WatchQuery {
+    /// How long to wait for a change before answering, in milliseconds
+    /// (0, the default, answers at once; at most the service's
+    /// `max_wait_ms`, 30000 by default).
     pub wait_ms: Option<u64>,
+    /// The status the client last saw: the wait ends when the status
+    /// differs (default: the current status). `If-None-Match` with the
+    /// last `ETag` does the same for any change, and answers at once
+    /// when the client's version is already out of date.
     pub seen_status: Option<String>,
 }
 
@@ -126,6 +141,22 @@ impl WatchQuery {
             ));
         }
         Ok(Duration::from_millis(wait_ms))
+    }
+
+    /// The wait, and the versions the caller has (`If-None-Match`).
+    pub fn poll(&self, request: &HttpRequest, max_ms: u64) -> Result<Poll, ApiError> {
+        let seen = request
+            .headers()
+            .get_all(header::IF_NONE_MATCH)
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(|tag| tag.trim().trim_start_matches("W/").to_string())
+            .filter(|tag| !tag.is_empty())
+            .collect();
+        Ok(Poll {
+            wait: self.wait(max_ms)?,
+            seen,
+        })
     }
 
     /// The status the caller saw, as `S`; a name `S` does not have is 400
@@ -143,6 +174,55 @@ impl WatchQuery {
             })
             .transpose()
     }
+}
+
+/// A long-poll read: how long to wait, and the `ETag`s the client has.
+#[derive(Debug, Clone)]
+pub struct Poll {
+    pub wait: Duration,
+    seen: Vec<String>,
+}
+
+impl Poll {
+    /// Whether the client named a version, so that "changed" means "not
+    /// that version" rather than "another status".
+    pub fn has_version(&self) -> bool {
+        !self.seen.is_empty()
+    }
+
+    /// Whether the client already has this representation.
+    pub fn has(&self, body: &impl Serialize) -> bool {
+        self.knows(&etag(body))
+    }
+
+    fn knows(&self, tag: &str) -> bool {
+        self.seen.iter().any(|seen| seen == "*" || seen == tag)
+    }
+
+    /// 304 when the client has this representation, else 200 with it;
+    /// both carry its `ETag`.
+    pub fn respond(&self, body: &impl Serialize) -> HttpResponse {
+        let tag = etag(body);
+        if self.knows(&tag) {
+            return HttpResponse::NotModified()
+                .insert_header((header::ETAG, tag))
+                .finish();
+        }
+        HttpResponse::Ok()
+            .insert_header((header::ETAG, tag))
+            .json(body)
+    }
+}
+
+/// A strong `ETag` of a representation: a digest of its JSON, so that
+/// every change a client could see gives another tag, and instances of a
+/// service agree on it without sharing anything.
+pub fn etag(body: &impl Serialize) -> String {
+    use sha2::Digest;
+    let json = serde_json::to_vec(body).unwrap_or_default();
+    let digest = sha2::Sha256::digest(&json);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
 }
 
 #[cfg(test)]

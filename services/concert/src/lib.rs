@@ -79,6 +79,7 @@ pub async fn start(settings: Settings<ConcertSettings>) -> anyhow::Result<Runnin
     let admin_key = api::AdminKey(settings.service.concert.admin_key.clone());
     let demo_data = settings.service.concert.demo_data;
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    runtime.document(api::openapi());
     runtime.consume(std::sync::Arc::new(events::ConcertEvents {
         holds: holds.clone(),
     }));

@@ -30,6 +30,7 @@ pub struct BalanceSettings {
 pub async fn start(settings: Settings<BalanceSettings>) -> anyhow::Result<RunningService> {
     let member_auth = settings.service.member_auth.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    runtime.document(api::openapi());
     runtime.trust_members(&member_auth).await?;
     runtime.consume(std::sync::Arc::new(events::BalanceEvents));
     let app = app::Wallets {

@@ -44,6 +44,7 @@ pub async fn start(settings: Settings<PaymentSettings>) -> anyhow::Result<Runnin
     let policy = settings.service.payment.clone();
     let platform = settings.service.data_platform.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    runtime.document(api::openapi());
     runtime.trust_members(&member_auth).await?;
     runtime.trust_passes(&runtime.settings.service.auth.clone())?;
     let app = Payments {

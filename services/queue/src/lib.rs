@@ -45,12 +45,13 @@ pub struct QueueSection {
 pub async fn start(settings: Settings<QueueSettings>) -> anyhow::Result<RunningService> {
     let signer = Arc::new(
         PassSigner::from_base64(settings.service.queue.pass_signing_key.expose()).context(
-            "APP__QUEUE__PASS_SIGNING_KEY must be set (generate one with `ticketctl keygen`)",
+            "APP__QUEUE__PASS_SIGNING_KEY must be set (`ticketctl up` or `ticketctl secrets DIR` makes one)",
         )?,
     );
     let policy = settings.service.queue.policy.clone();
     let member_auth = settings.service.member_auth.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    runtime.document(api::openapi());
     runtime.trust_members(&member_auth).await?;
     runtime.consume(Arc::new(events::QueueEvents));
     let app = Queue {

@@ -40,6 +40,7 @@ pub async fn start(settings: Settings<ReservationSettings>) -> anyhow::Result<Ru
     let member_auth = settings.service.member_auth.clone();
     let policy = settings.service.reservation.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
+    runtime.document(api::openapi());
     runtime.trust_members(&member_auth).await?;
     runtime.trust_passes(&runtime.settings.service.auth.clone())?;
     let app = Reservations {

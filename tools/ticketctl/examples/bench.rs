@@ -3,6 +3,7 @@
 //! cargo run --release -p ticketctl --example bench -- queue-positions [--postgres]
 //! cargo run --release -p ticketctl --example bench -- saga [--postgres]
 //! cargo run --release -p ticketctl --example bench -- hop [--postgres]
+//! cargo build --release -p ticketctl --bin ticketctl --example bench && ./target/release/examples/bench inspect
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -406,6 +407,236 @@ async fn hop(postgres: bool) {
     running_b.stop().await;
 }
 
+/// One completed saga's eight events, keyed by its reservation, a few
+/// milliseconds apart from `at` (ids and broker timestamps both from it).
+fn completed_saga(at: chrono::DateTime<Utc>) -> Vec<shared_events::Envelope> {
+    use shared_events::*;
+    let stamp = |offset_ms: i64| {
+        let t = at + TimeDelta::milliseconds(offset_ms);
+        uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            t.timestamp() as u64,
+            t.timestamp_subsec_nanos(),
+        )
+    };
+    let id = Uuid::new_v7(stamp(0));
+    let payment = Uuid::new_v7(stamp(300));
+    let key = id.to_string();
+    let (user, concert, schedule) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let until = at + TimeDelta::minutes(5);
+    let events: Vec<Event> = vec![
+        ReservationRequested {
+            reservation_id: id,
+            user_id: user,
+            concert_id: concert,
+            schedule_id: schedule,
+            seat_no: 7,
+        }
+        .into(),
+        SeatHeld {
+            reservation_id: id,
+            schedule_id: schedule,
+            seat_no: 7,
+            price: 55_000,
+            hold_expires_at: Some(until),
+        }
+        .into(),
+        ReservationHeld {
+            reservation_id: id,
+            user_id: user,
+            concert_id: concert,
+            schedule_id: schedule,
+            seat_no: 7,
+            price: 55_000,
+            hold_expires_at: until,
+        }
+        .into(),
+        PaymentRequested {
+            payment_id: payment,
+            reservation_id: id,
+            user_id: user,
+            amount: 55_000,
+        }
+        .into(),
+        BalanceDebited {
+            payment_id: payment,
+            reservation_id: id,
+            user_id: user,
+            entry_id: Uuid::new_v4(),
+            amount: 55_000,
+        }
+        .into(),
+        ReservationConfirmed {
+            reservation_id: id,
+            payment_id: payment,
+            schedule_id: schedule,
+            seat_no: 7,
+        }
+        .into(),
+        SeatSold {
+            reservation_id: id,
+            payment_id: payment,
+            schedule_id: schedule,
+            seat_no: 7,
+        }
+        .into(),
+        PaymentCompleted {
+            payment_id: payment,
+            reservation_id: id,
+            user_id: user,
+            concert_id: concert,
+            amount: 55_000,
+        }
+        .into(),
+    ];
+    let mut saga: Vec<Envelope> = Vec::new();
+    for (step, event) in events.into_iter().enumerate() {
+        let mut envelope = match saga.last() {
+            Some(cause) => Envelope::caused_by(cause, event, key.clone()),
+            None => Envelope::new(event, key.clone()),
+        };
+        let offset = 100 * step as i64;
+        envelope.occurred_at = at + TimeDelta::milliseconds(offset);
+        envelope.event_id = Uuid::new_v7(stamp(offset));
+        if step == 0 {
+            envelope.correlation_id = envelope.event_id;
+        }
+        saga.push(envelope);
+    }
+    saga
+}
+
+/// Runs the release `ticketctl` beside this example; its output is
+/// summarised: what it found and, for `saga`, how many messages it read.
+fn timed_ticketctl(args: &[&str], brokers: &str, prefix: &str) -> (Duration, String) {
+    let exe = std::env::current_exe().unwrap();
+    let ticketctl = exe.parent().unwrap().parent().unwrap().join("ticketctl");
+    let started = Instant::now();
+    let output = std::process::Command::new(&ticketctl)
+        .args(args)
+        .env("KAFKA_BROKERS", brokers)
+        .env("APP__KAFKA__TOPIC_PREFIX", prefix)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (build it with --bin ticketctl)",
+                ticketctl.display()
+            )
+        });
+    let elapsed = started.elapsed();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let read = match serde_json::from_str::<serde_json::Value>(&stdout) {
+        Ok(saga) => format!(
+            "{} steps, {}; read {} messages",
+            saga["steps"].as_array().map_or(0, Vec::len),
+            saga["verdict"],
+            saga["messages_read"]
+        ),
+        Err(_) => format!("{} events printed", stdout.lines().count()),
+    };
+    (elapsed, read)
+}
+
+/// `ticketctl saga` and `events --key` on topics holding SAGAS × 8 events
+/// spread over the last day, against reading every topic in full.
+async fn inspect() {
+    let sagas: usize = std::env::var("SAGAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(125_000);
+    let partitions: i32 = std::env::var("PARTITIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let brokers = ticket_runtime::testkit::broker().to_string();
+    let prefix = ticket_runtime::testkit::unique_prefix();
+    let mut settings = ticket_runtime::testkit::settings::<ticket_runtime::NoServiceSettings>(
+        "",
+        "sqlite://unused.db",
+        &prefix,
+    );
+    settings.kafka.partitions = partitions;
+    settings.kafka.brokers = brokers.clone();
+    let kafka = ticket_runtime::kafka::Kafka::connect(&settings.kafka, "bench").unwrap();
+    kafka.ensure_topics().await.unwrap();
+    let producer = kafka.producer();
+    let day = TimeDelta::hours(24);
+    let start = Utc::now() - day;
+    let step = day / sagas as i32;
+    let (mut first, mut middle, mut last) = (String::new(), String::new(), String::new());
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..sagas {
+        let saga = completed_saga(start + step * i as i32);
+        let key = saga[0].partition_key.clone();
+        match i {
+            0 => first = key,
+            i if i == sagas / 2 => middle = key,
+            i if i == sagas - 1 => last = key,
+            _ => {}
+        }
+        for envelope in saga {
+            let topic = kafka.topic_name(envelope.topic());
+            let payload = envelope.to_json();
+            let record = rdkafka::producer::FutureRecord::to(&topic)
+                .key(&envelope.partition_key)
+                .payload(&payload)
+                .timestamp(envelope.occurred_at.timestamp_millis());
+            let delivery = producer.send_result(record).map_err(|(e, _)| e).unwrap();
+            pending.push_back(delivery);
+            if pending.len() >= 20_000 {
+                pending.pop_front().unwrap().await.unwrap().unwrap();
+            }
+        }
+        if i % 12_500 == 0 {
+            eprintln!("  {} events produced", i * 8);
+        }
+    }
+    for delivery in pending {
+        delivery.await.unwrap().unwrap();
+    }
+    let events = sagas * 8;
+    println!(
+        "{events} events ({sagas} completed sagas over 24 h, {partitions} partitions per topic) produced in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let runs: Vec<(String, Vec<&str>)> = vec![
+        (
+            "saga, oldest reservation".into(),
+            vec!["saga", &first, "--json"],
+        ),
+        (
+            "saga, reservation 12 h old".into(),
+            vec!["saga", &middle, "--json"],
+        ),
+        (
+            "saga, newest reservation".into(),
+            vec!["saga", &last, "--json"],
+        ),
+        (
+            "events --key, newest reservation".into(),
+            vec!["events", "--key", &last, "--json"],
+        ),
+        (
+            "events --since 1h".into(),
+            vec!["events", "--since", "1h", "--json"],
+        ),
+        (
+            "events, every topic in full".into(),
+            vec!["events", "--json"],
+        ),
+    ];
+    for (label, args) in runs {
+        let (elapsed, read) = timed_ticketctl(&args, &brokers, &prefix);
+        println!("  {label:<36} {:>8.2} s   {read}", elapsed.as_secs_f64());
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -414,6 +645,7 @@ async fn main() {
         Some("queue-positions") => queue_positions(postgres).await,
         Some("saga") => saga(postgres).await,
         Some("hop") => hop(postgres).await,
-        _ => eprintln!("usage: bench <queue-positions|saga|hop> [--postgres]"),
+        Some("inspect") => inspect().await,
+        _ => eprintln!("usage: bench <queue-positions|saga|hop|inspect> [--postgres]"),
     }
 }

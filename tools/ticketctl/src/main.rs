@@ -5,9 +5,12 @@
 //! - `ticketctl serve SERVICE` runs one service in this process (what `up`
 //!   starts, and what a container runs).
 //! - `ticketctl data-platform` runs the stand-in data platform.
-//! - `ticketctl keygen` prints a new pass-signing key pair.
+//! - `ticketctl secrets DIR` makes a deployment's secrets once and hands
+//!   each service its share (the compose init step).
+//! - `ticketctl topics` creates the event and dead-letter topics.
+//! - `ticketctl openapi SERVICE` prints a service's OpenAPI document.
 //! - `ticketctl login USER-ID` prints a member token of the development
-//!   issuer that `up` keeps in its data folder.
+//!   issuer that `up` (or `secrets`) keeps in its data folder.
 //! - `ticketctl events`, `saga`, `dlq` and `status` look at a running
 //!   cluster through Kafka and the services' health endpoints (see
 //!   docs/operations.md).
@@ -17,6 +20,7 @@
 //! `TICKETCTL_DATA_DIR`, `APP__KAFKA__TOPIC_PREFIX`, `<SERVICE>_URL`).
 
 mod inspect;
+mod secrets;
 mod up;
 
 use clap::{Args, Parser, Subcommand};
@@ -43,11 +47,20 @@ enum Command {
         #[arg(value_parser = parse_service)]
         service: Service,
     },
+    /// Print a service's OpenAPI document: what it serves at
+    /// /docs/openapi.json, checked in as docs/api/SERVICE.json.
+    Openapi {
+        /// concert, queue, reservation, member-balance or payment
+        #[arg(value_parser = parse_service)]
+        service: Service,
+    },
     /// Run the stand-in data platform that records completed reservations.
     DataPlatform(DataPlatformOptions),
-    /// Print a new pass-signing key pair and a development member-token
-    /// issuer, as environment variables (for docker compose's .env).
-    Keygen,
+    Secrets(secrets::SecretsOptions),
+    /// Create the event topics and their dead-letter twins, with
+    /// APP__KAFKA__PARTITIONS partitions (as many as the most instances of
+    /// one service), on KAFKA_BROKERS; existing topics are kept as they are.
+    Topics,
     /// Print a member token (`Authorization: Bearer ...`) for a user, signed
     /// by the development issuer that `up` keeps in its data folder.
     Login(LoginOptions),
@@ -72,14 +85,10 @@ struct DataPlatformOptions {
 struct LoginOptions {
     /// The fan's user id (a UUID): the token's subject.
     user: Uuid,
-    /// The data folder of `ticketctl up`, whose issuer signs the token.
+    /// The data folder of `ticketctl up` (or `secrets`), whose issuer
+    /// signs the token.
     #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
     data_dir: PathBuf,
-    /// The issuer's private key as `keygen` printed it (MEMBER_ISSUER_KEY),
-    /// instead of a data folder's. A flag only: a key left in the
-    /// environment must not silently outrank --data-dir.
-    #[arg(long, conflicts_with = "data_dir")]
-    issuer_key: Option<String>,
     /// How long the token is valid, up to a year.
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
     ttl_secs: i64,
@@ -101,15 +110,18 @@ fn main() -> anyhow::Result<()> {
         Command::Up(options) => runtime.block_on(up::up(options)),
         Command::Serve { service } => runtime.block_on(serve(service)),
         Command::DataPlatform(options) => runtime.block_on(data_platform(options)),
-        Command::Keygen => {
-            let (private, public) = ticket_runtime::pass::generate_key_pair();
-            let issuer = ticket_runtime::member::DevIssuer::generate()?;
-            println!("APP__QUEUE__PASS_SIGNING_KEY={private}");
-            println!("APP__AUTH__PASS_PUBLIC_KEY={public}");
-            // A development identity provider: its JWKS for the services, its
-            // key for `ticketctl login --issuer-key`.
-            println!("MEMBER_JWKS='{}'", issuer.jwks());
-            println!("MEMBER_ISSUER_KEY={}", issuer.private_key_base64());
+        Command::Secrets(options) => secrets::run(options),
+        Command::Topics => runtime.block_on(topics()),
+        Command::Openapi { service } => {
+            let document = match service {
+                Service::Concert => concert_service::api::openapi(),
+                Service::Queue => queue_service::api::openapi(),
+                Service::Reservation => reservation_service::api::openapi(),
+                Service::MemberBalance => member_balance_service::api::openapi(),
+                Service::Payment => payment_service::api::openapi(),
+            };
+            let document = ticket_runtime::api_docs::complete(service, document);
+            print!("{}", ticket_runtime::api_docs::to_json(&document));
             Ok(())
         }
         Command::Login(options) => login(options),
@@ -138,19 +150,46 @@ async fn serve(service: Service) -> anyhow::Result<()> {
 
 fn login(options: LoginOptions) -> anyhow::Result<()> {
     let data_dir = &options.data_dir;
-    let issuer = match &options.issuer_key {
-        Some(key) => ticket_runtime::member::DevIssuer::from_base64(key)?,
-        None if data_dir.join("member-issuer.key").exists() => up::dev_issuer(data_dir)?,
-        None => anyhow::bail!(
+    if !data_dir.join("member-issuer.key").exists() {
+        anyhow::bail!(
             "{} has no member-token issuer yet: run `ticketctl up --data-dir {}` once",
             data_dir.display(),
             data_dir.display()
-        ),
-    };
+        );
+    }
+    let issuer = secrets::dev_issuer(data_dir)?;
     println!(
         "{}",
         issuer.token(options.user, chrono::TimeDelta::seconds(options.ttl_secs))
     );
+    Ok(())
+}
+
+async fn topics() -> anyhow::Result<()> {
+    let settings = ticket_runtime::config::Layers::new("")?
+        .env(std::env::vars())?
+        .build::<ticket_runtime::NoServiceSettings>()?;
+    let kafka = ticket_runtime::Kafka::connect(&settings.kafka, "ticketctl-topics")?;
+    kafka.ensure_topics().await?;
+    let reader = inspect::Reader::connect(&inspect::KafkaOptions {
+        brokers: settings.kafka.brokers.clone(),
+        // The names below are already as on the cluster.
+        topic_prefix: String::new(),
+    })?;
+    for topic in shared_events::Topic::ALL {
+        let name = kafka.topic_name(topic);
+        for name in [kafka.dead_letter_name(&name), name] {
+            let partitions = reader.partitions(&name)?;
+            let note = if partitions < settings.kafka.partitions {
+                // Adding partitions would move keys, and with them the
+                // order of sagas in flight: left to an operator.
+                " (kept: fewer than asked; more instances than this stay idle)"
+            } else {
+                ""
+            };
+            println!("{name}: {partitions} partitions{note}");
+        }
+    }
     Ok(())
 }
 

@@ -1,17 +1,16 @@
 //! `ticketctl up`: the whole system on one machine.
 
+use crate::secrets::{local_secrets, LocalSecrets};
 use anyhow::{bail, Context};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use shared_events::Service;
 use std::ffi::OsString;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use ticket_runtime::broker;
-use ticket_runtime::member::DevIssuer;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -133,17 +132,6 @@ impl Running {
     fn name(&self) -> &str {
         &self.spec.name
     }
-}
-
-/// What `up` keeps in the data folder, made on the first run: the pass key
-/// pair, the development member-token issuer (and its JWKS, which every
-/// service trusts) and the admin key.
-pub struct LocalSecrets {
-    pass_keys: (String, String),
-    pub issuer: DevIssuer,
-    jwks_path: PathBuf,
-    admin_key: String,
-    admin_key_is_new: bool,
 }
 
 pub async fn up(options: UpOptions) -> anyhow::Result<()> {
@@ -472,88 +460,4 @@ fn postgres_database(server: &str, service: Service) -> anyhow::Result<String> {
         }
     }
     Ok(format!("{scheme}://{authority}/{name}"))
-}
-
-/// Writes a file only its owner may read.
-/// Writes a secret readable by its owner only, from its first byte.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    // A file made before with other permissions keeps them on open.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(contents.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
-/// The secrets of a data folder, made on its first `up` and kept there.
-pub fn local_secrets(data_dir: &Path) -> anyhow::Result<LocalSecrets> {
-    let pass_keys = pass_keys(data_dir)?;
-    let issuer = dev_issuer(data_dir)?;
-    let jwks_path = data_dir.join("member-jwks.json");
-    std::fs::write(&jwks_path, issuer.jwks().to_string())
-        .with_context(|| format!("cannot write {}", jwks_path.display()))?;
-    let admin_path = data_dir.join("admin-key");
-    let (admin_key, admin_key_is_new) = match std::fs::read_to_string(&admin_path) {
-        Ok(key) if key.trim().len() >= concert_service::MIN_ADMIN_KEY_LEN => {
-            (key.trim().to_string(), false)
-        }
-        _ => {
-            let mut bytes = [0u8; 16];
-            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-            let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            write_private(&admin_path, &key)?;
-            (key, true)
-        }
-    };
-    Ok(LocalSecrets {
-        pass_keys,
-        issuer,
-        jwks_path,
-        admin_key,
-        admin_key_is_new,
-    })
-}
-
-/// The development member-token issuer of a data folder.
-pub fn dev_issuer(data_dir: &Path) -> anyhow::Result<DevIssuer> {
-    let path = data_dir.join("member-issuer.key");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return DevIssuer::from_base64(&text).with_context(|| {
-            format!(
-                "{} is not an issuer key; delete it to make a new one",
-                path.display()
-            )
-        });
-    }
-    let issuer = DevIssuer::generate()?;
-    write_private(&path, &issuer.private_key_base64())?;
-    Ok(issuer)
-}
-
-/// The pass key pair, made on the first `up` and kept in the data folder.
-fn pass_keys(data_dir: &Path) -> anyhow::Result<(String, String)> {
-    let path = data_dir.join("pass-keys.json");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let keys: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        if let (Some(private), Some(public)) = (keys["private"].as_str(), keys["public"].as_str()) {
-            return Ok((private.to_string(), public.to_string()));
-        }
-        bail!(
-            "{} is missing its keys; delete it to make new ones",
-            path.display()
-        );
-    }
-    let (private, public) = ticket_runtime::pass::generate_key_pair();
-    let body = serde_json::json!({ "private": private, "public": public }).to_string();
-    write_private(&path, &body)?;
-    Ok((private, public))
 }

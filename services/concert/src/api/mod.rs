@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::http::utc_millis;
+use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, ScheduleId};
 use ticket_runtime::{ApiError, Secret};
 
@@ -22,6 +23,25 @@ pub const ADMIN_KEY_HEADER: &str = "x-admin-key";
 /// The key the admin API asks for.
 #[derive(Clone)]
 pub struct AdminKey(pub Secret);
+
+/// The service's API document (served at /docs, checked in as docs/api/concert.json).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list_concerts, list_schedules, list_seats, create_concert),
+    tags(
+        (name = "catalog", description = "Concerts, their schedules and each schedule's 50 \
+            seats (AVAILABLE, HELD or SOLD). Public: no credential."),
+        (name = "admin", description = "Adding concerts, behind `X-Admin-Key`. The key is \
+            checked before the body is read.")
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as generated from this module; the runtime adds the
+/// shared parts (errors, credentials, health) when it serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Catalog, admin_key: AdminKey) {
     cfg.app_data(web::Data::new(app))
@@ -96,7 +116,8 @@ impl ConcertError {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Concert)]
 pub struct ConcertBody {
     pub id: ConcertId,
     pub title: String,
@@ -116,7 +137,8 @@ impl From<Concert> for ConcertBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Schedule)]
 pub struct ScheduleBody {
     pub id: ScheduleId,
     pub concert_id: ConcertId,
@@ -136,7 +158,8 @@ impl From<Schedule> for ScheduleBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Seat)]
 pub struct SeatBody {
     pub seat_no: i32,
     pub grade: String,
@@ -155,7 +178,8 @@ impl From<Seat> for SeatBody {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = CreatedConcert)]
 pub struct CreatedConcertBody {
     pub id: ConcertId,
     pub title: String,
@@ -164,7 +188,7 @@ pub struct CreatedConcertBody {
 }
 
 /// The body of `POST /v1/admin/concerts`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ConcertRequest {
     pub title: String,
     pub venue: String,
@@ -175,12 +199,12 @@ pub struct ConcertRequest {
     pub grades: Vec<GradeRequest>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleRequest {
     pub starts_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct GradeRequest {
     pub name: String,
     pub first_seat: u32,
@@ -209,11 +233,22 @@ impl From<ConcertRequest> for ConcertPlan {
     }
 }
 
+/// Every concert, oldest first.
+#[utoipa::path(get, path = "/v1/concerts", tag = "catalog",
+    responses((status = 200, description = "The concerts", body = Vec<ConcertBody>)))]
 async fn list_concerts(app: web::Data<Catalog>) -> Result<HttpResponse, ConcertError> {
     let concerts: Vec<ConcertBody> = app.concerts().await?.into_iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(concerts))
 }
 
+/// A concert's schedules, with how many seats are still available.
+#[utoipa::path(get, path = "/v1/concerts/{concert_id}/schedules", tag = "catalog",
+    params(("concert_id" = ConcertId, Path)),
+    responses(
+        (status = 200, description = "The schedules", body = Vec<ScheduleBody>),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`concert_not_found`", body = ErrorBody),
+    ))]
 async fn list_schedules(
     app: web::Data<Catalog>,
     concert_id: web::Path<ConcertId>,
@@ -227,6 +262,14 @@ async fn list_schedules(
     Ok(HttpResponse::Ok().json(schedules))
 }
 
+/// A schedule's 50 seats with grade, price and status.
+#[utoipa::path(get, path = "/v1/schedules/{schedule_id}/seats", tag = "catalog",
+    params(("schedule_id" = ScheduleId, Path)),
+    responses(
+        (status = 200, description = "The seats, by number", body = Vec<SeatBody>),
+        (status = 400, description = "`invalid_path`", body = ErrorBody),
+        (status = 404, description = "`schedule_not_found`", body = ErrorBody),
+    ))]
 async fn list_seats(
     app: web::Data<Catalog>,
     schedule_id: web::Path<ScheduleId>,
@@ -250,6 +293,17 @@ fn same_key(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
+/// Add a concert with its schedules; each schedule gets 50 seats priced by
+/// grade (seats no grade covers cost `seat_price`).
+#[utoipa::path(post, path = "/v1/admin/concerts", tag = "admin",
+    request_body = ConcertRequest,
+    security(("admin_key" = [])),
+    responses(
+        (status = 201, description = "Created, with its schedules", body = CreatedConcertBody),
+        (status = 400, description = "`invalid_body`", body = ErrorBody),
+        (status = 401, description = "`admin_key_invalid`: missing or wrong X-Admin-Key", body = ErrorBody),
+        (status = 422, description = "`invalid_concert`: empty title or venue, no schedule, overlapping grades, a price below 0, ...", body = ErrorBody),
+    ))]
 async fn create_concert(
     app: web::Data<Catalog>,
     body: web::Json<ConcertRequest>,

@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::http::utc_millis;
+use ticket_runtime::http::ErrorBody;
 use ticket_runtime::idempotency::IdempotencyKey;
 use ticket_runtime::ids::{LedgerEntryId, UserId};
 use ticket_runtime::member::Member;
@@ -14,6 +15,22 @@ use ticket_runtime::ApiError;
 use crate::app::{BalanceError, Wallets};
 use crate::domain::EntryKind;
 use crate::store::LedgerEntry;
+
+/// The service's API document (served at /docs, checked in as docs/api/member-balance.json).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(balance, charge, ledger),
+    tags((name = "wallets", description = "A fan's prepaid balance, in integer minor units, \
+        with its append-only ledger (charges, debits for payments, refunds). Only the \
+        fan's own wallet: another's is 403 `forbidden`."))
+)]
+pub struct ApiDoc;
+
+/// The document as generated from this module; the runtime adds the
+/// shared parts (errors, credentials, health) when it serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Wallets) {
     cfg.app_data(web::Data::new(app))
@@ -73,12 +90,22 @@ fn own_wallet(member: Member, user_id: web::Path<UserId>) -> Result<UserId, Bala
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Balance)]
 pub struct BalanceBody {
     pub user_id: UserId,
     pub balance: i64,
 }
 
+/// The fan's balance.
+#[utoipa::path(get, path = "/v1/members/{user_id}/balance", tag = "wallets",
+    params(("user_id" = UserId, Path, description = "The calling fan's own id (the member token's subject)")),
+    security(("member_token" = [])),
+    responses(
+        (status = 200, description = "The balance (0 for a wallet never charged)", body = BalanceBody),
+        (status = 401, description = "`member_token_*`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another fan's wallet", body = ErrorBody),
+    ))]
 async fn balance(
     app: web::Data<Wallets>,
     member: Member,
@@ -89,17 +116,36 @@ async fn balance(
     Ok(HttpResponse::Ok().json(BalanceBody { user_id, balance }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct ChargeRequest {
+    /// Positive, in minor units.
     pub amount: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Charge)]
 pub struct ChargeBody {
     pub balance: i64,
     pub entry_id: LedgerEntryId,
 }
 
+/// Top up the fan's balance. Retried with the same `Idempotency-Key` (and
+/// body), the first charge is answered again and nothing is added.
+#[utoipa::path(post, path = "/v1/members/{user_id}/charges", tag = "wallets",
+    request_body = ChargeRequest,
+    params(("user_id" = UserId, Path, description = "The calling fan's own id (the member token's subject)"),
+        ("Idempotency-Key" = String, Header,
+            description = "Chosen by the client per charge (1-128 visible ASCII characters)")),
+    security(("member_token" = [])),
+    responses(
+        (status = 201, description = "Charged (or the same charge answered again)", body = ChargeBody,
+            headers(("idempotent-replayed" = String, description = "`true` when this key was charged before"))),
+        (status = 400, description = "`invalid_body`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`member_token_*`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another fan's wallet", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused` with another amount", body = ErrorBody),
+        (status = 422, description = "`invalid_amount`, `balance_limit_exceeded`", body = ErrorBody),
+    ))]
 async fn charge(
     app: web::Data<Wallets>,
     request: HttpRequest,
@@ -122,13 +168,17 @@ async fn charge(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
+    /// Entries per page, newest first (default and maximum: the service's settings).
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Ledger)]
 pub struct LedgerBody {
     pub user_id: UserId,
     pub entries: Vec<EntryBody>,
@@ -136,7 +186,9 @@ pub struct LedgerBody {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One ledger line: never changed once written.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = LedgerEntry)]
 pub struct EntryBody {
     pub id: LedgerEntryId,
     pub kind: EntryKind,
@@ -160,6 +212,16 @@ impl From<LedgerEntry> for EntryBody {
     }
 }
 
+/// The fan's ledger, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/members/{user_id}/ledger", tag = "wallets",
+    params(("user_id" = UserId, Path, description = "The calling fan's own id (the member token's subject)"), LedgerQuery),
+    security(("member_token" = [])),
+    responses(
+        (status = 200, description = "A page of entries", body = LedgerBody),
+        (status = 400, description = "`invalid_limit`, `invalid_cursor`", body = ErrorBody),
+        (status = 401, description = "`member_token_*`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another fan's wallet", body = ErrorBody),
+    ))]
 async fn ledger(
     app: web::Data<Wallets>,
     member: Member,

@@ -6,15 +6,32 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::http::utc_millis;
+use ticket_runtime::http::ErrorBody;
 use ticket_runtime::idempotency::IdempotencyKey;
 use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
 use ticket_runtime::member::Member;
 use ticket_runtime::pass::Pass;
-use ticket_runtime::waiters::WatchQuery;
+use ticket_runtime::waiters::{etag, WatchQuery};
 use ticket_runtime::ApiError;
 
 use crate::app::{PaymentError, PaymentView, Payments};
 use crate::domain::Status;
+
+/// The service's API document (served at /docs, checked in as docs/api/payment.json).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(pay, get_payment),
+    tags((name = "payments", description = "Paying for a held reservation from the prepaid \
+        balance. The saga runs through events (debit, confirm, sell); the answer lists its \
+        steps: 201 when decided within the decision window, else 202 and a long poll."))
+)]
+pub struct ApiDoc;
+
+/// The document as generated from this module; the runtime adds the
+/// shared parts (errors, credentials, health) when it serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Payments) {
     cfg.app_data(web::Data::new(app))
@@ -59,14 +76,18 @@ impl ResponseError for PaymentError {
 }
 
 /// A payment as the API shows it, with the saga steps it went through.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Payment)]
 pub struct PaymentBody {
     pub id: PaymentId,
     pub reservation_id: ReservationId,
     pub user_id: UserId,
+    /// Minor units (KRW has none: won).
     pub amount: i64,
     pub status: Status,
+    /// Why it failed (`INSUFFICIENT_BALANCE`, `HOLD_EXPIRED`, `SAGA_TIMED_OUT`, ...).
     pub reason: Option<String>,
+    /// A failed payment whose debit was given back.
     pub refunded: bool,
     #[serde(serialize_with = "utc_millis::serialize")]
     pub created_at: DateTime<Utc>,
@@ -75,7 +96,9 @@ pub struct PaymentBody {
     pub steps: Vec<StepBody>,
 }
 
-#[derive(Serialize)]
+/// One saga event the payment service heard about this payment.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Step)]
 pub struct StepBody {
     pub event_type: String,
     pub detail: Option<String>,
@@ -114,16 +137,40 @@ fn answer(view: PaymentView) -> HttpResponse {
     } else {
         StatusCode::CREATED
     };
+    let location = format!("/v1/payments/{}", view.payment.id);
+    let body = PaymentBody::from(view);
+    // The tag to poll with: GET {location}?wait_ms= with If-None-Match.
     HttpResponse::build(status)
-        .insert_header(("location", format!("/v1/payments/{}", view.payment.id)))
-        .json(PaymentBody::from(view))
+        .insert_header(("location", location))
+        .insert_header(("etag", etag(&body)))
+        .json(body)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct PayRequest {
     pub reservation_id: ReservationId,
 }
 
+/// Pay for the pass holder's held reservation from their balance. Retried
+/// with the same `Idempotency-Key`, the same payment is answered; another
+/// payment for a reservation being paid is refused.
+#[utoipa::path(post, path = "/v1/payments", tag = "payments",
+    request_body = PayRequest,
+    params(("Idempotency-Key" = String, Header,
+        description = "Chosen by the client per payment (1-128 visible ASCII characters)")),
+    security(("member_token" = [], "queue_pass" = [])),
+    responses(
+        (status = 201, description = "Decided: COMPLETED or FAILED with a reason", body = PaymentBody,
+            headers(("location" = String, description = "The payment"),
+                    ("etag" = String, description = "Its version, for If-None-Match"))),
+        (status = 202, description = "PENDING: poll the location with ?wait_ms= and If-None-Match", body = PaymentBody,
+            headers(("location" = String), ("etag" = String))),
+        (status = 400, description = "`invalid_body`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 401, description = "`member_token_*`; `pass_missing`, `_malformed`, `_forged`, `_expired`, `_wrong_concert`, `_ended`", body = ErrorBody),
+        (status = 403, description = "`pass_not_yours`", body = ErrorBody),
+        (status = 404, description = "`reservation_not_found`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused` (with another body), `reservation_not_payable`, `payment_in_progress`", body = ErrorBody),
+    ))]
 async fn pay(
     app: web::Data<Payments>,
     request: HttpRequest,
@@ -139,20 +186,41 @@ async fn pay(
 
 /// Another member's payment is "not found" (404): whether it exists is
 /// nobody else's business.
+/// The fan's payment; with `wait_ms`, a long poll that answers when it changes.
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
+    params(("id" = PaymentId, Path), WatchQuery,
+        ("If-None-Match" = Option<String>, Header,
+            description = "ETags the client has: answered at once when the payment differs, else after the wait with 304")),
+    security(("member_token" = [])),
+    responses(
+        (status = 200, description = "The payment", body = PaymentBody,
+            headers(("etag" = String, description = "Its version"))),
+        (status = 304, description = "Unchanged since the version named in If-None-Match",
+            headers(("etag" = String))),
+        (status = 400, description = "`invalid_wait`, `invalid_seen_status`, `invalid_path`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`member_token_*`", body = ErrorBody),
+        (status = 404, description = "`payment_not_found`", body = ErrorBody),
+    ))]
 async fn get_payment(
     app: web::Data<Payments>,
     member: Member,
     id: web::Path<PaymentId>,
     query: web::Query<WatchQuery>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = (id.into_inner(), UserId::from(member.user_id));
-    let wait = query.wait(app.policy.max_wait_ms)?;
-    let seen = query.seen::<Status>(Status::NAMES)?;
+    let poll = query.poll(&request, app.policy.max_wait_ms)?;
+    let seen_status = query.seen::<Status>(Status::NAMES)?;
     let current = app.view(id, user).await?;
-    if wait.is_zero() {
-        return Ok(HttpResponse::Ok().json(PaymentBody::from(current)));
-    }
-    let seen = seen.unwrap_or(current.payment.status);
-    let view = app.watch(id, user, seen, wait).await?;
-    Ok(HttpResponse::Ok().json(PaymentBody::from(view)))
+    let view = if poll.wait.is_zero() {
+        current
+    } else if poll.has_version() {
+        let has = |v: &PaymentView| poll.has(&PaymentBody::from(v.clone()));
+        app.watch(id, user, poll.wait, |v| !has(v)).await?
+    } else {
+        let seen = seen_status.unwrap_or(current.payment.status);
+        app.watch(id, user, poll.wait, |v| v.payment.status != seen)
+            .await?
+    };
+    Ok(poll.respond(&PaymentBody::from(view)))
 }

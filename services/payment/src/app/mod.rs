@@ -54,6 +54,7 @@ impl From<diesel::result::Error> for PaymentError {
 }
 
 /// A payment with the saga steps it went through.
+#[derive(Debug, Clone)]
 pub struct PaymentView {
     pub payment: Payment,
     pub steps: Vec<Step>,
@@ -183,7 +184,10 @@ impl Payments {
         if payment.reservation_id != reservation_id {
             return Err(PaymentError::KeyReused(payment.reservation_id));
         }
-        self.watch(payment.id, user, Status::Pending, wait).await
+        self.watch(payment.id, user, wait, |v| {
+            v.payment.status != Status::Pending
+        })
+        .await
     }
 
     /// The member's own payment; another's is "not found".
@@ -199,21 +203,20 @@ impl Payments {
             .await
     }
 
-    /// The payment once its status differs from `seen`, or as it is after
-    /// `wait`.
+    /// The payment once `changed` says so, or as it is after `wait`.
     pub async fn watch(
         &self,
         id: PaymentId,
         user: UserId,
-        seen: Status,
         wait: Duration,
+        changed: impl Fn(&PaymentView) -> bool,
     ) -> Result<PaymentView, PaymentError> {
         wait_for(
             &self.waiters,
             id.get(),
             wait,
             || self.view(id, user),
-            |v| v.payment.status != seen,
+            changed,
         )
         .await
     }

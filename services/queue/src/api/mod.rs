@@ -5,12 +5,29 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
 use ticket_runtime::member::Member;
 use ticket_runtime::ApiError;
 
 use crate::app::{Place, Queue, QueueError};
 use crate::domain::{Ended, TokenStatus};
+
+/// The service's API document (served at /docs, checked in as docs/api/queue.json).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(join, poll),
+    tags((name = "queue", description = "The waiting line of a concert: fans are admitted in \
+        arrival order while fewer than `max_active` are active, each with a signed pass \
+        (the `Queue-Pass` of reservations and payments). A waiting fan polls its token."))
+)]
+pub struct ApiDoc;
+
+/// The document as generated from this module; the runtime adds the
+/// shared parts (errors, credentials, health) when it serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Queue) {
     cfg.app_data(web::Data::new(app))
@@ -43,7 +60,8 @@ impl ResponseError for QueueError {
 }
 
 /// A place in the line as the API shows it; the pass only while active.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = QueueToken)]
 pub struct TokenBody {
     pub token: QueueTokenId,
     pub user_id: UserId,
@@ -51,6 +69,7 @@ pub struct TokenBody {
     pub status: TokenStatus,
     /// Fans waiting ahead; 0 when active, absent once expired.
     pub position: Option<i64>,
+    /// The signed pass to send as `Queue-Pass`, while active.
     pub pass: Option<String>,
     pub pass_expires_at: Option<DateTime<Utc>>,
     pub ended_reason: Option<Ended>,
@@ -75,11 +94,23 @@ impl From<Place> for TokenBody {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct JoinRequest {
     pub concert_id: ConcertId,
 }
 
+/// Join the concert's line, as the member token's subject. Joining again
+/// while in the line answers the same place (200).
+#[utoipa::path(post, path = "/v1/queue/tokens", tag = "queue",
+    request_body = JoinRequest,
+    security(("member_token" = [])),
+    responses(
+        (status = 201, description = "In the line: ACTIVE with a pass, or WAITING with a position", body = TokenBody),
+        (status = 200, description = "Already in the line: the same place", body = TokenBody),
+        (status = 400, description = "`invalid_body`", body = ErrorBody),
+        (status = 401, description = "`member_token_*`", body = ErrorBody),
+        (status = 404, description = "`concert_not_found`", body = ErrorBody),
+    ))]
 async fn join(
     app: web::Data<Queue>,
     member: Member,
@@ -94,6 +125,16 @@ async fn join(
     Ok(HttpResponse::build(status).json(TokenBody::from(place)))
 }
 
+/// The fan's place in the line: its position while waiting, its pass once
+/// admitted. Another fan's token is 404.
+#[utoipa::path(get, path = "/v1/queue/tokens/{token}", tag = "queue",
+    params(("token" = QueueTokenId, Path)),
+    security(("member_token" = [])),
+    responses(
+        (status = 200, description = "The place", body = TokenBody),
+        (status = 401, description = "`member_token_*`", body = ErrorBody),
+        (status = 404, description = "`token_not_found`", body = ErrorBody),
+    ))]
 async fn poll(
     app: web::Data<Queue>,
     member: Member,

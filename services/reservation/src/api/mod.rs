@@ -2,19 +2,36 @@
 //! member token; asking for a hold also needs their own pass from the line.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::http::utc_millis;
+use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::member::Member;
 use ticket_runtime::pass::Pass;
-use ticket_runtime::waiters::WatchQuery;
+use ticket_runtime::waiters::{etag, WatchQuery};
 use ticket_runtime::ApiError;
 
 use crate::app::{ReservationError, Reservations};
 use crate::domain::Status;
 use crate::store::Reservation;
+
+/// The service's API document (served at /docs, checked in as docs/api/reservation.json).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(request_hold, get_reservation, cancel_reservation),
+    tags((name = "reservations", description = "Seat holds: asked for, watched, given up. \
+        A hold is decided by the concert service through events: 201 when it answered \
+        within the decision window, else 202 and a long poll on the reservation."))
+)]
+pub struct ApiDoc;
+
+/// The document as generated from this module; the runtime adds the
+/// shared parts (errors, credentials, health) when it serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <ApiDoc as utoipa::OpenApi>::openapi()
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Reservations) {
     cfg.app_data(web::Data::new(app))
@@ -66,7 +83,8 @@ impl ResponseError for ReservationError {
 }
 
 /// A reservation as the API shows it; the storage row is not the contract.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Reservation)]
 pub struct ReservationBody {
     pub id: ReservationId,
     pub user_id: UserId,
@@ -104,12 +122,29 @@ impl From<Reservation> for ReservationBody {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct HoldRequest {
     pub schedule_id: ScheduleId,
+    /// 1 to 50.
     pub seat_no: i64,
 }
 
+/// Ask for a hold on a seat, for the pass holder.
+#[utoipa::path(post, path = "/v1/reservations", tag = "reservations",
+    request_body = HoldRequest,
+    security(("member_token" = [], "queue_pass" = [])),
+    responses(
+        (status = 201, description = "Decided: HELD, or REJECTED with a reason", body = ReservationBody,
+            headers(("location" = String, description = "The reservation"),
+                    ("etag" = String, description = "Its version, for If-None-Match"))),
+        (status = 202, description = "PENDING: poll the location with ?wait_ms= and If-None-Match", body = ReservationBody,
+            headers(("location" = String), ("etag" = String))),
+        (status = 400, description = "`invalid_body`", body = ErrorBody),
+        (status = 401, description = "`member_token_*`; `pass_missing`, `_malformed`, `_forged`, `_expired`, `_wrong_concert`, `_ended`", body = ErrorBody),
+        (status = 403, description = "`pass_not_yours`", body = ErrorBody),
+        (status = 404, description = "`schedule_not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_seat`", body = ErrorBody),
+    ))]
 async fn request_hold(
     app: web::Data<Reservations>,
     member: Member,
@@ -126,30 +161,64 @@ async fn request_hold(
     } else {
         StatusCode::CREATED
     };
-    let id = reservation.id;
+    let location = format!("/v1/reservations/{}", reservation.id);
+    let body = ReservationBody::from(reservation);
+    // The tag to poll with: GET {location}?wait_ms= with If-None-Match.
     Ok(HttpResponse::build(status)
-        .insert_header(("location", format!("/v1/reservations/{id}")))
-        .json(ReservationBody::from(reservation)))
+        .insert_header(("location", location))
+        .insert_header(("etag", etag(&body)))
+        .json(body))
 }
 
+/// The fan's reservation; with `wait_ms`, a long poll that answers when it
+/// changes. Another fan's reservation is 404.
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations",
+    params(("id" = ReservationId, Path), WatchQuery,
+        ("If-None-Match" = Option<String>, Header,
+            description = "ETags the client has: answered at once when the reservation differs, else after the wait with 304")),
+    security(("member_token" = [])),
+    responses(
+        (status = 200, description = "The reservation", body = ReservationBody,
+            headers(("etag" = String, description = "Its version"))),
+        (status = 304, description = "Unchanged since the version named in If-None-Match",
+            headers(("etag" = String))),
+        (status = 400, description = "`invalid_wait`, `invalid_seen_status`, `invalid_path`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`member_token_*`", body = ErrorBody),
+        (status = 404, description = "`reservation_not_found`", body = ErrorBody),
+    ))]
 async fn get_reservation(
     app: web::Data<Reservations>,
     member: Member,
     id: web::Path<ReservationId>,
     query: web::Query<WatchQuery>,
+    request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = (id.into_inner(), UserId::from(member.user_id));
-    let wait = query.wait(app.policy.max_wait_ms)?;
-    let seen = query.seen::<Status>(Status::NAMES)?;
+    let poll = query.poll(&request, app.policy.max_wait_ms)?;
+    let seen_status = query.seen::<Status>(Status::NAMES)?;
     let current = app.own(id, user).await?;
-    if wait.is_zero() {
-        return Ok(HttpResponse::Ok().json(ReservationBody::from(current)));
-    }
-    let seen = seen.unwrap_or(current.status);
-    let reservation = app.watch(id, user, seen, wait).await?;
-    Ok(HttpResponse::Ok().json(ReservationBody::from(reservation)))
+    let reservation = if poll.wait.is_zero() {
+        current
+    } else if poll.has_version() {
+        let has = |r: &Reservation| poll.has(&ReservationBody::from(r.clone()));
+        app.watch(id, user, poll.wait, |r| !has(r)).await?
+    } else {
+        let seen = seen_status.unwrap_or(current.status);
+        app.watch(id, user, poll.wait, |r| r.status != seen).await?
+    };
+    Ok(poll.respond(&ReservationBody::from(reservation)))
 }
 
+/// Give up a PENDING or HELD reservation; the seat is released.
+#[utoipa::path(delete, path = "/v1/reservations/{id}", tag = "reservations",
+    params(("id" = ReservationId, Path)),
+    security(("member_token" = [])),
+    responses(
+        (status = 200, description = "CANCELLED", body = ReservationBody),
+        (status = 401, description = "`member_token_*`", body = ErrorBody),
+        (status = 404, description = "`reservation_not_found`", body = ErrorBody),
+        (status = 409, description = "`not_cancellable`: confirmed, expired or already cancelled", body = ErrorBody),
+    ))]
 async fn cancel_reservation(
     app: web::Data<Reservations>,
     member: Member,

@@ -116,7 +116,8 @@ impl Reservations {
                 Ok::<_, ReservationError>(())
             })
             .await?;
-        self.watch(id, user, Status::Pending, wait).await
+        self.watch(id, user, wait, |r| r.status != Status::Pending)
+            .await
     }
 
     /// The fan's own reservation; another fan's is "not found" (not
@@ -135,21 +136,20 @@ impl Reservations {
             .await
     }
 
-    /// The reservation once its status differs from `seen`, or as it is
-    /// after `wait`.
+    /// The reservation once `changed` says so, or as it is after `wait`.
     pub async fn watch(
         &self,
         id: ReservationId,
         user: UserId,
-        seen: Status,
         wait: Duration,
+        changed: impl Fn(&Reservation) -> bool,
     ) -> Result<Reservation, ReservationError> {
         wait_for(
             &self.waiters,
             id.get(),
             wait,
             || self.own(id, user),
-            |r| r.status != seen,
+            changed,
         )
         .await
     }

@@ -104,6 +104,32 @@ async fn metrics(cluster: &Cluster, service: Service) -> String {
 }
 
 /// A member-balance status line, from `ticketctl status --json`.
+/// The metrics the compose Grafana dashboard charts.
+fn charted_metrics() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/grafana/dashboards/ticketing.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap())
+        .flat_map(|target| {
+            // PromQL words with an underscore: metrics, and this one function.
+            target["expr"]
+                .as_str()
+                .unwrap()
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.contains('_') && *word != "histogram_quantile")
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 async fn status(cluster: &Cluster, service: Service) -> (i32, Value) {
     let (code, out) = ticketctl(cluster, &["status", "--json"]).await;
     let line = out
@@ -340,6 +366,7 @@ async fn sagas_are_followed_and_judged_from_the_command_line() {
             &["outcome=\"hold_expired\""]
         ) >= 1.0
     );
+    let mut exported = String::new();
     for service in Service::ALL {
         let text = metrics(&cluster, service).await;
         for name in [
@@ -353,6 +380,17 @@ async fn sagas_are_followed_and_judged_from_the_command_line() {
                 "{service} exports {name}"
             );
         }
+        exported.push_str(&text);
+    }
+    // The compose Grafana dashboard charts only what the services export
+    // (dead letters: in the dead-letter test).
+    let charted = charted_metrics();
+    assert!(charted.len() >= 8, "{charted:?}");
+    for name in charted.iter().filter(|name| *name != "dead_letters_total") {
+        assert!(
+            exported.lines().any(|l| l.starts_with(name.as_str())),
+            "the dashboard charts {name}, which no service exports"
+        );
     }
 
     // Bytes that are not an event are shown raw and marked, and reading goes on.
@@ -427,6 +465,10 @@ async fn a_dead_letter_is_listed_and_replayed_once() {
             &["consumer=\"member-balance\""]
         ),
         1.0
+    );
+    assert!(
+        charted_metrics().contains(&"dead_letters_total".to_string()),
+        "the compose dashboard charts dead letters"
     );
     let (_, status) = status(&cluster, Service::MemberBalance).await;
     assert_eq!(status["dead_letters"], 1);

@@ -84,6 +84,7 @@ async fn happy_path(cluster: &mut Cluster) {
     assert!(reservation["hold_expires_at"].is_string());
     let reservation_id = reservation["id"].as_str().unwrap();
     assert_eq!(cluster.seat_status(&schedule, 7).await, "HELD");
+    long_polls_answer_by_version(cluster, &fan, reservation_id).await;
 
     let (status, payment) = cluster.pay(&fan, reservation_id, None).await;
     assert!(
@@ -135,6 +136,43 @@ async fn happy_path(cluster: &mut Cluster) {
     assert_eq!(record["reservation_id"], reservation_id);
     assert_eq!(record["seat_no"], 7);
     assert_eq!(record["amount"], price);
+}
+
+/// A long poll that names the version the client has (`If-None-Match`)
+/// answers at once when the reservation differs, and with 304 after the
+/// wait when it does not; the ETag is the same on every instance.
+async fn long_polls_answer_by_version(cluster: &Cluster, fan: &crate::support::Fan, id: &str) {
+    let url = cluster.url(Service::Reservation, &format!("/v1/reservations/{id}"));
+    let get = |query: &str, tag: Option<&str>| {
+        let mut request = cluster
+            .http
+            .get(format!("{url}{query}"))
+            .bearer_auth(&fan.member);
+        if let Some(tag) = tag {
+            request = request.header("if-none-match", tag);
+        }
+        async move {
+            let started = std::time::Instant::now();
+            let response = request.send().await.unwrap();
+            let tag = response.headers()["etag"].to_str().unwrap().to_string();
+            (response.status(), tag, started.elapsed())
+        }
+    };
+    let (status, held, _) = get("", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // An older version (the PENDING one, say): no waiting at all.
+    let (status, tag, took) = get("?wait_ms=10000", Some("\"0123456789abcdef\"")).await;
+    assert_eq!((status, &tag), (StatusCode::OK, &held));
+    assert!(
+        took < std::time::Duration::from_secs(5),
+        "waited {took:?} for nothing"
+    );
+    // The current one: nothing new within the wait, so 304 after it.
+    let (status, tag, took) = get("?wait_ms=300", Some(&held)).await;
+    assert_eq!((status, &tag), (StatusCode::NOT_MODIFIED, &held));
+    assert!(took >= std::time::Duration::from_millis(300), "{took:?}");
+    let (status, _, _) = get("", Some(&format!("\"other\", {held}"))).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED, "a tag in a list matches");
 }
 
 async fn insufficient_balance_then_top_up_and_retry(cluster: &mut Cluster) {

@@ -163,6 +163,35 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
         let ready = json(&http, url(offset, "/health/ready")).await;
         assert_eq!(ready["status"], "ready", "{name}");
         assert_eq!(ready["service"], name);
+        // The API page and everything it loads come from the service itself.
+        let page = http.get(url(offset, "/docs")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let page = page.text().await.unwrap();
+        for asset in ["/docs/swagger-ui.css", "/docs/swagger-ui-bundle.js"] {
+            assert!(page.contains(asset), "{name}: {page}");
+            let response = http.get(url(offset, asset)).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{name} {asset}");
+            assert!(
+                response.bytes().await.unwrap().len() > 100_000,
+                "{name} {asset}"
+            );
+        }
+        assert!(
+            !page.contains("https://"),
+            "{name}: the page fetches nothing outside"
+        );
+        let served = http
+            .get(url(offset, "/docs/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        let served = served.text().await.unwrap();
+        let checked_in = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../docs/api/{name}.json")),
+        )
+        .unwrap();
+        assert_eq!(served, checked_in, "{name} serves docs/api/{name}.json");
     }
     let platform = json(&http, url(10, "/health/ready")).await;
     assert_eq!(platform["service"], "data-platform");

@@ -267,19 +267,29 @@ impl Cluster {
         response.json().await.unwrap()
     }
 
-    /// Long-polls until the reservation is in `status`.
+    /// Long-polls until the reservation is in `status`: a plain read
+    /// first, then waits naming the version last seen (`If-None-Match`).
     pub async fn reservation_reaches(&self, fan: &Fan, id: &str, status: &str) -> Value {
+        let seen = std::sync::Mutex::new(None::<String>);
         eventually(WAIT, &format!("reservation {status}"), || async {
-            let response = self
+            let tag = seen.lock().unwrap().clone();
+            let wait = if tag.is_some() { 2000 } else { 0 };
+            let mut request = self
                 .http
                 .get(self.url(
                     Service::Reservation,
-                    &format!("/v1/reservations/{id}?wait_ms=2000"),
+                    &format!("/v1/reservations/{id}?wait_ms={wait}"),
                 ))
-                .bearer_auth(&fan.member)
-                .send()
-                .await
-                .unwrap();
+                .bearer_auth(&fan.member);
+            if let Some(tag) = tag {
+                request = request.header("if-none-match", tag);
+            }
+            let response = request.send().await.unwrap();
+            if response.status() == StatusCode::NOT_MODIFIED {
+                return None;
+            }
+            let tag = response.headers()["etag"].to_str().unwrap().to_string();
+            *seen.lock().unwrap() = Some(tag);
             let body: Value = response.json().await.unwrap();
             (body["status"] == status).then_some(body)
         })
