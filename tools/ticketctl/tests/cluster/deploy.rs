@@ -54,19 +54,25 @@ fn the_compose_file_follows_the_compose_specification() {
     assert!(validate(&wrong).is_err(), "restart: sometimes accepted");
 }
 
-/// `ticketctl secrets DIR`, as the compose init step runs it.
-fn make_secrets(dir: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
-        .arg("secrets")
-        .arg(dir)
-        .output()
-        .unwrap();
+/// The built `ticketctl`.
+fn ticketctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ticketctl"))
+}
+
+/// Runs a command that must succeed; its standard output.
+fn run_ok(command: &mut Command) -> String {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "{}",
+        "{command:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// `ticketctl secrets DIR`, as the compose init step runs it.
+fn make_secrets(dir: &Path) -> String {
+    run_ok(ticketctl().arg("secrets").arg(dir))
 }
 
 /// A compose value with `${VAR:-default}` replaced by its default; `${VAR}`
@@ -242,23 +248,16 @@ fn every_service_starts_from_its_own_share_of_the_secrets() {
         before
     );
     // The secrets folder signs member tokens for `tools login`.
-    let login = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
-        .args([
-            "login",
-            "0191e2a0-7c3b-7d40-8000-000000000001",
-            "--data-dir",
-        ])
-        .arg(&secrets)
-        .output()
-        .unwrap();
-    assert!(login.status.success());
-    assert_eq!(
-        String::from_utf8(login.stdout)
-            .unwrap()
-            .matches('.')
-            .count(),
-        2
+    let token = run_ok(
+        ticketctl()
+            .args([
+                "login",
+                "0191e2a0-7c3b-7d40-8000-000000000001",
+                "--data-dir",
+            ])
+            .arg(&secrets),
     );
+    assert_eq!(token.trim().matches('.').count(), 2, "a JWT: {token}");
 }
 
 /// Whether a share holds a file, which only its owner may read.
@@ -306,19 +305,13 @@ fn kafka_keeps_its_data_and_is_reachable_from_the_host() {
 fn the_topics_step_creates_every_topic_with_the_partitions_asked() {
     let prefix = testkit::unique_prefix();
     let run = |partitions: &str| {
-        let output = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
-            .arg("topics")
-            .env("KAFKA_BROKERS", testkit::broker())
-            .env("APP__KAFKA__TOPIC_PREFIX", &prefix)
-            .env("APP__KAFKA__PARTITIONS", partitions)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        run_ok(
+            ticketctl()
+                .arg("topics")
+                .env("KAFKA_BROKERS", testkit::broker())
+                .env("APP__KAFKA__TOPIC_PREFIX", &prefix)
+                .env("APP__KAFKA__PARTITIONS", partitions),
+        )
     };
     let made = run("4");
     for topic in Topic::ALL {
@@ -350,14 +343,8 @@ fn apply_roles(prefix: &str) {
         let variable = service.as_str().replace('-', "_");
         command.args(["-v", &format!("{variable}=pw-{variable}")]);
     }
-    let output = command
-        .output()
-        .expect("psql (PostgreSQL's client) installed");
-    assert!(
-        output.status.success(),
-        "roles.sql: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    // psql: PostgreSQL's client, installed with the server.
+    run_ok(&mut command);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,12 +468,7 @@ fn the_image_is_cached_unprivileged_and_keeps_secrets_out() {
 fn the_checked_in_api_documents_match_the_code() {
     for service in Service::ALL {
         let name = service.as_str();
-        let output = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
-            .args(["openapi", name])
-            .output()
-            .unwrap();
-        assert!(output.status.success());
-        let generated = String::from_utf8(output.stdout).unwrap();
+        let generated = run_ok(ticketctl().args(["openapi", name]));
         let path = format!("docs/api/{name}.json");
         assert!(
             read(&path) == generated,
