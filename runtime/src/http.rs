@@ -333,6 +333,11 @@ where
             .configure(configure.clone())
             .default_service(web::to(not_found))
     })
+    // Idle keep-alive connections outlive any client pool's idle timeout
+    // (reqwest: 90 s), so the client always closes first: a server closing
+    // at the moment a client reuses the connection fails that request
+    // (hyper's IncompleteMessage; seen in the test suite).
+    .keep_alive(std::time::Duration::from_secs(120))
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(5)
