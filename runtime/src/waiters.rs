@@ -184,15 +184,15 @@ pub struct Poll {
 }
 
 impl Poll {
-    /// Whether the client named a version, so that "changed" means "not
-    /// that version" rather than "another status".
-    pub fn has_version(&self) -> bool {
-        !self.seen.is_empty()
-    }
-
-    /// Whether the client already has this representation.
-    pub fn has(&self, body: &impl Serialize) -> bool {
-        self.knows(&etag(body))
+    /// Whether a state is news to the client: when it named versions, one
+    /// whose representation (`body`, made only then) is none of them;
+    /// otherwise one whose status differs from the status it saw.
+    pub fn is_news<B: Serialize>(&self, body: impl FnOnce() -> B, status_differs: bool) -> bool {
+        if self.seen.is_empty() {
+            status_differs
+        } else {
+            !self.knows(&etag(&body()))
+        }
     }
 
     fn knows(&self, tag: &str) -> bool {
@@ -278,5 +278,33 @@ mod tests {
         .await;
         assert_eq!(seen, Ok(0));
         assert!(started.elapsed() >= Duration::from_millis(120));
+    }
+
+    #[test]
+    fn a_named_version_decides_what_is_news_and_what_is_not_modified() {
+        let body = serde_json::json!({"status": "HELD"});
+        let current = etag(&body);
+        let request = actix_web::test::TestRequest::default()
+            .insert_header((header::IF_NONE_MATCH, format!("\"old\", W/{current}")))
+            .to_http_request();
+        let poll = WatchQuery::default().poll(&request, 1000).unwrap();
+        assert!(
+            !poll.is_news(|| &body, true),
+            "its version: not news, whatever the status"
+        );
+        let changed = serde_json::json!({"status": "CONFIRMED"});
+        assert!(poll.is_news(|| &changed, false));
+        assert_eq!(poll.respond(&body).status(), 304);
+        assert_eq!(poll.respond(&changed).status(), 200);
+
+        let bare = actix_web::test::TestRequest::default().to_http_request();
+        let poll = WatchQuery::default().poll(&bare, 1000).unwrap();
+        assert!(poll.is_news(|| &body, true) && !poll.is_news(|| &body, false));
+        let response = poll.respond(&body);
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers().get(header::ETAG).unwrap(),
+            current.as_str()
+        );
     }
 }

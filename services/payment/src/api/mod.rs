@@ -212,15 +212,14 @@ async fn get_payment(
     let poll = query.poll(&request, app.policy.max_wait_ms)?;
     let seen_status = query.seen::<Status>(Status::NAMES)?;
     let current = app.view(id, user).await?;
+    let seen = seen_status.unwrap_or(current.payment.status);
     let view = if poll.wait.is_zero() {
         current
-    } else if poll.has_version() {
-        let has = |v: &PaymentView| poll.has(&PaymentBody::from(v.clone()));
-        app.watch(id, user, poll.wait, |v| !has(v)).await?
     } else {
-        let seen = seen_status.unwrap_or(current.payment.status);
-        app.watch(id, user, poll.wait, |v| v.payment.status != seen)
-            .await?
+        let is_news = |v: &PaymentView| {
+            poll.is_news(|| PaymentBody::from(v.clone()), v.payment.status != seen)
+        };
+        app.watch(id, user, poll.wait, is_news).await?
     };
     Ok(poll.respond(&PaymentBody::from(view)))
 }

@@ -197,14 +197,13 @@ async fn get_reservation(
     let poll = query.poll(&request, app.policy.max_wait_ms)?;
     let seen_status = query.seen::<Status>(Status::NAMES)?;
     let current = app.own(id, user).await?;
+    let seen = seen_status.unwrap_or(current.status);
     let reservation = if poll.wait.is_zero() {
         current
-    } else if poll.has_version() {
-        let has = |r: &Reservation| poll.has(&ReservationBody::from(r.clone()));
-        app.watch(id, user, poll.wait, |r| !has(r)).await?
     } else {
-        let seen = seen_status.unwrap_or(current.status);
-        app.watch(id, user, poll.wait, |r| r.status != seen).await?
+        let is_news =
+            |r: &Reservation| poll.is_news(|| ReservationBody::from(r.clone()), r.status != seen);
+        app.watch(id, user, poll.wait, is_news).await?
     };
     Ok(poll.respond(&ReservationBody::from(reservation)))
 }
