@@ -81,9 +81,9 @@ pub fn to_json(document: &OpenApi) -> String {
     json
 }
 
-/// The served document, made once.
+/// The served document, made once; answers share its bytes.
 #[derive(Clone)]
-pub struct Document(pub String);
+pub struct Document(pub web::Bytes);
 
 /// `/docs` (Swagger UI), `/docs/openapi.json` and the UI's two files.
 pub fn routes(cfg: &mut web::ServiceConfig, document: Document) {

@@ -81,9 +81,9 @@ impl<T> ServiceRuntime<T> {
     /// Swagger UI at /docs.
     pub fn document(&mut self, document: utoipa::openapi::OpenApi) {
         let document = crate::api_docs::complete(self.service, document);
-        self.document = Some(crate::api_docs::Document(crate::api_docs::to_json(
-            &document,
-        )));
+        self.document = Some(crate::api_docs::Document(
+            crate::api_docs::to_json(&document).into(),
+        ));
     }
 
     pub fn consume(&mut self, handler: Arc<dyn EventHandler>) {
