@@ -139,6 +139,17 @@ impl Payments {
                     }
                 }
                 if let Some(live) = store::live_for_reservation(tx.conn(), reservation_id)? {
+                    // On PostgreSQL each statement reads what is committed
+                    // when it starts: a concurrent request with this same
+                    // key can commit between the lookup above and this one.
+                    // Its payment is this request's answer, not a conflict.
+                    let same_key = key.as_ref().map(IdempotencyKey::as_str);
+                    if live.user_id == user
+                        && same_key.is_some()
+                        && live.idempotency_key.as_deref() == same_key
+                    {
+                        return Ok(live);
+                    }
                     return Err(PaymentError::AlreadyPaying(
                         reservation_id,
                         live.id,
