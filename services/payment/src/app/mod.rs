@@ -81,17 +81,51 @@ impl Payments {
         let wait = Duration::from_millis(self.policy.decision_wait_ms);
         // A retry with a known key gets the first answer, also once the
         // payment completed and so ended the pass: it starts nothing.
-        if let Some(key) = key.clone() {
-            let earlier = self
-                .db
-                .run(move |conn| {
-                    Ok::<_, PaymentError>(store::find_by_key(conn, user, key.as_str())?)
-                })
-                .await?;
-            if let Some(earlier) = earlier {
-                return self.replay(earlier, reservation_id, user, wait).await;
-            }
+        if let Some(earlier) = self.by_key(user, key.as_ref()).await? {
+            return self.replay(earlier, reservation_id, user, wait).await;
         }
+        let payment = match self.start(pass, reservation_id, key.clone(), wait).await {
+            // A concurrent request with the same key may have won between
+            // the lookup above and this refusal (its payment now ends the
+            // pass, makes the hold paid, or is the live one): then its
+            // payment is this request's answer too.
+            Err(
+                refusal @ (PaymentError::Pass(PassError::Ended)
+                | PaymentError::NotPayable(..)
+                | PaymentError::AlreadyPaying(..)),
+            ) => match self.by_key(user, key.as_ref()).await? {
+                Some(winner) => winner,
+                None => return Err(refusal),
+            },
+            started => started?,
+        };
+        self.replay(payment, reservation_id, user, wait).await
+    }
+
+    /// The member's payment made with this key, if any.
+    async fn by_key(
+        &self,
+        user: UserId,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Option<Payment>, PaymentError> {
+        let Some(key) = key.cloned() else {
+            return Ok(None);
+        };
+        self.db
+            .run(move |conn| Ok(store::find_by_key(conn, user, key.as_str())?))
+            .await
+    }
+
+    /// Starts a payment for a payable hold (or finds the one a concurrent
+    /// first request with the same key started).
+    async fn start(
+        &self,
+        pass: &Pass,
+        reservation_id: ReservationId,
+        key: Option<IdempotencyKey>,
+        wait: Duration,
+    ) -> Result<Payment, PaymentError> {
+        let user = UserId::from(pass.0.user_id());
         if ticket_runtime::pass::is_ended(&self.db, pass).await? {
             return Err(PassError::Ended.into());
         }
@@ -130,8 +164,7 @@ impl Payments {
         // Concurrent first requests race on the unique indexes (one key, one
         // live payment per reservation): the loser's transaction runs again
         // (see `is_transient`) and finds the winner.
-        let payment = self
-            .db
+        self.db
             .transaction(move |tx| {
                 if let Some(key) = &key {
                     if let Some(earlier) = store::find_by_key(tx.conn(), user, key.as_str())? {
@@ -139,17 +172,6 @@ impl Payments {
                     }
                 }
                 if let Some(live) = store::live_for_reservation(tx.conn(), reservation_id)? {
-                    // On PostgreSQL each statement reads what is committed
-                    // when it starts: a concurrent request with this same
-                    // key can commit between the lookup above and this one.
-                    // Its payment is this request's answer, not a conflict.
-                    let same_key = key.as_ref().map(IdempotencyKey::as_str);
-                    if live.user_id == user
-                        && same_key.is_some()
-                        && live.idempotency_key.as_deref() == same_key
-                    {
-                        return Ok(live);
-                    }
                     return Err(PaymentError::AlreadyPaying(
                         reservation_id,
                         live.id,
@@ -180,8 +202,7 @@ impl Payments {
                 tx.publish(&requested)?;
                 store::find(tx.conn(), id)?.ok_or(PaymentError::NotFound(id))
             })
-            .await?;
-        self.replay(payment, reservation_id, user, wait).await
+            .await
     }
 
     /// The payment a request (first or retried) stands for, as it is now.
