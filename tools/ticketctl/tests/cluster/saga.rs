@@ -507,7 +507,10 @@ async fn a_stalled_payment_is_failed_and_compensated(cluster: &mut Cluster) {
     let reservation_id = hold["id"].as_str().unwrap();
 
     // The reservation service is down past the payment's deadline, so the
-    // debit cannot be confirmed in time; it comes back to late events.
+    // debit cannot be confirmed in time; it comes back to late events. It
+    // goes down once its ReservationHeld is out: the payment service must
+    // know the hold to take the payment.
+    cluster.outbox_drained(Service::Reservation).await;
     cluster.kill(Service::Reservation).await;
     let (status, payment) = cluster.pay(&fan, reservation_id, None).await;
     // The deadline (2 s) falls inside the decision window (3 s): the POST

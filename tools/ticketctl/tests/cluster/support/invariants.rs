@@ -81,14 +81,7 @@ impl Cluster {
             "every outbox to drain and every saga to end",
             || async {
                 for service in Service::ALL {
-                    let pending = self
-                        .db(service)
-                        .run(|conn| {
-                            ticket_runtime::outbox::pending_count(conn).map_err(DbError::from)
-                        })
-                        .await
-                        .unwrap();
-                    if pending > 0 {
+                    if self.outbox_pending(service).await > 0 {
                         return None;
                     }
                 }

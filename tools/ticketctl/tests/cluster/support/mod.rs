@@ -227,6 +227,23 @@ impl Cluster {
         running
     }
 
+    /// Events the service committed and the broker has not acknowledged.
+    pub async fn outbox_pending(&self, service: Service) -> i64 {
+        self.db(service)
+            .run(|conn| ticket_runtime::outbox::pending_count(conn).map_err(DbError::from))
+            .await
+            .unwrap()
+    }
+
+    /// Waits until everything the service committed is on the broker, so
+    /// that stopping it cannot hold its last events back.
+    pub async fn outbox_drained(&self, service: Service) {
+        eventually(WAIT, &format!("{service}'s outbox to drain"), || async {
+            (self.outbox_pending(service).await == 0).then_some(())
+        })
+        .await;
+    }
+
     /// Stops every instance of a service as a crash would.
     pub async fn kill(&mut self, service: Service) {
         for running in self.services.remove(&service).unwrap_or_default() {
