@@ -18,7 +18,7 @@ use crate::http::ErrorBody;
 pub const MEMBER_TOKEN: &str = "member_token";
 /// `Queue-Pass: <pass>`: the fan was admitted from the waiting line.
 pub const QUEUE_PASS: &str = "queue_pass";
-/// `X-Admin-Key: <key>`: the catalog's administrator.
+/// `X-Admin-Key: <key>`: the deployment's administrator.
 pub const ADMIN_KEY: &str = "admin_key";
 
 const SWAGGER_UI_CSS: &str = include_str!("../assets/swagger-ui/swagger-ui.css");
@@ -67,7 +67,8 @@ pub fn complete(service: Service, mut document: OpenApi) -> OpenApi {
         ADMIN_KEY,
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
             "X-Admin-Key",
-            "The catalog administrator's key (`data/admin-key` of `ticketctl up`).",
+            "The deployment's admin key, one for every service (`APP__ADMIN__KEY`; \
+             `data/admin-key` of `ticketctl up`, `/secrets/admin-key` on compose).",
         ))),
     );
     document.components = Some(components);

@@ -4,7 +4,7 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` as the conventional shortcuts for their
 //! settings (an `APP__` variable for the same setting wins). Any of these
 //! may instead name a file holding the value, with `_FILE` appended
-//! (`DATABASE_URL_FILE`, `APP__CONCERT__ADMIN_KEY_FILE`): how containers
+//! (`DATABASE_URL_FILE`, `APP__ADMIN__KEY_FILE`): how containers
 //! receive secrets without putting them in the environment. Merging and
 //! typing are `figment`'s; every layer is named, so an error says which
 //! file or variable holds the bad value.
@@ -53,6 +53,10 @@ stats_interval_ms = 5000
 [telemetry]
 log_filter = "info"
 log_format = "text"
+
+# `X-Admin-Key` of the admin endpoints: `key` (at least 16 characters) has
+# no default and must be set (APP__ADMIN__KEY or APP__ADMIN__KEY_FILE).
+[admin]
 
 # For the services that act for fans (all but concert).
 [member_auth]
@@ -162,6 +166,7 @@ pub struct Settings<T> {
     pub outbox: OutboxSettings,
     pub consumer: ConsumerSettings,
     pub telemetry: TelemetrySettings,
+    pub admin: crate::admin::AdminSettings,
     pub service: T,
 }
 
@@ -173,6 +178,7 @@ struct CommonSettings {
     outbox: OutboxSettings,
     consumer: ConsumerSettings,
     telemetry: TelemetrySettings,
+    admin: crate::admin::AdminSettings,
 }
 
 /// The service section of a service that has no settings of its own.
@@ -363,6 +369,7 @@ impl Layers {
             outbox: common.outbox,
             consumer: common.consumer,
             telemetry: common.telemetry,
+            admin: common.admin,
             service,
         })
     }
@@ -591,16 +598,12 @@ mod tests {
     fn a_missing_file_or_a_value_beside_its_file_is_refused() {
         let missing = Layers::new(SERVICE)
             .unwrap()
-            .env(env(&[(
-                "APP__CONCERT__ADMIN_KEY_FILE",
-                "/nonexistent/admin-key",
-            )]))
+            .env(env(&[("APP__ADMIN__KEY_FILE", "/nonexistent/admin-key")]))
             .err()
             .unwrap()
             .to_string();
         assert!(
-            missing.contains("/nonexistent/admin-key")
-                && missing.contains("APP__CONCERT__ADMIN_KEY_FILE"),
+            missing.contains("/nonexistent/admin-key") && missing.contains("APP__ADMIN__KEY_FILE"),
             "{missing}"
         );
         let both = Layers::new(SERVICE)

@@ -4,6 +4,7 @@
 //! consumption with dead-lettering, tracing across Kafka and HTTP, health
 //! and metrics endpoints.
 
+pub mod admin;
 pub mod api_docs;
 pub mod broker;
 pub mod column;

@@ -32,6 +32,7 @@ pub struct ServiceRuntime<T> {
     /// Credentials the HTTP handlers check, once trusted.
     members: Option<web::Data<crate::member::MemberVerifier>>,
     passes: Option<web::Data<crate::pass::PassVerifier>>,
+    admin: web::Data<crate::admin::AdminKey>,
     /// The API document served at /docs.
     document: Option<crate::api_docs::Document>,
 }
@@ -42,6 +43,7 @@ impl<T> ServiceRuntime<T> {
         settings: Settings<T>,
         schema: Migrations,
     ) -> anyhow::Result<ServiceRuntime<T>> {
+        let admin = web::Data::new(crate::admin::AdminKey::from_settings(&settings.admin)?);
         let db = Db::connect(&settings.database, schema).await?;
         let kafka = Kafka::connect(&settings.kafka, service.as_str())?;
         let mut delay = Duration::from_millis(100);
@@ -72,6 +74,7 @@ impl<T> ServiceRuntime<T> {
             consumers: Vec::new(),
             members: None,
             passes: None,
+            admin,
             document: None,
         })
     }
@@ -173,9 +176,14 @@ impl<T> ServiceRuntime<T> {
             metrics: self.metrics.clone(),
             consumers: self.consumers.clone(),
         };
-        let (members, passes) = (self.members.clone(), self.passes.clone());
+        let (members, passes, admin) = (
+            self.members.clone(),
+            self.passes.clone(),
+            self.admin.clone(),
+        );
         let document = self.document.clone();
         let configure = move |cfg: &mut web::ServiceConfig| {
+            cfg.app_data(admin.clone());
             if let Some(members) = &members {
                 cfg.app_data(members.clone());
             }

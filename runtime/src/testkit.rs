@@ -161,6 +161,9 @@ impl Drop for TestDatabase {
     }
 }
 
+/// The admin key of every service under test.
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
 /// Settings for a service under test: the test broker, a private topic
 /// prefix, port 0, short timings.
 pub fn settings<T: DeserializeOwned>(
@@ -181,6 +184,7 @@ pub fn settings<T: DeserializeOwned>(
         .set("consumer.backoff_initial_ms", 10)
         .set("consumer.backoff_max_ms", 100)
         .set("consumer.stats_interval_ms", 500)
+        .set("admin.key", ADMIN_KEY)
         .build()
         .expect("valid test settings")
 }

@@ -11,12 +11,11 @@ pub mod domain;
 pub mod events;
 pub mod store;
 
-use anyhow::bail;
 use chrono::TimeDelta;
 use serde::Deserialize;
 use shared_events::Service;
 use std::time::Duration;
-use ticket_runtime::{Migrations, RunningService, Secret, ServiceRuntime, Settings};
+use ticket_runtime::{Migrations, RunningService, ServiceRuntime, Settings};
 
 use app::Catalog;
 
@@ -34,9 +33,6 @@ pub struct ConcertSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConcertSection {
-    /// Required by the admin API; no default, so a deployment that forgets
-    /// it does not start open.
-    pub admin_key: Secret,
     pub demo_data: bool,
     #[serde(flatten)]
     pub holds: HoldPolicy,
@@ -65,18 +61,8 @@ impl HoldPolicy {
     }
 }
 
-/// The shortest admin key accepted: long enough not to be guessed.
-pub const MIN_ADMIN_KEY_LEN: usize = 16;
-
 pub async fn start(settings: Settings<ConcertSettings>) -> anyhow::Result<RunningService> {
-    if settings.service.concert.admin_key.expose().trim().len() < MIN_ADMIN_KEY_LEN {
-        bail!(
-            "APP__CONCERT__ADMIN_KEY must be set to at least {MIN_ADMIN_KEY_LEN} characters \
-             (`ticketctl up` makes one per data folder; `openssl rand -hex 16` makes one too)"
-        );
-    }
     let holds = settings.service.concert.holds.clone();
-    let admin_key = api::AdminKey(settings.service.concert.admin_key.clone());
     let demo_data = settings.service.concert.demo_data;
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
     runtime.document(api::openapi());
@@ -97,7 +83,7 @@ pub async fn start(settings: Settings<ConcertSettings>) -> anyhow::Result<Runnin
         app.clone(),
         |app| async move { app.release_lapsed_holds().await },
     );
-    runtime.serve(move |cfg| api::routes(cfg, app.clone(), admin_key.clone()))
+    runtime.serve(move |cfg| api::routes(cfg, app.clone()))
 }
 
 pub async fn main() -> anyhow::Result<()> {

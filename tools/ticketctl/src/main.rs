@@ -12,8 +12,9 @@
 //! - `ticketctl login USER-ID` prints a member token of the development
 //!   issuer that `up` (or `secrets`) keeps in its data folder.
 //! - `ticketctl events`, `saga`, `dlq` and `status` look at a running
-//!   cluster through Kafka and the services' health endpoints (see
-//!   docs/operations.md).
+//!   cluster through Kafka and the services' health endpoints, and
+//!   `ticketctl audit` checks the saga's invariants across it through the
+//!   admin listings (see docs/operations.md).
 //!
 //! `ticketctl help [COMMAND]` describes each; flags that name a broker or a
 //! data folder also come from the environment (`KAFKA_BROKERS`,
@@ -70,6 +71,7 @@ enum Command {
     #[command(subcommand)]
     Dlq(inspect::dlq::DlqCommand),
     Status(inspect::status::StatusOptions),
+    Audit(inspect::audit::AuditOptions),
 }
 
 #[derive(Args)]
@@ -130,6 +132,13 @@ fn main() -> anyhow::Result<()> {
         Command::Dlq(command) => inspect::dlq::run(command),
         Command::Status(options) => {
             if inspect::status::run(options)? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+        Command::Audit(options) => {
+            if inspect::audit::run(options)? {
                 Ok(())
             } else {
                 std::process::exit(1)

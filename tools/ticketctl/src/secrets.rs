@@ -30,7 +30,7 @@ pub fn local_secrets(data_dir: &Path) -> anyhow::Result<LocalSecrets> {
         .with_context(|| format!("cannot write {}", jwks_path.display()))?;
     let admin_path = data_dir.join("admin-key");
     let (admin_key, admin_key_is_new) = match std::fs::read_to_string(&admin_path) {
-        Ok(key) if key.trim().len() >= concert_service::MIN_ADMIN_KEY_LEN => {
+        Ok(key) if key.trim().len() >= ticket_runtime::admin::MIN_ADMIN_KEY_LEN => {
             (key.trim().to_string(), false)
         }
         _ => {
@@ -175,11 +175,10 @@ pub fn run(options: SecretsOptions) -> anyhow::Result<()> {
             ),
             ("pass-public-key", secrets.pass_keys.1.clone()),
             ("member-jwks.json", jwks.clone()),
+            ("admin-key", secrets.admin_key.clone()),
         ];
-        match service {
-            Service::Concert => share.push(("admin-key", secrets.admin_key.clone())),
-            Service::Queue => share.push(("pass-signing-key", secrets.pass_keys.0.clone())),
-            _ => {}
+        if service == Service::Queue {
+            share.push(("pass-signing-key", secrets.pass_keys.0.clone()));
         }
         let files: Vec<(String, String)> = share
             .into_iter()

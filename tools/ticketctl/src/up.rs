@@ -288,7 +288,7 @@ async fn start_all(
             .env("APP__MEMBER_AUTH__JWKS", &secrets.jwks_path)
             .env("APP__MEMBER_AUTH__ISSUER", &secrets.issuer.issuer)
             .env("APP__MEMBER_AUTH__AUDIENCE", &secrets.issuer.audience)
-            .env("APP__CONCERT__ADMIN_KEY", &secrets.admin_key)
+            .env("APP__ADMIN__KEY", &secrets.admin_key)
             .env("APP__CONCERT__DEMO_DATA", options.demo_data.to_string())
             .env(
                 "APP__DATA_PLATFORM__URL",

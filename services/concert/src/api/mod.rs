@@ -2,37 +2,30 @@
 //! Thin handlers: request types in, the application layer, response types
 //! out.
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
-use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use ticket_runtime::admin::{Page, PageQuery};
 use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::ErrorBody;
-use ticket_runtime::ids::{ConcertId, ScheduleId};
-use ticket_runtime::{ApiError, Secret};
+use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId};
+use ticket_runtime::ApiError;
 
 use crate::app::{Catalog, ConcertError};
 use crate::domain::{ConcertPlan, Grade, NewConcert, SeatStatus};
-use crate::store::{Concert, Schedule, Seat};
-
-pub const ADMIN_KEY_HEADER: &str = "x-admin-key";
-
-/// The key the admin API asks for.
-#[derive(Clone)]
-pub struct AdminKey(pub Secret);
+use crate::store::{Concert, Schedule, Seat, TakenSeat};
 
 /// The service's API document (served at /docs, checked in as docs/api/concert.json).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list_concerts, list_schedules, list_seats, create_concert),
+    paths(list_concerts, list_schedules, list_seats, create_concert, list_taken_seats),
     tags(
         (name = "catalog", description = "Concerts, their schedules and each schedule's 50 \
             seats (AVAILABLE, HELD or SOLD). Public: no credential."),
-        (name = "admin", description = "Adding concerts, behind `X-Admin-Key`. The key is \
-            checked before the body is read.")
+        (name = "admin", description = "Adding concerts, and the taken seats for \
+            `ticketctl audit`, behind `X-Admin-Key`. The key is checked before the body \
+            is read.")
     )
 )]
 pub struct ApiDoc;
@@ -43,9 +36,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     <ApiDoc as utoipa::OpenApi>::openapi()
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig, app: Catalog, admin_key: AdminKey) {
+pub fn routes(cfg: &mut web::ServiceConfig, app: Catalog) {
     cfg.app_data(web::Data::new(app))
-        .app_data(web::Data::new(admin_key))
         .route("/v1/concerts", web::get().to(list_concerts))
         .route(
             "/v1/concerts/{concert_id}/schedules",
@@ -56,29 +48,15 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Catalog, admin_key: AdminKey) {
             web::get().to(list_seats),
         )
         .service(
-            // The key is checked before anything the caller sent is read: an
-            // unauthenticated caller learns nothing about valid bodies.
-            web::scope("/v1/admin")
-                .wrap(from_fn(require_admin_key))
-                .route("/concerts", web::post().to(create_concert)),
+            ticket_runtime::admin::scope("/v1/admin")
+                .route("/concerts", web::post().to(create_concert))
+                .route("/seats", web::get().to(list_taken_seats)),
         );
 }
 
-async fn require_admin_key(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let expected = request
-        .app_data::<web::Data<AdminKey>>()
-        .map(|key| key.0.clone());
-    let given = request
-        .headers()
-        .get(ADMIN_KEY_HEADER)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    match expected {
-        Some(expected) if same_key(given, expected.expose().as_bytes()) => next.call(request).await,
-        _ => Err(ConcertError::Unauthorized.into()),
+impl From<ConcertError> for ApiError {
+    fn from(error: ConcertError) -> ApiError {
+        error.api()
     }
 }
 
@@ -101,11 +79,6 @@ impl ConcertError {
             ConcertError::ScheduleNotFound(_) => {
                 ApiError::not_found("schedule_not_found", self.to_string())
             }
-            ConcertError::Unauthorized => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "admin_key_invalid",
-                self.to_string(),
-            ),
             ConcertError::Invalid(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_concert",
@@ -284,15 +257,6 @@ async fn list_seats(
 }
 
 /// Compares without leaking, through timing, how much of the key matched.
-fn same_key(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
-}
-
 /// Add a concert with its schedules; each schedule gets 50 seats priced by
 /// grade (seats no grade covers cost `seat_price`).
 #[utoipa::path(post, path = "/v1/admin/concerts", tag = "admin",
@@ -316,4 +280,46 @@ async fn create_concert(
         venue: created.venue,
         schedules: schedules.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// A seat that is HELD or SOLD, and for which reservation (and payment).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = TakenSeat)]
+pub struct TakenSeatBody {
+    pub reservation_id: ReservationId,
+    pub schedule_id: ScheduleId,
+    pub seat_no: i32,
+    pub status: SeatStatus,
+    pub payment_id: Option<PaymentId>,
+}
+
+impl From<TakenSeat> for TakenSeatBody {
+    fn from(s: TakenSeat) -> TakenSeatBody {
+        TakenSeatBody {
+            reservation_id: s.reservation_id,
+            schedule_id: s.schedule_id,
+            seat_no: s.seat_no,
+            status: s.status,
+            payment_id: s.payment_id,
+        }
+    }
+}
+
+/// Every HELD or SOLD seat, in the order of the reservations holding them.
+#[utoipa::path(get, path = "/v1/admin/seats", tag = "admin",
+    params(PageQuery<ReservationId>),
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "A page of taken seats", body = Page<TakenSeatBody, ReservationId>),
+        (status = 400, description = "`invalid_limit`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`admin_key_invalid`", body = ErrorBody),
+    ))]
+async fn list_taken_seats(
+    app: web::Data<Catalog>,
+    query: web::Query<PageQuery<ReservationId>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit()?;
+    let seats = app.taken_seats(query.after, limit).await?;
+    let items = seats.into_iter().map(TakenSeatBody::from).collect();
+    Ok(HttpResponse::Ok().json(Page::of(items, limit, |s: &TakenSeatBody| s.reservation_id)))
 }

@@ -7,11 +7,11 @@ pub mod saga;
 
 use chrono::Utc;
 use shared_events::{ConcertScheduled, Envelope, SeatReleased};
-use ticket_runtime::ids::{ConcertId, ScheduleId};
+use ticket_runtime::ids::{ConcertId, ReservationId, ScheduleId};
 use ticket_runtime::{Db, DbError, Tx};
 
 use crate::domain::{demo_catalog, InvalidConcert, NewConcert, SEATS_PER_SCHEDULE};
-use crate::store::{self, Concert, Schedule, Seat};
+use crate::store::{self, Concert, Schedule, Seat, TakenSeat};
 use crate::HoldPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +20,6 @@ pub enum ConcertError {
     ConcertNotFound(ConcertId),
     #[error("no schedule {0}")]
     ScheduleNotFound(ScheduleId),
-    #[error("missing or wrong X-Admin-Key")]
-    Unauthorized,
     #[error(transparent)]
     Invalid(#[from] InvalidConcert),
     #[error(transparent)]
@@ -47,6 +45,17 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Every HELD or SOLD seat, a page at a time, for the admin audit.
+    pub async fn taken_seats(
+        &self,
+        after: Option<ReservationId>,
+        limit: i64,
+    ) -> Result<Vec<TakenSeat>, ConcertError> {
+        self.db
+            .run(move |conn| Ok(store::taken_seat_page(conn, after, limit)?))
+            .await
+    }
+
     pub async fn concerts(&self) -> Result<Vec<Concert>, ConcertError> {
         self.db.run(|conn| Ok(store::list_concerts(conn)?)).await
     }

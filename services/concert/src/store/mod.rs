@@ -37,6 +37,41 @@ pub struct Seat {
     pub status: SeatStatus,
 }
 
+/// A seat that is HELD or SOLD, with the reservation holding it.
+#[derive(Debug, Clone, Queryable)]
+pub struct TakenSeat {
+    pub reservation_id: ReservationId,
+    pub schedule_id: ScheduleId,
+    pub seat_no: i32,
+    pub status: SeatStatus,
+    pub payment_id: Option<PaymentId>,
+}
+
+/// Every taken seat in the order of the reservations holding them, a page
+/// after `after`: the admin audit.
+pub fn taken_seat_page(
+    conn: &mut AnyConnection,
+    after: Option<ReservationId>,
+    limit: i64,
+) -> QueryResult<Vec<TakenSeat>> {
+    let mut query = seats::table
+        .filter(seats::status.ne(SeatStatus::Available))
+        .order(seats::reservation_id)
+        .limit(limit)
+        .select((
+            seats::reservation_id.assume_not_null(),
+            seats::schedule_id,
+            seats::seat_no,
+            seats::status,
+            seats::payment_id,
+        ))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(seats::reservation_id.gt(after));
+    }
+    query.load(conn)
+}
+
 /// Stores the concert with its schedules (ids given, in the order of
 /// `concert.schedules`) and their seats.
 pub fn insert_concert(

@@ -5,24 +5,27 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use ticket_runtime::admin::{Page, PageQuery};
 use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::idempotency::IdempotencyKey;
-use ticket_runtime::ids::{LedgerEntryId, UserId};
+use ticket_runtime::ids::{LedgerEntryId, PaymentId, ReservationId, UserId};
 use ticket_runtime::member::Member;
 use ticket_runtime::ApiError;
 
 use crate::app::{BalanceError, Wallets};
 use crate::domain::EntryKind;
-use crate::store::LedgerEntry;
+use crate::store::{AuditedDebit, AuditedWallet, LedgerEntry};
 
 /// The service's API document (served at /docs, checked in as docs/api/member-balance.json).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(balance, charge, ledger),
+    paths(balance, charge, ledger, list_wallets, list_debits),
     tags((name = "wallets", description = "A fan's prepaid balance, in integer minor units, \
         with its append-only ledger (charges, debits for payments, refunds). Only the \
-        fan's own wallet: another's is 403 `forbidden`."))
+        fan's own wallet: another's is 403 `forbidden`."),
+        (name = "admin", description = "Read-only listings for `ticketctl audit`, behind \
+        `X-Admin-Key`."))
 )]
 pub struct ApiDoc;
 
@@ -36,7 +39,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Wallets) {
     cfg.app_data(web::Data::new(app))
         .route("/v1/members/{user_id}/balance", web::get().to(balance))
         .route("/v1/members/{user_id}/charges", web::post().to(charge))
-        .route("/v1/members/{user_id}/ledger", web::get().to(ledger));
+        .route("/v1/members/{user_id}/ledger", web::get().to(ledger))
+        .service(
+            ticket_runtime::admin::scope("/v1/admin")
+                .route("/wallets", web::get().to(list_wallets))
+                .route("/debits", web::get().to(list_debits)),
+        );
 }
 
 impl BalanceError {
@@ -67,6 +75,12 @@ impl BalanceError {
             }
             BalanceError::Unexpected(e) => ApiError::unexpected(e),
         }
+    }
+}
+
+impl From<BalanceError> for ApiError {
+    fn from(error: BalanceError) -> ApiError {
+        error.api()
     }
 }
 
@@ -247,4 +261,85 @@ async fn ledger(
         entries: entries.into_iter().map(Into::into).collect(),
         next_cursor,
     }))
+}
+
+/// A wallet's balance beside the sum of its ledger (charges − debits +
+/// refunds): the two are equal in a sound wallet.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuditedWallet)]
+pub struct AuditedWalletBody {
+    pub user_id: UserId,
+    pub balance: i64,
+    pub ledger_total: i64,
+}
+
+impl From<AuditedWallet> for AuditedWalletBody {
+    fn from(w: AuditedWallet) -> AuditedWalletBody {
+        AuditedWalletBody {
+            user_id: w.user_id,
+            balance: w.balance,
+            ledger_total: w.ledger_total,
+        }
+    }
+}
+
+/// A payment's debit and whether it was given back.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = AuditedDebit)]
+pub struct AuditedDebitBody {
+    pub payment_id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
+    pub amount: i64,
+    pub refunded: bool,
+}
+
+impl From<AuditedDebit> for AuditedDebitBody {
+    fn from(d: AuditedDebit) -> AuditedDebitBody {
+        AuditedDebitBody {
+            payment_id: d.payment_id,
+            reservation_id: d.reservation_id,
+            user_id: d.user_id,
+            amount: d.amount,
+            refunded: d.refund_entry_id.is_some(),
+        }
+    }
+}
+
+/// Every wallet, in member order, with its ledger's sum.
+#[utoipa::path(get, path = "/v1/admin/wallets", tag = "admin",
+    params(PageQuery<UserId>),
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "A page of wallets", body = Page<AuditedWalletBody, UserId>),
+        (status = 400, description = "`invalid_limit`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`admin_key_invalid`", body = ErrorBody),
+    ))]
+async fn list_wallets(
+    app: web::Data<Wallets>,
+    query: web::Query<PageQuery<UserId>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit()?;
+    let wallets = app.audit_wallets(query.after, limit).await?;
+    let items = wallets.into_iter().map(AuditedWalletBody::from).collect();
+    Ok(HttpResponse::Ok().json(Page::of(items, limit, |w: &AuditedWalletBody| w.user_id)))
+}
+
+/// Every payment debit, in payment order, and whether it was refunded.
+#[utoipa::path(get, path = "/v1/admin/debits", tag = "admin",
+    params(PageQuery<PaymentId>),
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "A page of debits", body = Page<AuditedDebitBody, PaymentId>),
+        (status = 400, description = "`invalid_limit`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`admin_key_invalid`", body = ErrorBody),
+    ))]
+async fn list_debits(
+    app: web::Data<Wallets>,
+    query: web::Query<PageQuery<PaymentId>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit()?;
+    let debits = app.audit_debits(query.after, limit).await?;
+    let items = debits.into_iter().map(AuditedDebitBody::from).collect();
+    Ok(HttpResponse::Ok().json(Page::of(items, limit, |d: &AuditedDebitBody| d.payment_id)))
 }

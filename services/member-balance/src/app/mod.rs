@@ -7,11 +7,11 @@ pub mod saga;
 use chrono::Utc;
 use shared_events::{BalanceCharged, Envelope};
 use ticket_runtime::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
-use ticket_runtime::ids::{LedgerEntryId, UserId};
+use ticket_runtime::ids::{LedgerEntryId, PaymentId, UserId};
 use ticket_runtime::{Db, DbError};
 
 use crate::domain::{ChargeAmount, EntryKind, InvalidAmount, Limits};
-use crate::store::{self, LedgerEntry};
+use crate::store::{self, AuditedDebit, AuditedWallet, LedgerEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BalanceError {
@@ -155,6 +155,28 @@ impl Wallets {
         }
         self.db
             .run(move |conn| Ok(store::ledger_page(conn, user, before, limit)?))
+            .await
+    }
+
+    /// Every wallet with its ledger's sum, a page at a time, for the admin audit.
+    pub async fn audit_wallets(
+        &self,
+        after: Option<UserId>,
+        limit: i64,
+    ) -> Result<Vec<AuditedWallet>, BalanceError> {
+        self.db
+            .run(move |conn| Ok(store::wallet_page(conn, after, limit)?))
+            .await
+    }
+
+    /// Every payment debit, a page at a time, for the admin audit.
+    pub async fn audit_debits(
+        &self,
+        after: Option<PaymentId>,
+        limit: i64,
+    ) -> Result<Vec<AuditedDebit>, BalanceError> {
+        self.db
+            .run(move |conn| Ok(store::debit_page(conn, after, limit)?))
             .await
     }
 }

@@ -39,6 +39,88 @@ pub struct PaymentDebit {
     pub amount: i64,
 }
 
+/// A wallet as the audit sees it: its balance and what its ledger adds up to.
+#[derive(Debug, Clone)]
+pub struct AuditedWallet {
+    pub user_id: UserId,
+    pub balance: i64,
+    pub ledger_total: i64,
+}
+
+/// Every wallet in member order, a page after `after`, each with the sum
+/// of its ledger: the admin audit.
+pub fn wallet_page(
+    conn: &mut AnyConnection,
+    after: Option<UserId>,
+    limit: i64,
+) -> QueryResult<Vec<AuditedWallet>> {
+    let mut query = wallets::table
+        .order(wallets::user_id)
+        .limit(limit)
+        .select((wallets::user_id, wallets::balance))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(wallets::user_id.gt(after));
+    }
+    let page: Vec<(UserId, i64)> = query.load(conn)?;
+    let users: Vec<UserId> = page.iter().map(|(user, _)| *user).collect();
+    // Summed here rather than in SQL: SUM of a BIGINT is NUMERIC on
+    // PostgreSQL and BIGINT on SQLite.
+    let entries: Vec<(UserId, EntryKind, i64)> = ledger_entries::table
+        .filter(ledger_entries::user_id.eq_any(users))
+        .select((
+            ledger_entries::user_id,
+            ledger_entries::kind,
+            ledger_entries::amount,
+        ))
+        .load(conn)?;
+    let mut totals: std::collections::HashMap<UserId, i64> = std::collections::HashMap::new();
+    for (user, kind, amount) in entries {
+        *totals.entry(user).or_default() += kind.signed(amount);
+    }
+    Ok(page
+        .into_iter()
+        .map(|(user_id, balance)| AuditedWallet {
+            user_id,
+            balance,
+            ledger_total: totals.get(&user_id).copied().unwrap_or(0),
+        })
+        .collect())
+}
+
+/// A payment's debit as the audit sees it.
+#[derive(Debug, Clone, Queryable)]
+pub struct AuditedDebit {
+    pub payment_id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
+    pub amount: i64,
+    pub refund_entry_id: Option<LedgerEntryId>,
+}
+
+/// Every payment debit in payment order, a page after `after`: the admin audit.
+pub fn debit_page(
+    conn: &mut AnyConnection,
+    after: Option<PaymentId>,
+    limit: i64,
+) -> QueryResult<Vec<AuditedDebit>> {
+    let mut query = payment_debits::table
+        .order(payment_debits::payment_id)
+        .limit(limit)
+        .select((
+            payment_debits::payment_id,
+            payment_debits::reservation_id,
+            payment_debits::user_id,
+            payment_debits::amount,
+            payment_debits::refund_entry_id,
+        ))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(payment_debits::payment_id.gt(after));
+    }
+    query.load(conn)
+}
+
 pub fn balance_of(conn: &mut AnyConnection, user_id: UserId) -> QueryResult<i64> {
     Ok(wallets::table
         .find(user_id)

@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use ticket_runtime::admin::{Page, PageQuery};
 use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::idempotency::IdempotencyKey;
@@ -16,14 +17,17 @@ use ticket_runtime::ApiError;
 
 use crate::app::{PaymentError, PaymentView, Payments};
 use crate::domain::Status;
+use crate::store::Payment;
 
 /// The service's API document (served at /docs, checked in as docs/api/payment.json).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(pay, get_payment),
+    paths(pay, get_payment, list_payments),
     tags((name = "payments", description = "Paying for a held reservation from the prepaid \
         balance. The saga runs through events (debit, confirm, sell); the answer lists its \
-        steps: 201 when decided within the decision window, else 202 and a long poll."))
+        steps: 201 when decided within the decision window, else 202 and a long poll."),
+        (name = "admin", description = "Read-only listings for `ticketctl audit`, behind \
+        `X-Admin-Key`."))
 )]
 pub struct ApiDoc;
 
@@ -36,7 +40,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn routes(cfg: &mut web::ServiceConfig, app: Payments) {
     cfg.app_data(web::Data::new(app))
         .route("/v1/payments", web::post().to(pay))
-        .route("/v1/payments/{id}", web::get().to(get_payment));
+        .route("/v1/payments/{id}", web::get().to(get_payment))
+        .service(
+            ticket_runtime::admin::scope("/v1/admin")
+                .route("/payments", web::get().to(list_payments)),
+        );
 }
 
 impl PaymentError {
@@ -222,4 +230,56 @@ async fn get_payment(
         app.watch(id, user, poll.wait, is_news).await?
     };
     Ok(poll.respond(&PaymentBody::from(view)))
+}
+
+/// A payment without its steps, as the admin listing shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PaymentSummary)]
+pub struct PaymentSummaryBody {
+    pub id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
+    pub amount: i64,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub refunded: bool,
+    #[serde(serialize_with = "utc_millis::serialize")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "utc_millis::serialize")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Payment> for PaymentSummaryBody {
+    fn from(p: Payment) -> PaymentSummaryBody {
+        PaymentSummaryBody {
+            id: p.id,
+            reservation_id: p.reservation_id,
+            user_id: p.user_id,
+            amount: p.amount,
+            status: p.status,
+            reason: p.reason,
+            refunded: p.refunded,
+            created_at: p.created_at.and_utc(),
+            updated_at: p.updated_at.and_utc(),
+        }
+    }
+}
+
+/// Every payment, in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/admin/payments", tag = "admin",
+    params(PageQuery<PaymentId>),
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "A page of payments", body = Page<PaymentSummaryBody, PaymentId>),
+        (status = 400, description = "`invalid_limit`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`admin_key_invalid`", body = ErrorBody),
+    ))]
+async fn list_payments(
+    app: web::Data<Payments>,
+    query: web::Query<PageQuery<PaymentId>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit()?;
+    let payments = app.page(query.after, limit).await?;
+    let items = payments.into_iter().map(PaymentSummaryBody::from).collect();
+    Ok(HttpResponse::Ok().json(Page::of(items, limit, |p: &PaymentSummaryBody| p.id)))
 }

@@ -68,6 +68,18 @@ pub struct Payments {
 }
 
 impl Payments {
+    /// Every payment, a page at a time, for the admin audit.
+    pub async fn page(
+        &self,
+        after: Option<PaymentId>,
+        limit: i64,
+    ) -> Result<Vec<Payment>, PaymentError> {
+        Ok(self
+            .db
+            .run(move |conn| store::page(conn, after, limit).map_err(DbError::from))
+            .await?)
+    }
+
     /// Starts paying for the pass holder's held reservation (once per
     /// Idempotency-Key and per reservation), then waits briefly for the
     /// outcome.

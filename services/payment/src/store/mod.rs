@@ -55,6 +55,22 @@ pub struct Delivery {
     pub attempts: i32,
 }
 
+/// Every payment in id order, a page after `after`: the admin audit.
+pub fn page(
+    conn: &mut AnyConnection,
+    after: Option<PaymentId>,
+    limit: i64,
+) -> QueryResult<Vec<Payment>> {
+    let mut query = payments::table
+        .order(payments::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(payments::id.gt(after));
+    }
+    query.load(conn)
+}
+
 pub fn find(conn: &mut AnyConnection, id: PaymentId) -> QueryResult<Option<Payment>> {
     payments::table.find(id).first(conn).optional()
 }

@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use ticket_runtime::admin::{Page, PageQuery};
 use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
@@ -20,10 +21,12 @@ use crate::store::Reservation;
 /// The service's API document (served at /docs, checked in as docs/api/reservation.json).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(request_hold, get_reservation, cancel_reservation),
+    paths(request_hold, get_reservation, cancel_reservation, list_reservations),
     tags((name = "reservations", description = "Seat holds: asked for, watched, given up. \
         A hold is decided by the concert service through events: 201 when it answered \
-        within the decision window, else 202 and a long poll on the reservation."))
+        within the decision window, else 202 and a long poll on the reservation."),
+        (name = "admin", description = "Read-only listings for `ticketctl audit`, behind \
+        `X-Admin-Key`."))
 )]
 pub struct ApiDoc;
 
@@ -40,6 +43,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Reservations) {
         .route(
             "/v1/reservations/{id}",
             web::delete().to(cancel_reservation),
+        )
+        .service(
+            ticket_runtime::admin::scope("/v1/admin")
+                .route("/reservations", web::get().to(list_reservations)),
         );
 }
 
@@ -225,4 +232,26 @@ async fn cancel_reservation(
 ) -> Result<HttpResponse, ReservationError> {
     let cancelled = app.cancel(id.into_inner(), member.user_id.into()).await?;
     Ok(HttpResponse::Ok().json(ReservationBody::from(cancelled)))
+}
+
+/// Every reservation, in id order, a page at a time.
+#[utoipa::path(get, path = "/v1/admin/reservations", tag = "admin",
+    params(PageQuery<ReservationId>),
+    security(("admin_key" = [])),
+    responses(
+        (status = 200, description = "A page of reservations", body = Page<ReservationBody, ReservationId>),
+        (status = 400, description = "`invalid_limit`, `invalid_query`", body = ErrorBody),
+        (status = 401, description = "`admin_key_invalid`", body = ErrorBody),
+    ))]
+async fn list_reservations(
+    app: web::Data<Reservations>,
+    query: web::Query<PageQuery<ReservationId>>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit()?;
+    let reservations = app.page(query.after, limit).await?;
+    let items = reservations
+        .into_iter()
+        .map(ReservationBody::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(Page::of(items, limit, |r: &ReservationBody| r.id)))
 }

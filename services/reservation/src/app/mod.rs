@@ -54,6 +54,18 @@ pub struct Reservations {
 }
 
 impl Reservations {
+    /// Every reservation, a page at a time, for the admin audit.
+    pub async fn page(
+        &self,
+        after: Option<ReservationId>,
+        limit: i64,
+    ) -> Result<Vec<Reservation>, ReservationError> {
+        Ok(self
+            .db
+            .run(move |conn| store::page(conn, after, limit).map_err(DbError::from))
+            .await?)
+    }
+
     /// Asks the concert service for `seat_no` on `schedule_id` for the
     /// pass's holder, then waits briefly for the answer: the reservation as
     /// it is then, still PENDING if the answer has not come.

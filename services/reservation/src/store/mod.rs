@@ -74,6 +74,22 @@ pub fn find(conn: &mut AnyConnection, id: ReservationId) -> QueryResult<Option<R
     reservations::table.find(id).first(conn).optional()
 }
 
+/// Every reservation in id order, a page after `after`: the admin audit.
+pub fn page(
+    conn: &mut AnyConnection,
+    after: Option<ReservationId>,
+    limit: i64,
+) -> QueryResult<Vec<Reservation>> {
+    let mut query = reservations::table
+        .order(reservations::id)
+        .limit(limit)
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(reservations::id.gt(after));
+    }
+    query.load(conn)
+}
+
 /// The reservation, locked until the transaction ends: every decision
 /// about one reservation (confirm, cancel, record a failed payment) is
 /// taken on its row, one instance after the other.

@@ -1,9 +1,11 @@
-//! Reading the event topics as an operator does: `events`, `saga`, `dlq`
-//! and `status`.
+//! Looking at a running cluster as an operator does: the event topics
+//! (`events`, `saga`, `dlq`), each service's health (`status`) and the
+//! saga's invariants across services (`audit`).
 //!
 //! The reader never joins or moves a service's consumer group: it assigns
 //! itself partitions and commits nothing, so looking changes nothing.
 
+pub mod audit;
 pub mod dlq;
 pub mod events;
 pub mod saga;
@@ -17,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use shared_events::{Decoded, Envelope, Topic};
+use shared_events::{Decoded, Envelope, Service, Topic};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -33,6 +35,37 @@ pub struct KafkaOptions {
     /// (their APP__KAFKA__TOPIC_PREFIX); none by default.
     #[arg(long, env = "APP__KAFKA__TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
+}
+
+/// Where each service answers HTTP; `ticketctl up`'s ports by default.
+#[derive(Args, Clone, Debug)]
+pub struct ServiceUrls {
+    #[arg(long, env = "CONCERT_URL", default_value = "http://127.0.0.1:8081")]
+    pub concert_url: String,
+    #[arg(long, env = "QUEUE_URL", default_value = "http://127.0.0.1:8082")]
+    pub queue_url: String,
+    #[arg(long, env = "RESERVATION_URL", default_value = "http://127.0.0.1:8083")]
+    pub reservation_url: String,
+    #[arg(
+        long,
+        env = "MEMBER_BALANCE_URL",
+        default_value = "http://127.0.0.1:8084"
+    )]
+    pub member_balance_url: String,
+    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8085")]
+    pub payment_url: String,
+}
+
+impl ServiceUrls {
+    pub fn url(&self, service: Service) -> &str {
+        match service {
+            Service::Concert => &self.concert_url,
+            Service::Queue => &self.queue_url,
+            Service::Reservation => &self.reservation_url,
+            Service::MemberBalance => &self.member_balance_url,
+            Service::Payment => &self.payment_url,
+        }
+    }
 }
 
 /// The partition librdkafka's default partitioner (`consistent_random`,

@@ -16,7 +16,7 @@ use shared_events::Service;
 use std::time::Duration;
 use ticket_runtime::kafka::headers;
 
-use super::{parse_span, KafkaOptions, Reader};
+use super::{parse_span, KafkaOptions, Reader, ServiceUrls};
 
 /// Every service's readiness, version, consumer lag, outbox backlog and
 /// dead letters, one line each; exits 1 when a service is down or not
@@ -26,20 +26,8 @@ use super::{parse_span, KafkaOptions, Reader};
 pub struct StatusOptions {
     #[command(flatten)]
     pub kafka: KafkaOptions,
-    #[arg(long, env = "CONCERT_URL", default_value = "http://127.0.0.1:8081")]
-    pub concert_url: String,
-    #[arg(long, env = "QUEUE_URL", default_value = "http://127.0.0.1:8082")]
-    pub queue_url: String,
-    #[arg(long, env = "RESERVATION_URL", default_value = "http://127.0.0.1:8083")]
-    pub reservation_url: String,
-    #[arg(
-        long,
-        env = "MEMBER_BALANCE_URL",
-        default_value = "http://127.0.0.1:8084"
-    )]
-    pub member_balance_url: String,
-    #[arg(long, env = "PAYMENT_URL", default_value = "http://127.0.0.1:8085")]
-    pub payment_url: String,
+    #[command(flatten)]
+    pub urls: ServiceUrls,
     /// More unconsumed events than this is a problem.
     #[arg(long, default_value_t = 1000)]
     pub max_lag: i64,
@@ -49,18 +37,6 @@ pub struct StatusOptions {
     /// One JSON object a service, a line each.
     #[arg(long)]
     pub json: bool,
-}
-
-impl StatusOptions {
-    fn url(&self, service: Service) -> &str {
-        match service {
-            Service::Concert => &self.concert_url,
-            Service::Queue => &self.queue_url,
-            Service::Reservation => &self.reservation_url,
-            Service::MemberBalance => &self.member_balance_url,
-            Service::Payment => &self.payment_url,
-        }
-    }
 }
 
 /// Returns whether everything is well (the process exits 1 otherwise).
@@ -88,7 +64,7 @@ pub fn run(options: StatusOptions) -> anyhow::Result<bool> {
         );
     }
     for service in Service::ALL {
-        let ready = calls.block_on(readiness(&http, options.url(service)));
+        let ready = calls.block_on(readiness(&http, options.urls.url(service)));
         let lag = lag(&reader, &options.kafka, service)?;
         let dead_letters = letters
             .iter()
@@ -162,7 +138,7 @@ pub fn run(options: StatusOptions) -> anyhow::Result<bool> {
 }
 
 /// The service's readiness body (also when it answers 503).
-async fn readiness(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+pub(super) async fn readiness(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     let url = format!("{}/health/ready", url.trim_end_matches('/'));
     let response = http.get(&url).send().await.with_context(|| url.clone())?;
     response
@@ -174,7 +150,7 @@ async fn readiness(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
 /// Events on the service's topics its consumer group has not committed
 /// past: the partitions' ends minus the group's committed offsets (the
 /// whole partition where it never committed).
-fn lag(reader: &Reader, kafka: &KafkaOptions, service: Service) -> anyhow::Result<i64> {
+pub(super) fn lag(reader: &Reader, kafka: &KafkaOptions, service: Service) -> anyhow::Result<i64> {
     let group = format!("{}{}", kafka.topic_prefix, service.as_str());
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)

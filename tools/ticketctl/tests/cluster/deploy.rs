@@ -217,9 +217,11 @@ fn every_service_starts_from_its_own_share_of_the_secrets() {
         "{published}"
     );
 
-    // What only some services hold.
+    // What every service holds, and what only some do.
     let private = |service: &str, file: &str| share_has(&secrets, service, file);
-    assert!(private("concert", "admin-key") && !private("payment", "admin-key"));
+    for service in Service::ALL {
+        assert!(private(service.as_str(), "admin-key"), "{service}: admin listings");
+    }
     assert!(private("queue", "pass-signing-key") && !private("reservation", "pass-signing-key"));
     // The role script's passwords and Grafana's.
     let roles_script = read("deploy/postgres/roles.sh");

@@ -6,32 +6,11 @@ use crate::support::{Cluster, Knobs, WAIT};
 use diesel::connection::SimpleConnection;
 use serde_json::Value;
 use shared_events::Service;
-use std::process::Command;
 use ticket_runtime::testkit::{self, eventually};
 use ticket_runtime::DbError;
 
-/// Runs `ticketctl ARGS` against the cluster; its exit code and stdout.
 async fn ticketctl(cluster: &Cluster, args: &[&str]) -> (i32, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ticketctl"));
-    command
-        .args(args)
-        .env("KAFKA_BROKERS", testkit::broker())
-        .env("APP__KAFKA__TOPIC_PREFIX", &cluster.prefix);
-    for service in Service::ALL {
-        let variable = format!("{}_URL", service.as_str().replace('-', "_").to_uppercase());
-        command.env(variable, cluster.base_url(service));
-    }
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let code = output.status.code().unwrap_or(-1);
-    assert!(
-        code == 0 || code == 1,
-        "ticketctl {args:?} failed ({code}): {stderr}"
-    );
-    (code, String::from_utf8(output.stdout).unwrap())
+    cluster.ticketctl(args).await
 }
 
 /// `ticketctl ARGS --json`, one value a line.
@@ -522,5 +501,158 @@ async fn a_dead_letter_is_listed_and_replayed_once() {
         ["PAYMENT_DEBIT", "CHARGE"]
     );
     cluster.assert_invariants().await;
+    cluster.stop().await;
+}
+
+/// `ticketctl audit` passes a sound cluster and names each invariant that a
+/// tampered database breaks; the admin listings it reads need the admin
+/// key and page as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_passes_a_sound_cluster_and_names_each_broken_invariant() {
+    let cluster = Cluster::sqlite(Knobs::default()).await;
+    let (buyer, _, hold) = cluster.funded_hold(500_000, 11).await;
+    let reservation = hold["id"].as_str().unwrap().to_string();
+    let (_, payment) = cluster.pay(&buyer, &reservation, None).await;
+    let payment = payment["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        cluster.payment_outcome(&buyer, &payment).await["status"],
+        "COMPLETED"
+    );
+    let (poor, _, unpaid) = cluster.funded_hold(1, 12).await;
+    let (_, failed) = cluster
+        .pay(&poor, unpaid["id"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(
+        cluster
+            .payment_outcome(&poor, failed["id"].as_str().unwrap())
+            .await["status"],
+        "FAILED"
+    );
+    let (code, out) = cluster.ticketctl(&["audit"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no violations"), "{out}");
+
+    // The listings: the key is required, pages follow `next`.
+    let listings = [
+        (Service::Concert, "/v1/admin/seats"),
+        (Service::Reservation, "/v1/admin/reservations"),
+        (Service::Payment, "/v1/admin/payments"),
+        (Service::MemberBalance, "/v1/admin/wallets"),
+        (Service::MemberBalance, "/v1/admin/debits"),
+    ];
+    for (service, path) in listings {
+        let url = cluster.url(service, path);
+        for key in [None, Some("not-the-admin-key-at-all")] {
+            let mut request = cluster.http.get(&url);
+            if let Some(key) = key {
+                request = request.header("x-admin-key", key);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 401, "{path} with {key:?}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["code"], "admin_key_invalid");
+        }
+        let response = cluster
+            .http
+            .get(format!("{url}?limit=0"))
+            .header("x-admin-key", crate::support::ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}?limit=0");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_limit");
+    }
+    let page = |after: Option<String>| {
+        let mut url = cluster.url(Service::Reservation, "/v1/admin/reservations?limit=1");
+        if let Some(after) = after {
+            url.push_str(&format!("&after={after}"));
+        }
+        let request = cluster
+            .http
+            .get(url)
+            .header("x-admin-key", crate::support::ADMIN_KEY);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let first = page(None).await;
+    let second = page(first["next"].as_str().map(str::to_string)).await;
+    let third = page(second["next"].as_str().map(str::to_string)).await;
+    let mut ids: Vec<&str> = [&first, &second]
+        .iter()
+        .map(|p| p["items"][0]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(third["items"], Value::Array(Vec::new()), "two reservations");
+    assert_eq!(third["next"], Value::Null);
+    ids.sort_unstable();
+    let mut expected = vec![reservation.as_str(), unpaid["id"].as_str().unwrap()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+
+    // Tamper with three services' own data, as a bug would.
+    let tamper = |service: Service, sql: String| {
+        cluster
+            .db(service)
+            .run(move |conn| conn.batch_execute(&sql).map_err(DbError::from))
+    };
+    tamper(
+        Service::MemberBalance,
+        format!(
+            "UPDATE wallets SET balance = balance + 1 WHERE user_id = '{}'",
+            buyer.user
+        ),
+    )
+    .await
+    .unwrap();
+    tamper(
+        Service::Concert,
+        format!(
+            "UPDATE seats SET status = 'AVAILABLE', reservation_id = NULL, payment_id = NULL \
+             WHERE reservation_id = '{reservation}'"
+        ),
+    )
+    .await
+    .unwrap();
+    tamper(
+        Service::MemberBalance,
+        format!("UPDATE payment_debits SET refund_entry_id = debit_entry_id WHERE payment_id = '{payment}'"),
+    )
+    .await
+    .unwrap();
+    let report = cluster.audit().await;
+    let mut found: Vec<(String, String)> = report["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["invariant"].as_str().unwrap().to_string(),
+                v["subject"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    found.sort();
+    let mut expected = vec![
+        (
+            "balance_is_ledger_sum".to_string(),
+            format!("member {}", buyer.user),
+        ),
+        (
+            "completed_payment_debited".to_string(),
+            format!("payment {payment}"),
+        ),
+        (
+            "completed_payment_sold_seat".to_string(),
+            format!("payment {payment}"),
+        ),
+        (
+            "reservation_owns_seat".to_string(),
+            format!("reservation {reservation}"),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(found, expected, "{report:#}");
+    let (code, out) = cluster.ticketctl(&["audit"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("VIOLATION reservation_owns_seat"), "{out}");
     cluster.stop().await;
 }

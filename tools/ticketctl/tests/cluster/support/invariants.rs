@@ -1,28 +1,20 @@
-//! The system's invariants (docs/saga.md), checked from each service's own
-//! tables once the cluster is idle.
+//! The system's invariants (docs/saga.md), checked once the cluster is
+//! idle by `ticketctl audit` (the built binary, through every service's
+//! admin listings), and the rows some scenarios look at directly.
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text};
+use diesel::sql_types::Text;
+use serde_json::Value;
 use shared_events::Service;
-use std::collections::HashMap;
 use std::time::Duration;
-use ticket_runtime::testkit::eventually;
 use ticket_runtime::DbError;
 
-use super::{Cluster, WAIT};
+use super::Cluster;
 
 #[derive(QueryableByName)]
-pub struct ReservationRow {
+struct ReservationRow {
     #[diesel(sql_type = Text)]
-    pub id: String,
-    #[diesel(sql_type = Text)]
-    pub schedule_id: String,
-    #[diesel(sql_type = Integer)]
-    pub seat_no: i32,
-    #[diesel(sql_type = Text)]
-    pub status: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub payment_id: Option<String>,
+    id: String,
 }
 
 #[derive(QueryableByName)]
@@ -35,195 +27,29 @@ struct PaymentRow {
     status: String,
 }
 
-#[derive(QueryableByName)]
-struct SeatRow {
-    #[diesel(sql_type = Text)]
-    schedule_id: String,
-    #[diesel(sql_type = Integer)]
-    seat_no: i32,
-    #[diesel(sql_type = Text)]
-    status: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    reservation_id: Option<String>,
-}
-
-#[derive(QueryableByName)]
-struct WalletRow {
-    #[diesel(sql_type = Text)]
-    user_id: String,
-    #[diesel(sql_type = BigInt)]
-    balance: i64,
-}
-
-#[derive(QueryableByName)]
-struct LedgerRow {
-    #[diesel(sql_type = Text)]
-    user_id: String,
-    #[diesel(sql_type = Text)]
-    kind: String,
-    #[diesel(sql_type = BigInt)]
-    amount: i64,
-}
-
-#[derive(QueryableByName)]
-struct DebitRow {
-    #[diesel(sql_type = Text)]
-    payment_id: String,
-    #[diesel(sql_type = Text)]
-    reservation_id: String,
-}
-
 impl Cluster {
-    /// The invariants that must hold once the cluster is idle.
+    /// The invariants that must hold once the cluster is idle: `ticketctl
+    /// audit` waits for it to settle and finds no violation.
     pub async fn assert_invariants(&self) {
-        eventually(
-            WAIT,
-            "every outbox to drain and every saga to end",
-            || async {
-                for service in Service::ALL {
-                    if self.outbox_pending(service).await > 0 {
-                        return None;
-                    }
-                }
-                let reservations = self.reservations().await;
-                let payments = self.payments().await;
-                let settled = reservations.iter().all(|r| r.status != "PENDING")
-                    && payments.iter().all(|(_, _, status)| status != "PENDING");
-                settled.then_some(())
-            },
-        )
-        .await;
-        // Give consumers a moment to apply what the relays just sent, then check.
-        self.settle().await;
+        let report = self.audit().await;
+        assert_eq!(
+            report["violations"],
+            Value::Array(Vec::new()),
+            "audit found violations: {report:#}"
+        );
+        assert_eq!(report["settled"], true, "{report:#}");
+    }
 
-        let reservations = self.reservations().await;
-        let payments = self.payments().await;
-        let seats: Vec<SeatRow> = self
-            .rows(
-                Service::Concert,
-                "SELECT schedule_id, seat_no, status, reservation_id FROM seats",
-            )
+    /// `ticketctl audit --json`: its report, whether it passed or not.
+    pub async fn audit(&self) -> Value {
+        let (code, out) = self
+            .ticketctl(&["audit", "--json", "--settle-timeout", "60s"])
             .await;
-        let seat_of = |schedule: &str, seat_no: i32| {
-            let seat = seats
-                .iter()
-                .find(|s| s.schedule_id == schedule && s.seat_no == seat_no)
-                .expect("seat exists");
-            (seat.status.clone(), seat.reservation_id.clone())
-        };
-
-        // No seat is HELD or SOLD for two reservations, and every live hold
-        // or confirmation owns its seat.
-        let mut claims: HashMap<(String, i32), Vec<&str>> = HashMap::new();
-        for r in reservations
-            .iter()
-            .filter(|r| r.status == "HELD" || r.status == "CONFIRMED")
-        {
-            claims
-                .entry((r.schedule_id.clone(), r.seat_no))
-                .or_default()
-                .push(&r.id);
-            let (status, holder) = seat_of(&r.schedule_id, r.seat_no);
-            let expected = if r.status == "HELD" { "HELD" } else { "SOLD" };
-            assert_eq!(
-                (status.as_str(), holder.as_deref()),
-                (expected, Some(r.id.as_str())),
-                "seat of {}",
-                r.id
-            );
-        }
-        for (seat, holders) in &claims {
-            assert_eq!(holders.len(), 1, "seat {seat:?} claimed by {holders:?}");
-        }
-        for seat in &seats {
-            let (schedule, seat_no, status, holder) = (
-                &seat.schedule_id,
-                &seat.seat_no,
-                &seat.status,
-                &seat.reservation_id,
-            );
-            if status != "AVAILABLE" {
-                let holder = holder.as_deref().expect("a taken seat has a holder");
-                assert!(
-                    claims
-                        .get(&(schedule.clone(), *seat_no))
-                        .is_some_and(|h| h == &vec![holder]),
-                    "seat {schedule}/{seat_no} is {status} for {holder}, which does not hold it"
-                );
-            }
-        }
-
-        // Every member: balance = charges - debits + refunds >= 0.
-        let wallets: Vec<WalletRow> = self
-            .rows(
-                Service::MemberBalance,
-                "SELECT user_id, balance FROM wallets",
-            )
-            .await;
-        let ledger: Vec<LedgerRow> = self
-            .rows(
-                Service::MemberBalance,
-                "SELECT user_id, kind, amount FROM ledger_entries",
-            )
-            .await;
-        for wallet in wallets {
-            let sum: i64 = ledger
-                .iter()
-                .filter(|e| e.user_id == wallet.user_id)
-                .map(|e| {
-                    if e.kind == "PAYMENT_DEBIT" {
-                        -e.amount
-                    } else {
-                        e.amount
-                    }
-                })
-                .sum();
-            let (user, balance) = (wallet.user_id, wallet.balance);
-            assert!(balance >= 0, "{user} is negative");
-            assert_eq!(balance, sum, "{user}'s balance is the sum of the ledger");
-        }
-
-        // Every COMPLETED payment has one CONFIRMED reservation and one SOLD seat.
-        for (payment, reservation, status) in &payments {
-            if status == "COMPLETED" {
-                let confirmed: Vec<_> = reservations
-                    .iter()
-                    .filter(|r| {
-                        r.status == "CONFIRMED" && r.payment_id.as_deref() == Some(payment.as_str())
-                    })
-                    .collect();
-                assert_eq!(confirmed.len(), 1, "payment {payment}");
-                assert_eq!(&confirmed[0].id, reservation);
-                let (seat, holder) = seat_of(&confirmed[0].schedule_id, confirmed[0].seat_no);
-                assert_eq!(
-                    (seat.as_str(), holder.as_deref()),
-                    ("SOLD", Some(reservation.as_str()))
-                );
-            }
-        }
-        // Every debit whose reservation was not confirmed by it is refunded.
-        let unrefunded: Vec<DebitRow> = self
-            .rows(
-                Service::MemberBalance,
-                "SELECT payment_id, reservation_id FROM payment_debits \
-                 WHERE refund_entry_id IS NULL",
-            )
-            .await;
-        for DebitRow {
-            payment_id: payment,
-            reservation_id: reservation,
-        } in unrefunded
-        {
-            let confirmed = reservations.iter().any(|r| {
-                r.id == reservation
-                    && r.status == "CONFIRMED"
-                    && r.payment_id.as_deref() == Some(payment.as_str())
-            });
-            assert!(
-                confirmed,
-                "debit of payment {payment} kept without a confirmed reservation"
-            );
-        }
+        let report: Value =
+            serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        let passed = report["violations"].as_array().is_some_and(Vec::is_empty);
+        assert_eq!(code == 0, passed, "exit code {code} for {report:#}");
+        report
     }
 
     /// Waits until no consumer has applied anything for a short while.
@@ -242,13 +68,15 @@ impl Cluster {
         }
     }
 
-    pub async fn reservations(&self) -> Vec<ReservationRow> {
-        self.rows(
-            Service::Reservation,
-            "SELECT id, schedule_id, seat_no, status, payment_id FROM reservations \
-             ORDER BY created_at",
-        )
-        .await
+    /// The id of every reservation, oldest first.
+    pub async fn reservations(&self) -> Vec<String> {
+        let rows: Vec<ReservationRow> = self
+            .rows(
+                Service::Reservation,
+                "SELECT id FROM reservations ORDER BY created_at",
+            )
+            .await;
+        rows.into_iter().map(|r| r.id).collect()
     }
 
     /// (id, reservation, status) of every payment.

@@ -47,8 +47,8 @@ impl Default for Knobs {
     }
 }
 
-/// The admin key of every test cluster's concert service.
-pub const ADMIN_KEY: &str = "test-admin-key-0123456789";
+/// The admin key of every test cluster's services.
+pub use ticket_runtime::testkit::ADMIN_KEY;
 
 pub struct Cluster {
     pub prefix: String,
@@ -170,7 +170,6 @@ impl Cluster {
             Service::Concert => {
                 let mut s = self.settings::<concert_service::ConcertSettings>(service);
                 s.service.concert.demo_data = true;
-                s.service.concert.admin_key = ticket_runtime::Secret::new(ADMIN_KEY);
                 s.service.concert.holds.hold_ttl_secs = self.knobs.hold_ttl_secs;
                 s.service.concert.holds.release_grace_secs = self.knobs.release_grace_secs;
                 s.service.concert.holds.sweep_interval_ms = 100;
@@ -267,6 +266,35 @@ impl Cluster {
     }
 
     /// The first instance's URL, or a closed port's while the service is down.
+    /// Runs `ticketctl ARGS` against the cluster as a user would (the built
+    /// binary, the cluster's broker, services and admin key); its exit code
+    /// and stdout.
+    pub async fn ticketctl(&self, args: &[&str]) -> (i32, String) {
+        let tools = testkit::temp_dir("ticketctl");
+        std::fs::write(tools.join("admin-key"), ADMIN_KEY).unwrap();
+        let mut command = std::process::Command::new(ticketctl_binary());
+        command
+            .args(args)
+            .env("KAFKA_BROKERS", testkit::broker())
+            .env("APP__KAFKA__TOPIC_PREFIX", &self.prefix)
+            .env("TICKETCTL_DATA_DIR", &tools);
+        for service in Service::ALL {
+            let variable = format!("{}_URL", service.as_str().replace('-', "_").to_uppercase());
+            command.env(variable, self.base_url(service));
+        }
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let code = output.status.code().unwrap_or(-1);
+        assert!(
+            code == 0 || code == 1,
+            "ticketctl {args:?} failed ({code}): {stderr}"
+        );
+        (code, String::from_utf8(output.stdout).unwrap())
+    }
+
     pub fn base_url(&self, service: Service) -> String {
         self.services
             .get(&service)
@@ -332,5 +360,17 @@ impl Cluster {
             );
         }
         lines
+    }
+}
+
+/// The built `ticketctl`: cargo names it to tests; the benchmarks (built
+/// as examples, in `target/*/examples/`) find it beside their folder.
+fn ticketctl_binary() -> std::path::PathBuf {
+    match option_env!("CARGO_BIN_EXE_ticketctl") {
+        Some(path) => path.into(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("ticketctl")))
+            .unwrap_or_else(|| "ticketctl".into()),
     }
 }

@@ -1,0 +1,147 @@
+//! The admin API's credential: one key per deployment (`APP__ADMIN__KEY`,
+//! or `APP__ADMIN__KEY_FILE`), sent as `X-Admin-Key`. Every service has
+//! admin endpoints (the concert service's catalog changes, and every
+//! service's read-only audit listings that `ticketctl audit` walks), all
+//! under [`scope`], where the key is checked before anything else the
+//! caller sent is read: an unauthenticated caller learns nothing about
+//! valid requests.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, Error};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
+use crate::http::ApiError;
+
+pub const ADMIN_KEY_HEADER: &str = "x-admin-key";
+
+/// The shortest admin key accepted: long enough not to be guessed.
+pub const MIN_ADMIN_KEY_LEN: usize = 16;
+
+/// The `[admin]` section every service has.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminSettings {
+    /// Required, no default: a deployment that forgets it does not start
+    /// with an open admin API.
+    #[serde(default)]
+    pub key: Option<Secret>,
+}
+
+/// The key the admin endpoints ask for.
+#[derive(Clone)]
+pub struct AdminKey(Secret);
+
+impl AdminKey {
+    pub fn from_settings(settings: &AdminSettings) -> anyhow::Result<AdminKey> {
+        match &settings.key {
+            Some(key) if key.expose().trim().len() >= MIN_ADMIN_KEY_LEN => {
+                Ok(AdminKey(key.clone()))
+            }
+            _ => anyhow::bail!(
+                "APP__ADMIN__KEY (or APP__ADMIN__KEY_FILE) must be set to at least \
+                 {MIN_ADMIN_KEY_LEN} characters (`ticketctl up` and `ticketctl secrets` make \
+                 one; `openssl rand -hex 16` makes one too)"
+            ),
+        }
+    }
+
+    /// Compares in time independent of where the keys differ, so the
+    /// answer's timing does not reveal a prefix of the key.
+    fn admits(&self, given: &[u8]) -> bool {
+        let expected = self.0.expose().as_bytes();
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+/// A scope whose routes answer only callers with the admin key
+/// (401 `admin_key_invalid` otherwise).
+pub fn scope(
+    path: &str,
+) -> actix_web::Scope<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    web::scope(path).wrap(from_fn(require_admin_key))
+}
+
+async fn require_admin_key(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let given = request
+        .headers()
+        .get(ADMIN_KEY_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let admitted = request
+        .app_data::<web::Data<AdminKey>>()
+        .is_some_and(|key| key.admits(given));
+    if admitted {
+        next.call(request).await
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "admin_key_invalid",
+            "this needs the admin key in X-Admin-Key",
+        )
+        .into())
+    }
+}
+
+/// One page of an admin listing, in the order of its key: `after` is the
+/// `next` of the previous page (absent for the first).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery<K> {
+    /// The `next` of the previous page; absent for the first.
+    #[param(value_type = Option<String>)]
+    pub after: Option<K>,
+    /// Items per page, 1 to 1000 (default 500).
+    pub limit: Option<i64>,
+}
+
+pub const MAX_PAGE: i64 = 1000;
+const DEFAULT_PAGE: i64 = 500;
+
+impl<K> PageQuery<K> {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::bad_request(
+                "invalid_limit",
+                format!("limit must be 1 to {MAX_PAGE}, not {n}"),
+            )),
+        }
+    }
+}
+
+/// A page of items and where the next one starts (`null` on the last).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page<T, K> {
+    pub items: Vec<T>,
+    #[schema(value_type = Option<String>)]
+    pub next: Option<K>,
+}
+
+impl<T, K> Page<T, K> {
+    /// A full page has a next one (possibly empty); a short page is the last.
+    pub fn of(items: Vec<T>, limit: i64, key: impl Fn(&T) -> K) -> Page<T, K> {
+        let full = i64::try_from(items.len()).is_ok_and(|n| n >= limit);
+        let next = if full { items.last().map(key) } else { None };
+        Page { items, next }
+    }
+}
