@@ -103,9 +103,13 @@ impl DataPlatform {
         Ok(Recorded::New)
     }
 
-    /// Serves on 127.0.0.1:`port` (0 picks one) until the returned server stops.
-    pub fn serve(&self, port: u16) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
-        let listener = TcpListener::bind(("127.0.0.1", port))?;
+    /// Serves on `host`:`port` (0 picks one) until the returned server stops.
+    pub fn serve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> std::io::Result<(actix_web::dev::Server, SocketAddr)> {
+        let listener = TcpListener::bind((host, port))?;
         let addr = listener.local_addr()?;
         let platform = web::Data::new(self.clone());
         let server = HttpServer::new(move || {

@@ -76,6 +76,9 @@ enum Command {
 
 #[derive(Args)]
 struct DataPlatformOptions {
+    /// The address to listen on (0.0.0.0 in a container).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
     #[arg(long, default_value_t = 8090)]
     port: u16,
     /// Where the received records are appended (data-platform.jsonl).
@@ -203,11 +206,15 @@ async fn topics() -> anyhow::Result<()> {
 }
 
 async fn data_platform(options: DataPlatformOptions) -> anyhow::Result<()> {
-    let DataPlatformOptions { port, data_dir } = options;
+    let DataPlatformOptions {
+        host,
+        port,
+        data_dir,
+    } = options;
     std::fs::create_dir_all(&data_dir)?;
     let platform =
         data_platform_mock::DataPlatform::new(Some(data_dir.join("data-platform.jsonl")));
-    let (server, addr) = platform.serve(port)?;
+    let (server, addr) = platform.serve(&host, port)?;
     println!("data platform listening on http://{addr}");
     let handle = server.handle();
     let server = tokio::spawn(server);

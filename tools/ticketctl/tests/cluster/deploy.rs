@@ -211,6 +211,24 @@ fn every_service_starts_from_its_own_share_of_the_secrets() {
         assert_eq!(job["dns_sd_configs"][0]["names"], json!([name]));
         assert_eq!(job["dns_sd_configs"][0]["port"], json!(port));
     }
+    // The data platform is reached by name from payment and the gateway:
+    // it must listen beyond its container's loopback.
+    let platform = &services["data-platform"];
+    let command: Vec<&str> = platform["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|arg| arg.as_str().unwrap())
+        .collect();
+    assert!(
+        command.windows(2).any(|w| w == ["--host", "0.0.0.0"]) && command.contains(&"8090"),
+        "{command:?}"
+    );
+    assert_eq!(
+        services["payment"]["environment"]["APP__DATA_PLATFORM__URL"],
+        "http://data-platform:8090"
+    );
+    assert!(gateway.contains("listen 8090; set $up data-platform:8090;"));
     let published = services["gateway"]["ports"].to_string();
     assert!(
         published.contains("127.0.0.1:8081-8085:8081-8085"),
@@ -220,7 +238,10 @@ fn every_service_starts_from_its_own_share_of_the_secrets() {
     // What every service holds, and what only some do.
     let private = |service: &str, file: &str| share_has(&secrets, service, file);
     for service in Service::ALL {
-        assert!(private(service.as_str(), "admin-key"), "{service}: admin listings");
+        assert!(
+            private(service.as_str(), "admin-key"),
+            "{service}: admin listings"
+        );
     }
     assert!(private("queue", "pass-signing-key") && !private("reservation", "pass-signing-key"));
     // The role script's passwords and Grafana's.
@@ -463,6 +484,45 @@ fn the_image_is_cached_unprivileged_and_keeps_secrets_out() {
             ".dockerignore lacks {entry}"
         );
         assert!(ignored(".gitignore", entry), ".gitignore lacks {entry}");
+    }
+}
+
+/// deploy/offline/build-standins.sh builds a stand-in under every name the
+/// compose file and the Dockerfile pull, but the two it says it cannot.
+#[test]
+fn the_offline_stand_ins_cover_every_image_pulled() {
+    let path = repo().join("deploy/offline/build-standins.sh");
+    run_ok(Command::new("sh").arg("-n").arg(&path));
+    let script = read("deploy/offline/build-standins.sh");
+    let without = "no stand-in for grafana/grafana and kafbat/kafka-ui";
+    assert!(script.contains(without));
+    let mut pulled: Vec<String> = compose()["services"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|spec| spec["image"].as_str())
+        .filter(|image| *image != "ticketing:latest")
+        .map(str::to_string)
+        .collect();
+    pulled.extend(
+        read("deploy/Dockerfile")
+            .lines()
+            .filter_map(|line| line.strip_prefix("FROM "))
+            .map(|from| {
+                from.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            }),
+    );
+    for image in pulled {
+        let repository = image.split(':').next().unwrap_or_default();
+        let built = script.contains(&format!("docker build -t {image} "))
+            || script.contains(&format!("docker import - {image}\n"));
+        assert!(
+            built || without.contains(repository),
+            "no stand-in for {image}"
+        );
     }
 }
 

@@ -116,7 +116,7 @@ impl Cluster {
             })
             .collect();
         let platform = data_platform_mock::DataPlatform::new(None);
-        let (server, addr) = platform.serve(0).unwrap();
+        let (server, addr) = platform.serve("127.0.0.1", 0).unwrap();
         tokio::spawn(server);
         let issuer = DevIssuer::generate().unwrap();
         let jwks = testkit::temp_dir("jwks").join("jwks.json");
