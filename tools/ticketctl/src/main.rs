@@ -15,12 +15,15 @@
 //!   cluster through Kafka and the services' health endpoints, and
 //!   `ticketctl audit` checks the saga's invariants across it through the
 //!   admin listings (see docs/operations.md).
+//! - `ticketctl load` makes a ticket opening against a running cluster
+//!   and audits it afterwards (see docs/benchmarks.md).
 //!
 //! `ticketctl help [COMMAND]` describes each; flags that name a broker or a
 //! data folder also come from the environment (`KAFKA_BROKERS`,
 //! `TICKETCTL_DATA_DIR`, `APP__KAFKA__TOPIC_PREFIX`, `<SERVICE>_URL`).
 
 mod inspect;
+mod load;
 mod secrets;
 mod up;
 
@@ -72,6 +75,7 @@ enum Command {
     Dlq(inspect::dlq::DlqCommand),
     Status(inspect::status::StatusOptions),
     Audit(inspect::audit::AuditOptions),
+    Load(load::LoadOptions),
 }
 
 #[derive(Args)]
@@ -135,6 +139,13 @@ fn main() -> anyhow::Result<()> {
         Command::Dlq(command) => inspect::dlq::run(command),
         Command::Status(options) => {
             if inspect::status::run(options)? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+        Command::Load(options) => {
+            if runtime.block_on(load::run(options))? {
                 Ok(())
             } else {
                 std::process::exit(1)

@@ -1,6 +1,6 @@
 //! ticketctl's integration tests in one binary: the sagas end to end, the
 //! races between instances, the waiting line, `ticketctl up` as a user runs
-//! it, and the deployment files. One link and one broker for all of them.
+//! it, a short `ticketctl load`, and the deployment files. One link and one broker for all of them.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,6 +9,7 @@
 
 mod deploy;
 mod inspect;
+mod load;
 mod queue;
 mod races;
 mod saga;

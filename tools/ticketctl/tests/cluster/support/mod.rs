@@ -267,11 +267,16 @@ impl Cluster {
 
     /// The first instance's URL, or a closed port's while the service is down.
     /// Runs `ticketctl ARGS` against the cluster as a user would (the built
-    /// binary, the cluster's broker, services and admin key); its exit code
-    /// and stdout.
+    /// binary, the cluster's broker and services, a data folder with its
+    /// admin key and identity provider); its exit code and stdout.
     pub async fn ticketctl(&self, args: &[&str]) -> (i32, String) {
         let tools = testkit::temp_dir("ticketctl");
         std::fs::write(tools.join("admin-key"), ADMIN_KEY).unwrap();
+        std::fs::write(
+            tools.join("member-issuer.key"),
+            self.issuer.private_key_base64(),
+        )
+        .unwrap();
         let mut command = std::process::Command::new(ticketctl_binary());
         command
             .args(args)

@@ -1,0 +1,466 @@
+//! One fan's way through a ticket opening, and the catalog they buy from.
+
+use anyhow::Context as _;
+use chrono::{TimeDelta, Utc};
+use serde_json::{json, Value};
+use shared_events::Service;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+use super::report::{Outcome, Recorder, Step};
+use super::{error_code, url, Plan};
+use crate::inspect::ServiceUrls;
+
+pub const SEATS_PER_SCHEDULE: u64 = 50;
+/// Every seat's price (KRW: no minor unit).
+const PRICE: i64 = 100_000;
+/// The most schedules the concert service takes for one concert.
+const SCHEDULES_PER_CONCERT: u64 = 100;
+/// How often a fan who waits in line asks for their place.
+const QUEUE_POLL: Duration = Duration::from_millis(200);
+/// Seats a fan tries before giving up.
+const HOLD_ATTEMPTS: u64 = 5;
+
+/// A concert made for the run, with its schedules' ids.
+pub struct ConcertSeats {
+    pub concert_id: String,
+    pub schedules: Vec<String>,
+}
+
+/// Concerts with `seats` seats in all, through the admin API.
+pub async fn create_catalog(
+    http: &reqwest::Client,
+    urls: &ServiceUrls,
+    admin_key: &str,
+    seats: u64,
+) -> anyhow::Result<Vec<ConcertSeats>> {
+    let run = Utc::now();
+    let mut left = seats / SEATS_PER_SCHEDULE;
+    let mut concerts = Vec::new();
+    while left > 0 {
+        let count = left.min(SCHEDULES_PER_CONCERT);
+        let schedules: Vec<Value> = (0..count)
+            .map(|k| {
+                let starts = run + TimeDelta::days(30) + TimeDelta::hours(k as i64);
+                json!({ "starts_at": starts.to_rfc3339() })
+            })
+            .collect();
+        let body = json!({
+            "title": format!("ticketctl load {} #{}", run.format("%Y-%m-%d %H:%M:%S"), concerts.len() + 1),
+            "venue": "Load Test Arena",
+            "schedules": schedules,
+            "seat_price": PRICE,
+        });
+        let address = url(urls, Service::Concert, "/v1/admin/concerts");
+        let response = http
+            .post(&address)
+            .header("x-admin-key", admin_key)
+            .json(&body)
+            .send()
+            .await
+            .with_context(|| address.clone())?;
+        if response.status() != 201 {
+            let status = response.status();
+            anyhow::bail!(
+                "creating a concert: {address} answered {status}: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        let created: Value = response.json().await?;
+        let concert_id = created["id"].as_str().unwrap_or_default().to_string();
+        let schedules = created["schedules"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|s| s["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        concerts.push(ConcertSeats {
+            concert_id,
+            schedules,
+        });
+        left -= count;
+    }
+    Ok(concerts)
+}
+
+/// Waits until the queue service sells every concert: it learns them from
+/// the catalog's events, a moment after they are created. One probe fan
+/// joins each concert's line (and keeps that place until its pass expires).
+pub async fn on_sale(plan: &Plan) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let token = plan.issuer.token(Uuid::new_v4(), TimeDelta::minutes(10));
+    for concert in &plan.concerts {
+        loop {
+            let address = url(&plan.urls, Service::Queue, "/v1/queue/tokens");
+            let response = plan
+                .http
+                .post(&address)
+                .bearer_auth(&token)
+                .json(&json!({ "concert_id": concert.concert_id }))
+                .send()
+                .await
+                .with_context(|| address.clone())?;
+            if response.status().is_success() {
+                break;
+            }
+            let code = error_code(response).await;
+            if code != "concert_not_found" || started.elapsed() > plan.step_timeout {
+                anyhow::bail!(
+                    "the queue does not sell concert {}: {code}",
+                    concert.concert_id
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// A number in [0, 1) that is the same for the same fan and purpose, so a
+/// run's mix (who abandons, who is short, who wants a hot seat) is
+/// reproducible. SplitMix64: a few lines, no dependency for it.
+fn draw(fan: u64, purpose: u64) -> f64 {
+    let mut z = fan
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(purpose.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn pick<T: Copy>(from: &[T], fan: u64, purpose: u64) -> Option<T> {
+    let at = (draw(fan, purpose) * from.len() as f64) as usize;
+    from.get(at.min(from.len().saturating_sub(1))).copied()
+}
+
+/// What one call answered: its body, or the error code it counts as.
+enum Answer {
+    Ok(u16, Value, Option<String>),
+    Failed(String),
+}
+
+struct Fan<'a> {
+    plan: &'a Plan,
+    recorder: &'a Recorder,
+    n: u64,
+    user: Uuid,
+    token: String,
+}
+
+impl Fan<'_> {
+    async fn call(&self, request: reqwest::RequestBuilder) -> Answer {
+        match request.bearer_auth(&self.token).send().await {
+            Ok(response) if response.status().is_success() => {
+                let status = response.status().as_u16();
+                let etag = response
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                match response.json().await {
+                    Ok(body) => Answer::Ok(status, body, etag),
+                    Err(_) => Answer::Failed("invalid_body".to_string()),
+                }
+            }
+            Ok(response) => Answer::Failed(error_code(response).await),
+            Err(e) if e.is_timeout() => Answer::Failed("timeout".to_string()),
+            Err(_) => Answer::Failed("connection".to_string()),
+        }
+    }
+
+    /// Runs a timed call; a failure is counted under the step.
+    async fn step(&self, step: Step, request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+        let started = Instant::now();
+        match self.call(request).await {
+            Answer::Ok(status, body, _) => {
+                self.recorder.time(step, started.elapsed());
+                Some((status, body))
+            }
+            Answer::Failed(code) => {
+                self.recorder.error(step, &code);
+                None
+            }
+        }
+    }
+
+    fn url(&self, service: Service, path: &str) -> String {
+        url(&self.plan.urls, service, path)
+    }
+
+    /// Joins and waits for a pass: the queue token's pass.
+    async fn admitted(&self, concert_id: &str) -> Option<String> {
+        let started = Instant::now();
+        let (_, place) = self
+            .step(
+                Step::Join,
+                self.plan
+                    .http
+                    .post(self.url(Service::Queue, "/v1/queue/tokens"))
+                    .json(&json!({ "concert_id": concert_id })),
+            )
+            .await?;
+        let token = place["token"].as_str()?.to_string();
+        let mut place = place;
+        loop {
+            if let Some(pass) = place["pass"].as_str() {
+                self.recorder.time(Step::Admit, started.elapsed());
+                return Some(pass.to_string());
+            }
+            if place["status"] == "EXPIRED" {
+                self.recorder.error(Step::Admit, "dropped");
+                return None;
+            }
+            if started.elapsed() > self.plan.step_timeout {
+                self.recorder.error(Step::Admit, "timeout");
+                return None;
+            }
+            tokio::time::sleep(QUEUE_POLL).await;
+            let path = format!("/v1/queue/tokens/{token}");
+            place = match self
+                .call(self.plan.http.get(self.url(Service::Queue, &path)))
+                .await
+            {
+                Answer::Ok(_, body, _) => body,
+                Answer::Failed(code) => {
+                    self.recorder.error(Step::Admit, &code);
+                    return None;
+                }
+            };
+        }
+    }
+
+    async fn charge(&self, amount: i64, attempt: u32) -> bool {
+        let path = format!("/v1/members/{}/charges", self.user);
+        self.step(
+            Step::Charge,
+            self.plan
+                .http
+                .post(self.url(Service::MemberBalance, &path))
+                .header(
+                    "idempotency-key",
+                    format!("load-charge-{}-{attempt}", self.user),
+                )
+                .json(&json!({ "amount": amount })),
+        )
+        .await
+        .is_some()
+    }
+
+    /// Polls `path` (a reservation or payment) until it is not PENDING.
+    async fn decided(
+        &self,
+        service: Service,
+        path: &str,
+        mut body: Value,
+        mut etag: Option<String>,
+        started: Instant,
+        step: Step,
+    ) -> Option<Value> {
+        while body["status"] == "PENDING" {
+            if started.elapsed() > self.plan.step_timeout {
+                self.recorder.error(step, "timeout");
+                return None;
+            }
+            let mut request = self
+                .plan
+                .http
+                .get(self.url(service, &format!("{path}?wait_ms=5000")));
+            if let Some(tag) = &etag {
+                request = request.header("if-none-match", tag);
+            }
+            match request.bearer_auth(&self.token).send().await {
+                Ok(response) if response.status() == 304 => {}
+                Ok(response) if response.status().is_success() => {
+                    etag = response
+                        .headers()
+                        .get("etag")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    match response.json().await {
+                        Ok(next) => body = next,
+                        Err(_) => {
+                            self.recorder.error(step, "invalid_body");
+                            return None;
+                        }
+                    }
+                }
+                Ok(response) => {
+                    self.recorder.error(step, &error_code(response).await);
+                    return None;
+                }
+                Err(_) => {
+                    self.recorder.error(step, "connection");
+                    return None;
+                }
+            }
+        }
+        Some(body)
+    }
+
+    /// Asks for `seat_no` and waits for the decision: the reservation.
+    async fn hold(&self, pass: &str, schedule: &str, seat_no: i64) -> Option<(Value, Instant)> {
+        let started = Instant::now();
+        let request = self
+            .plan
+            .http
+            .post(self.url(Service::Reservation, "/v1/reservations"))
+            .header("queue-pass", pass)
+            .json(&json!({ "schedule_id": schedule, "seat_no": seat_no }));
+        let (body, etag) = match self.call(request).await {
+            Answer::Ok(_, body, etag) => (body, etag),
+            Answer::Failed(code) => {
+                self.recorder.error(Step::Hold, &code);
+                return None;
+            }
+        };
+        let path = format!(
+            "/v1/reservations/{}",
+            body["id"].as_str().unwrap_or_default()
+        );
+        let decided = self
+            .decided(Service::Reservation, &path, body, etag, started, Step::Hold)
+            .await?;
+        self.recorder.time(Step::Hold, started.elapsed());
+        Some((decided, started))
+    }
+
+    /// Pays and waits for the outcome: the payment.
+    async fn pay(&self, pass: &str, reservation: &str, attempt: u32) -> Option<Value> {
+        let started = Instant::now();
+        let request = self
+            .plan
+            .http
+            .post(self.url(Service::Payment, "/v1/payments"))
+            .header("queue-pass", pass)
+            .header(
+                "idempotency-key",
+                format!("load-pay-{}-{attempt}", self.user),
+            )
+            .json(&json!({ "reservation_id": reservation }));
+        let (body, etag) = match self.call(request).await {
+            Answer::Ok(_, body, etag) => (body, etag),
+            Answer::Failed(code) => {
+                self.recorder.error(Step::Pay, &code);
+                return None;
+            }
+        };
+        let path = format!("/v1/payments/{}", body["id"].as_str().unwrap_or_default());
+        let decided = self
+            .decided(Service::Payment, &path, body, etag, started, Step::Pay)
+            .await?;
+        self.recorder.time(Step::Pay, started.elapsed());
+        Some(decided)
+    }
+
+    /// The seats still AVAILABLE on the schedule, the hot ones first for a
+    /// fan who wants one.
+    async fn free_seats(&self, schedule: &str, hot: bool) -> Option<Vec<i64>> {
+        let path = format!("/v1/schedules/{schedule}/seats");
+        let (_, seats) = self
+            .step(
+                Step::SeatMap,
+                self.plan.http.get(self.url(Service::Concert, &path)),
+            )
+            .await?;
+        let free: Vec<i64> = seats
+            .as_array()?
+            .iter()
+            .filter(|s| s["status"] == "AVAILABLE")
+            .filter_map(|s| s["seat_no"].as_i64())
+            .collect();
+        let hot_free: Vec<i64> = free
+            .iter()
+            .copied()
+            .filter(|n| *n <= i64::from(self.plan.hot_seats))
+            .collect();
+        Some(if hot && !hot_free.is_empty() {
+            hot_free
+        } else {
+            free
+        })
+    }
+}
+
+/// One fan's way from the line to a paid seat (or not).
+pub async fn journey(plan: &Plan, recorder: &Recorder, n: u64) -> Outcome {
+    let user = Uuid::new_v4();
+    let fan = Fan {
+        plan,
+        recorder,
+        n,
+        user,
+        token: plan.issuer.token(user, TimeDelta::hours(2)),
+    };
+    let Some(concert) = plan.concerts.get(n as usize % plan.concerts.len().max(1)) else {
+        return Outcome::Error;
+    };
+    let Some(pass) = fan.admitted(&concert.concert_id).await else {
+        return Outcome::Error;
+    };
+    let short = draw(fan.n, 1) < plan.short;
+    if !fan
+        .charge(if short { PRICE / 2 } else { PRICE * 2 }, 1)
+        .await
+    {
+        return Outcome::Error;
+    }
+    let hot = draw(fan.n, 2) < plan.hot_share;
+    let mut held = None;
+    for attempt in 0..HOLD_ATTEMPTS {
+        let schedule = if hot && attempt == 0 {
+            concert.schedules.first()
+        } else {
+            let at = (draw(fan.n, 10 + attempt) * concert.schedules.len() as f64) as usize;
+            concert.schedules.get(at)
+        };
+        let Some(schedule) = schedule else {
+            return Outcome::Error;
+        };
+        let Some(free) = fan.free_seats(schedule, hot && attempt == 0).await else {
+            return Outcome::Error;
+        };
+        let Some(seat_no) = pick(&free, fan.n, 20 + attempt) else {
+            continue;
+        };
+        let Some((reservation, started)) = fan.hold(&pass, schedule, seat_no).await else {
+            return Outcome::Error;
+        };
+        if reservation["status"] == "HELD" {
+            held = Some((reservation, started));
+            break;
+        }
+        let reason = reservation["reason"].as_str().unwrap_or("rejected");
+        recorder.refused(Step::Hold, reason);
+    }
+    let Some((reservation, saga_started)) = held else {
+        return Outcome::NoSeat;
+    };
+    if draw(fan.n, 3) < plan.abandon {
+        return Outcome::Abandoned;
+    }
+    let reservation_id = reservation["id"].as_str().unwrap_or_default();
+    let Some(mut payment) = fan.pay(&pass, reservation_id, 1).await else {
+        return Outcome::Error;
+    };
+    if payment["status"] == "FAILED" && payment["reason"] == "INSUFFICIENT_BALANCE" {
+        recorder.refused(Step::Pay, "INSUFFICIENT_BALANCE");
+        if !fan.charge(PRICE * 2, 2).await {
+            return Outcome::Error;
+        }
+        payment = match fan.pay(&pass, reservation_id, 2).await {
+            Some(payment) => payment,
+            None => return Outcome::Error,
+        };
+    }
+    if payment["status"] == "COMPLETED" {
+        recorder.time(Step::Saga, saga_started.elapsed());
+        Outcome::Completed
+    } else {
+        let reason = payment["reason"].as_str().unwrap_or("FAILED");
+        recorder.refused(Step::Pay, reason);
+        Outcome::PaymentFailed
+    }
+}

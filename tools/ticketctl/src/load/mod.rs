@@ -1,0 +1,310 @@
+//! `ticketctl load`: a ticket opening against a running cluster, as fans
+//! make it, through the services' public HTTP APIs only.
+//!
+//! A catalog big enough for the run is created through the admin API.
+//! Each fan then signs in (a member token of the data folder's development
+//! issuer), joins the concert's line, polls until admitted, reads a seat
+//! map, races for a seat (a share of fans all want the same few "hot"
+//! seats), charges their wallet, and pays. Some fans start short and top
+//! up after the payment fails; some hold a seat and walk away, so expiry
+//! and its compensation run too. Fans arrive at a fixed rate (open loop) or
+//! a fixed number run at once. At the end: a table per step from HDR
+//! histograms, the saga's end-to-end latency and outcomes, optionally JSON,
+//! and `ticketctl audit` once the cluster has settled.
+
+mod fan;
+mod report;
+
+use anyhow::Context as _;
+use chrono::TimeDelta;
+use clap::Args;
+use serde_json::{json, Value};
+use shared_events::Service;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use ticket_runtime::CancellationToken;
+use tokio::task::JoinSet;
+
+use crate::inspect::{parse_span, KafkaOptions, ServiceUrls};
+use report::{Outcome, Recorder};
+
+/// A ticket opening against a running cluster: N fans join the line, are
+/// admitted, race for seats, top up and pay, some walk away from their
+/// holds; then a table per step (throughput, p50/p95/p99/max, errors by
+/// code), the saga's end-to-end latency and outcomes, and the audit.
+/// Exits 1 when the audit finds a violation.
+#[derive(Args, Debug)]
+pub struct LoadOptions {
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
+    #[command(flatten)]
+    pub urls: ServiceUrls,
+    /// The data folder of `ticketctl up` (or `secrets`): its admin key
+    /// creates the catalog, its development issuer signs the fans' tokens.
+    #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// How many fans come (each wants one seat).
+    #[arg(long, default_value_t = 200)]
+    pub fans: u64,
+    /// Stop letting fans in after this long, even if fewer came.
+    #[arg(long, value_parser = parse_span)]
+    pub duration: Option<TimeDelta>,
+    /// Open loop: fans arriving per second, however the cluster keeps up.
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rate: Option<f64>,
+    /// Closed loop: this many fans at a time (the default, with 50).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// The share of fans who hold a seat and never pay.
+    #[arg(long, default_value_t = 0.1, value_parser = share)]
+    pub abandon: f64,
+    /// The share of fans whose wallet is short: their first payment fails,
+    /// they top up and pay again.
+    #[arg(long, default_value_t = 0.1, value_parser = share)]
+    pub short: f64,
+    /// The share of fans who want one of the hot seats.
+    #[arg(long, default_value_t = 0.5, value_parser = share)]
+    pub hot_share: f64,
+    /// The hot seats: seat numbers 1 to this, of the first schedule.
+    #[arg(long, default_value_t = 5)]
+    pub hot_seats: u32,
+    /// Seats made beyond one per fan, as a share of the fans.
+    #[arg(long, default_value_t = 0.25, value_parser = share)]
+    pub spare_seats: f64,
+    /// Give up on a fan's step (admission, a decision) after this long.
+    #[arg(long, default_value = "120s", value_parser = parse_span)]
+    pub step_timeout: TimeDelta,
+    /// The summary as JSON too, to this file (`-` for standard output).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Do not run `ticketctl audit` at the end.
+    #[arg(long)]
+    pub no_audit: bool,
+    /// How long the audit waits for the cluster to settle.
+    #[arg(long, default_value = "120s", value_parser = parse_span)]
+    pub settle_timeout: TimeDelta,
+}
+
+fn share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{text:?} is not a share from 0 to 1")),
+    }
+}
+
+/// The run's shape, shared by every fan.
+pub struct Plan {
+    pub urls: ServiceUrls,
+    pub http: reqwest::Client,
+    pub issuer: ticket_runtime::member::DevIssuer,
+    pub concerts: Vec<fan::ConcertSeats>,
+    pub abandon: f64,
+    pub short: f64,
+    pub hot_share: f64,
+    pub hot_seats: u32,
+    pub step_timeout: Duration,
+}
+
+/// Returns whether the run passed its audit (the process exits 1 otherwise).
+pub async fn run(options: LoadOptions) -> anyhow::Result<bool> {
+    let admin_key = read_admin_key(&options)?;
+    let issuer = crate::secrets::dev_issuer(&options.data_dir)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build()?;
+    let seats = seats_needed(options.fans, options.spare_seats);
+    let concerts = fan::create_catalog(&http, &options.urls, &admin_key, seats).await?;
+    eprintln!(
+        "catalog: {} concert(s), {} schedules, {} seats for {} fans",
+        concerts.len(),
+        concerts.iter().map(|c| c.schedules.len()).sum::<usize>(),
+        seats,
+        options.fans
+    );
+    let plan = Arc::new(Plan {
+        urls: options.urls.clone(),
+        http,
+        issuer,
+        concerts,
+        abandon: options.abandon,
+        short: options.short,
+        hot_share: options.hot_share,
+        hot_seats: options.hot_seats,
+        step_timeout: options.step_timeout.to_std().unwrap_or(Duration::MAX),
+    });
+    let on_sale = fan::on_sale(&plan).await?;
+    eprintln!(
+        "on sale {} ms after the catalog was created",
+        on_sale.as_millis()
+    );
+    let recorder = Arc::new(Recorder::new(options.fans)?);
+    let stop = CancellationToken::new();
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (stop, interrupted) = (stop.clone(), interrupted.clone());
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+                eprintln!("\nstopping: fans in flight give up; the summary follows (Ctrl-C again to quit now)");
+                stop.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+    let started = Instant::now();
+    drive(&options, &plan, &recorder, &stop).await;
+    let elapsed = started.elapsed();
+    recorder.finish();
+
+    let mut summary = recorder.summary(elapsed);
+    summary["interrupted"] = json!(interrupted.load(std::sync::atomic::Ordering::SeqCst));
+    summary["options"] = json!({
+        "fans": options.fans,
+        "rate": options.rate,
+        "concurrency": options.rate.is_none().then_some(concurrency(&options)),
+        "abandon": options.abandon,
+        "short": options.short,
+        "hot_share": options.hot_share,
+        "hot_seats": options.hot_seats,
+    });
+    print!("{}", report::table(&summary));
+
+    let mut passed = true;
+    if !options.no_audit {
+        eprintln!("auditing once the cluster settles ...");
+        let audit = crate::inspect::audit::AuditOptions {
+            kafka: options.kafka.clone(),
+            urls: options.urls.clone(),
+            data_dir: options.data_dir.clone(),
+            settle_timeout: options.settle_timeout,
+            json: false,
+        };
+        let report = tokio::task::spawn_blocking(move || crate::inspect::audit::audit(&audit))
+            .await
+            .context("the audit stopped")??;
+        passed = report.violations.is_empty();
+        for v in &report.violations {
+            println!("VIOLATION {} {}: {}", v.invariant, v.subject, v.detail);
+        }
+        println!(
+            "audit: {}",
+            if passed {
+                "no violations".to_string()
+            } else {
+                format!("{} violations", report.violations.len())
+            }
+        );
+        summary["audit"] = serde_json::to_value(&report)?;
+    }
+    if let Some(path) = &options.json {
+        let text = serde_json::to_string_pretty(&summary)?;
+        if path.as_os_str() == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(passed)
+}
+
+fn read_admin_key(options: &LoadOptions) -> anyhow::Result<String> {
+    let path = options.data_dir.join("admin-key");
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the admin key from {}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+fn concurrency(options: &LoadOptions) -> usize {
+    options.concurrency.unwrap_or(50).max(1)
+}
+
+/// One seat a fan and the spare share, in whole schedules of 50.
+fn seats_needed(fans: u64, spare: f64) -> u64 {
+    let wanted = (fans as f64 * (1.0 + spare)).ceil() as u64;
+    wanted.max(1).div_ceil(fan::SEATS_PER_SCHEDULE) * fan::SEATS_PER_SCHEDULE
+}
+
+/// Lets the fans in, at the rate or the concurrency asked, until all came,
+/// the duration passed or the run was stopped; then waits for those in
+/// flight (who give up when stopped).
+async fn drive(
+    options: &LoadOptions,
+    plan: &Arc<Plan>,
+    recorder: &Arc<Recorder>,
+    stop: &CancellationToken,
+) {
+    let deadline = options
+        .duration
+        .and_then(|d| d.to_std().ok())
+        .map(|d| tokio::time::Instant::now() + d);
+    let over = |n: u64| {
+        n >= options.fans
+            || stop.is_cancelled()
+            || deadline.is_some_and(|d| tokio::time::Instant::now() >= d)
+    };
+    let mut fans = JoinSet::new();
+    let mut started = 0u64;
+    let start_one = |fans: &mut JoinSet<()>, n: u64| {
+        let (plan, recorder, stop) = (plan.clone(), recorder.clone(), stop.clone());
+        fans.spawn(async move {
+            let outcome = tokio::select! {
+                outcome = fan::journey(&plan, &recorder, n) => outcome,
+                _ = stop.cancelled() => Outcome::Stopped,
+            };
+            recorder.outcome(outcome);
+        });
+    };
+    match options.rate {
+        Some(rate) => {
+            let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            while !over(started) {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        start_one(&mut fans, started);
+                        started += 1;
+                    }
+                    Some(_) = fans.join_next() => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+        None => {
+            let at_once = concurrency(options);
+            while !over(started) {
+                while fans.len() < at_once && !over(started) {
+                    start_one(&mut fans, started);
+                    started += 1;
+                }
+                tokio::select! {
+                    _ = fans.join_next() => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+    while fans.join_next().await.is_some() {}
+}
+
+/// The URL of `path` at `service`.
+pub fn url(urls: &ServiceUrls, service: Service, path: &str) -> String {
+    format!("{}{path}", urls.url(service).trim_end_matches('/'))
+}
+
+/// The `code` of an error body, else the status.
+pub async fn error_code(response: reqwest::Response) -> String {
+    let status = response.status().as_u16();
+    match response.json::<Value>().await {
+        Ok(body) => body["code"]
+            .as_str()
+            .map_or_else(|| format!("http_{status}"), str::to_string),
+        Err(_) => format!("http_{status}"),
+    }
+}
