@@ -87,20 +87,8 @@ impl ResponseError for PaymentError {
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = Payment)]
 pub struct PaymentBody {
-    pub id: PaymentId,
-    pub reservation_id: ReservationId,
-    pub user_id: UserId,
-    /// Minor units (KRW has none: won).
-    pub amount: i64,
-    pub status: Status,
-    /// Why it failed (`INSUFFICIENT_BALANCE`, `HOLD_EXPIRED`, `SAGA_TIMED_OUT`, ...).
-    pub reason: Option<String>,
-    /// A failed payment whose debit was given back.
-    pub refunded: bool,
-    #[serde(serialize_with = "utc_millis::serialize")]
-    pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "utc_millis::serialize")]
-    pub updated_at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub payment: PaymentSummaryBody,
     pub steps: Vec<StepBody>,
 }
 
@@ -117,15 +105,7 @@ pub struct StepBody {
 impl From<PaymentView> for PaymentBody {
     fn from(PaymentView { payment: p, steps }: PaymentView) -> PaymentBody {
         PaymentBody {
-            id: p.id,
-            reservation_id: p.reservation_id,
-            user_id: p.user_id,
-            amount: p.amount,
-            status: p.status,
-            reason: p.reason,
-            refunded: p.refunded,
-            created_at: p.created_at.and_utc(),
-            updated_at: p.updated_at.and_utc(),
+            payment: PaymentSummaryBody::from(p),
             steps: steps
                 .into_iter()
                 .map(|s| StepBody {
@@ -239,9 +219,12 @@ pub struct PaymentSummaryBody {
     pub id: PaymentId,
     pub reservation_id: ReservationId,
     pub user_id: UserId,
+    /// Minor units (KRW has none: won).
     pub amount: i64,
     pub status: Status,
+    /// Why it failed (`INSUFFICIENT_BALANCE`, `HOLD_EXPIRED`, `SAGA_TIMED_OUT`, ...).
     pub reason: Option<String>,
+    /// A failed payment whose debit was given back.
     pub refunded: bool,
     #[serde(serialize_with = "utc_millis::serialize")]
     pub created_at: DateTime<Utc>,

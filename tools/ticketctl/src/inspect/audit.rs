@@ -14,11 +14,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shared_events::Service;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::status::{lag, readiness};
-use super::{parse_span, KafkaOptions, Reader, ServiceUrls};
+use super::{parse_span, ClusterOptions, Reader, ServiceUrls};
 
 /// Checks the saga's invariants across the cluster (docs/saga.md): seats
 /// against holds, payments against confirmations, wallets against their
@@ -28,12 +27,7 @@ use super::{parse_span, KafkaOptions, Reader, ServiceUrls};
 #[derive(Args, Debug)]
 pub struct AuditOptions {
     #[command(flatten)]
-    pub kafka: KafkaOptions,
-    #[command(flatten)]
-    pub urls: ServiceUrls,
-    /// The data folder of `ticketctl up` (or `secrets`) holding `admin-key`.
-    #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
+    pub cluster: ClusterOptions,
     /// How long to wait for the cluster to settle; what is still in
     /// flight then is reported as a violation.
     #[arg(long, default_value = "60s", value_parser = parse_span)]
@@ -94,12 +88,8 @@ pub fn run(options: AuditOptions) -> anyhow::Result<bool> {
 /// Settles, checks, and checks again after settling while anything is
 /// found, up to three times.
 pub fn audit(options: &AuditOptions) -> anyhow::Result<Report> {
-    let key_path = options.data_dir.join("admin-key");
-    let admin_key = std::fs::read_to_string(&key_path)
-        .with_context(|| format!("reading the admin key from {}", key_path.display()))?
-        .trim()
-        .to_string();
-    let reader = Reader::connect(&options.kafka)?;
+    let admin_key = options.cluster.admin_key()?;
+    let reader = Reader::connect(&options.cluster.kafka)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -115,7 +105,7 @@ pub fn audit(options: &AuditOptions) -> anyhow::Result<Report> {
     loop {
         attempt += 1;
         let mut in_flight = wait_until_quiet(options, &reader, &http, &calls, deadline)?;
-        let snapshot = calls.block_on(Snapshot::fetch(&http, &options.urls, &admin_key))?;
+        let snapshot = calls.block_on(Snapshot::fetch(&http, &options.cluster.urls, &admin_key))?;
         let pending = snapshot.pending();
         in_flight.extend(pending.iter().cloned());
         let settled = in_flight.is_empty();
@@ -154,7 +144,7 @@ fn wait_until_quiet(
         let mut moving = Vec::new();
         for service in Service::ALL {
             let body = calls
-                .block_on(readiness(http, options.urls.url(service)))
+                .block_on(readiness(http, options.cluster.urls.url(service)))
                 .with_context(|| format!("asking {service} for its outbox"))?;
             let pending = body["outbox"]["pending"].as_i64().unwrap_or(0);
             if pending > 0 {
@@ -163,7 +153,7 @@ fn wait_until_quiet(
                     format!("{pending} events still in its outbox"),
                 ));
             }
-            let lag = lag(reader, &options.kafka, service)?;
+            let lag = lag(reader, &options.cluster.kafka, service)?;
             if lag > 0 {
                 moving.push((
                     service.to_string(),

@@ -21,6 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use shared_events::{Decoded, Envelope, Service, Topic};
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,6 +66,31 @@ impl ServiceUrls {
             Service::MemberBalance => &self.member_balance_url,
             Service::Payment => &self.payment_url,
         }
+    }
+}
+
+/// A running cluster as the tools that act on it reach it: its broker, its
+/// services, and the data folder with its admin key and identity provider.
+#[derive(Args, Clone, Debug)]
+pub struct ClusterOptions {
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
+    #[command(flatten)]
+    pub urls: ServiceUrls,
+    /// The data folder of `ticketctl up` (or `secrets`): its `admin-key`,
+    /// and its development issuer for fans' member tokens.
+    #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+impl ClusterOptions {
+    /// The deployment's admin key, from the data folder.
+    pub fn admin_key(&self) -> anyhow::Result<String> {
+        let path = self.data_dir.join("admin-key");
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the admin key from {}", path.display()))?
+            .trim()
+            .to_string())
     }
 }
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use ticket_runtime::CancellationToken;
 use tokio::task::JoinSet;
 
-use crate::inspect::{parse_span, KafkaOptions, ServiceUrls};
+use crate::inspect::{parse_span, ClusterOptions, ServiceUrls};
 use report::{Outcome, Recorder};
 
 /// A ticket opening against a running cluster: N fans join the line, are
@@ -36,14 +36,10 @@ use report::{Outcome, Recorder};
 /// Exits 1 when the audit finds a violation.
 #[derive(Args, Debug)]
 pub struct LoadOptions {
+    /// Its admin key creates the catalog, its development issuer signs the
+    /// fans' member tokens.
     #[command(flatten)]
-    pub kafka: KafkaOptions,
-    #[command(flatten)]
-    pub urls: ServiceUrls,
-    /// The data folder of `ticketctl up` (or `secrets`): its admin key
-    /// creates the catalog, its development issuer signs the fans' tokens.
-    #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
+    pub cluster: ClusterOptions,
     /// How many fans come (each wants one seat).
     #[arg(long, default_value_t = 200)]
     pub fans: u64,
@@ -108,14 +104,14 @@ pub struct Plan {
 
 /// Returns whether the run passed its audit (the process exits 1 otherwise).
 pub async fn run(options: LoadOptions) -> anyhow::Result<bool> {
-    let admin_key = read_admin_key(&options)?;
-    let issuer = crate::secrets::dev_issuer(&options.data_dir)?;
+    let admin_key = options.cluster.admin_key()?;
+    let issuer = crate::secrets::dev_issuer(&options.cluster.data_dir)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .build()?;
     let seats = seats_needed(options.fans, options.spare_seats);
-    let concerts = fan::create_catalog(&http, &options.urls, &admin_key, seats).await?;
+    let concerts = fan::create_catalog(&http, &options.cluster.urls, &admin_key, seats).await?;
     eprintln!(
         "catalog: {} concert(s), {} schedules, {} seats for {} fans",
         concerts.len(),
@@ -124,7 +120,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<bool> {
         options.fans
     );
     let plan = Arc::new(Plan {
-        urls: options.urls.clone(),
+        urls: options.cluster.urls.clone(),
         http,
         issuer,
         concerts,
@@ -177,9 +173,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<bool> {
     if !options.no_audit {
         eprintln!("auditing once the cluster settles ...");
         let audit = crate::inspect::audit::AuditOptions {
-            kafka: options.kafka.clone(),
-            urls: options.urls.clone(),
-            data_dir: options.data_dir.clone(),
+            cluster: options.cluster.clone(),
             settle_timeout: options.settle_timeout,
             json: false,
         };
@@ -210,14 +204,6 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<bool> {
         }
     }
     Ok(passed)
-}
-
-fn read_admin_key(options: &LoadOptions) -> anyhow::Result<String> {
-    let path = options.data_dir.join("admin-key");
-    Ok(std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the admin key from {}", path.display()))?
-        .trim()
-        .to_string())
 }
 
 fn concurrency(options: &LoadOptions) -> usize {
