@@ -286,7 +286,8 @@ async fn create_concert(
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = TakenSeat)]
 pub struct TakenSeatBody {
-    pub reservation_id: ReservationId,
+    /// Absent only when the data is broken.
+    pub reservation_id: Option<ReservationId>,
     pub schedule_id: ScheduleId,
     pub seat_no: i32,
     pub status: SeatStatus,
@@ -305,21 +306,48 @@ impl From<TakenSeat> for TakenSeatBody {
     }
 }
 
-/// Every HELD or SOLD seat, in the order of the reservations holding them.
+/// Where a page of taken seats ends: `SCHEDULE_ID/SEAT_NO`.
+#[derive(Debug, Clone, Copy)]
+pub struct SeatKey(ScheduleId, i32);
+
+impl Serialize for SeatKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}/{}", self.0, self.1))
+    }
+}
+
+impl<'de> Deserialize<'de> for SeatKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SeatKey, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let parsed = text
+            .split_once('/')
+            .and_then(|(schedule, seat)| Some(SeatKey(schedule.parse().ok()?, seat.parse().ok()?)));
+        parsed.ok_or_else(|| serde::de::Error::custom("expected SCHEDULE_ID/SEAT_NO"))
+    }
+}
+
+/// Every HELD or SOLD seat, in schedule and seat order.
 #[utoipa::path(get, path = "/v1/admin/seats", tag = "admin",
-    params(PageQuery<ReservationId>),
+    params(PageQuery<SeatKey>),
     security(("admin_key" = [])),
     responses(
-        (status = 200, description = "A page of taken seats", body = Page<TakenSeatBody, ReservationId>),
+        (status = 200, description = "A page of taken seats", body = Page<TakenSeatBody, String>),
         (status = 400, description = "`invalid_limit`, `invalid_query`", body = ErrorBody),
         (status = 401, description = "`admin_key_invalid`", body = ErrorBody),
     ))]
 async fn list_taken_seats(
     app: web::Data<Catalog>,
-    query: web::Query<PageQuery<ReservationId>>,
+    query: web::Query<PageQuery<SeatKey>>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit()?;
-    let seats = app.taken_seats(query.after, limit).await?;
+    let after = query
+        .after
+        .map(|SeatKey(schedule, seat_no)| (schedule, seat_no));
+    let seats = app.taken_seats(after, limit).await?;
     let items = seats.into_iter().map(TakenSeatBody::from).collect();
-    Ok(HttpResponse::Ok().json(Page::of(items, limit, |s: &TakenSeatBody| s.reservation_id)))
+    Ok(
+        HttpResponse::Ok().json(Page::of(items, limit, |s: &TakenSeatBody| {
+            SeatKey(s.schedule_id, s.seat_no)
+        })),
+    )
 }

@@ -7,7 +7,7 @@ pub mod saga;
 
 use chrono::Utc;
 use shared_events::{ConcertScheduled, Envelope, SeatReleased};
-use ticket_runtime::ids::{ConcertId, ReservationId, ScheduleId};
+use ticket_runtime::ids::{ConcertId, ScheduleId};
 use ticket_runtime::{Db, DbError, Tx};
 
 use crate::domain::{demo_catalog, InvalidConcert, NewConcert, SEATS_PER_SCHEDULE};
@@ -48,7 +48,7 @@ impl Catalog {
     /// Every HELD or SOLD seat, a page at a time, for the admin audit.
     pub async fn taken_seats(
         &self,
-        after: Option<ReservationId>,
+        after: Option<(ScheduleId, i32)>,
         limit: i64,
     ) -> Result<Vec<TakenSeat>, ConcertError> {
         self.db

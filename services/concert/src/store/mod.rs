@@ -37,37 +37,42 @@ pub struct Seat {
     pub status: SeatStatus,
 }
 
-/// A seat that is HELD or SOLD, with the reservation holding it.
+/// A seat that is HELD or SOLD, with the reservation holding it (none
+/// only if the data is broken: the audit reports that).
 #[derive(Debug, Clone, Queryable)]
 pub struct TakenSeat {
-    pub reservation_id: ReservationId,
+    pub reservation_id: Option<ReservationId>,
     pub schedule_id: ScheduleId,
     pub seat_no: i32,
     pub status: SeatStatus,
     pub payment_id: Option<PaymentId>,
 }
 
-/// Every taken seat in the order of the reservations holding them, a page
-/// after `after`: the admin audit.
+/// Every taken seat in (schedule, seat) order, a page after `after`: the
+/// admin audit.
 pub fn taken_seat_page(
     conn: &mut AnyConnection,
-    after: Option<ReservationId>,
+    after: Option<(ScheduleId, i32)>,
     limit: i64,
 ) -> QueryResult<Vec<TakenSeat>> {
     let mut query = seats::table
         .filter(seats::status.ne(SeatStatus::Available))
-        .order(seats::reservation_id)
+        .order((seats::schedule_id, seats::seat_no))
         .limit(limit)
         .select((
-            seats::reservation_id.assume_not_null(),
+            seats::reservation_id,
             seats::schedule_id,
             seats::seat_no,
             seats::status,
             seats::payment_id,
         ))
         .into_boxed();
-    if let Some(after) = after {
-        query = query.filter(seats::reservation_id.gt(after));
+    if let Some((schedule, seat_no)) = after {
+        query = query.filter(
+            seats::schedule_id.gt(schedule).or(seats::schedule_id
+                .eq(schedule)
+                .and(seats::seat_no.gt(seat_no))),
+        );
     }
     query.load(conn)
 }

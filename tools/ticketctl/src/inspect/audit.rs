@@ -206,7 +206,7 @@ struct Debit {
 
 #[derive(Debug, Clone, Deserialize)]
 struct TakenSeat {
-    reservation_id: String,
+    reservation_id: Option<String>,
     schedule_id: String,
     seat_no: i64,
     status: String,
@@ -280,7 +280,7 @@ impl Snapshot {
         let seat_of: HashMap<&str, &TakenSeat> = self
             .seats
             .iter()
-            .map(|s| (s.reservation_id.as_str(), s))
+            .filter_map(|s| Some((s.reservation_id.as_deref()?, s)))
             .collect();
 
         // No seat is claimed by two live reservations.
@@ -336,7 +336,16 @@ impl Snapshot {
 
         // Every taken seat belongs to a reservation that holds it.
         for s in &self.seats {
-            let holder = reservations.get(s.reservation_id.as_str());
+            let subject = format!("seat {}/{}", s.schedule_id, s.seat_no);
+            let Some(holder_id) = s.reservation_id.as_deref() else {
+                violation(
+                    "seat_has_holder",
+                    subject,
+                    format!("{} for no reservation", s.status),
+                );
+                continue;
+            };
+            let holder = reservations.get(holder_id);
             let expected = if s.status == "HELD" {
                 "HELD"
             } else {
@@ -345,11 +354,10 @@ impl Snapshot {
             if holder.is_none_or(|r| r.status != expected) {
                 violation(
                     "seat_has_holder",
-                    format!("seat {}/{}", s.schedule_id, s.seat_no),
+                    subject,
                     format!(
-                        "{} for reservation {}, which is {}",
+                        "{} for reservation {holder_id}, which is {}",
                         s.status,
-                        s.reservation_id,
                         holder.map_or("unknown", |r| r.status.as_str())
                     ),
                 );

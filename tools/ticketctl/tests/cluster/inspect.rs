@@ -518,7 +518,7 @@ async fn the_audit_passes_a_sound_cluster_and_names_each_broken_invariant() {
         cluster.payment_outcome(&buyer, &payment).await["status"],
         "COMPLETED"
     );
-    let (poor, _, unpaid) = cluster.funded_hold(1, 12).await;
+    let (poor, unpaid_schedule, unpaid) = cluster.funded_hold(1, 12).await;
     let (_, failed) = cluster
         .pay(&poor, unpaid["id"].as_str().unwrap(), None)
         .await;
@@ -562,7 +562,44 @@ async fn the_audit_passes_a_sound_cluster_and_names_each_broken_invariant() {
         assert_eq!(response.status(), 400, "{path}?limit=0");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "invalid_limit");
+        let response = cluster
+            .http
+            .get(format!("{url}?after=not-a-key"))
+            .header("x-admin-key", crate::support::ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path}?after=not-a-key");
     }
+    // Taken seats page by SCHEDULE_ID/SEAT_NO.
+    let seats_url = cluster.url(Service::Concert, "/v1/admin/seats?limit=1");
+    let first: Value = cluster
+        .http
+        .get(&seats_url)
+        .header("x-admin-key", crate::support::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = first["next"].as_str().unwrap().to_string();
+    let second: Value = cluster
+        .http
+        .get(format!("{seats_url}&after={next}"))
+        .header("x-admin-key", crate::support::ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        second["items"].as_array().unwrap().len(),
+        1,
+        "two taken seats"
+    );
+    assert_ne!(first["items"][0]["seat_no"], second["items"][0]["seat_no"]);
     let page = |after: Option<String>| {
         let mut url = cluster.url(Service::Reservation, "/v1/admin/reservations?limit=1");
         if let Some(after) = after {
@@ -618,6 +655,16 @@ async fn the_audit_passes_a_sound_cluster_and_names_each_broken_invariant() {
     )
     .await
     .unwrap();
+    // A taken seat whose holder is gone: the listing still shows it.
+    tamper(
+        Service::Concert,
+        format!(
+            "UPDATE seats SET reservation_id = NULL WHERE reservation_id = '{}'",
+            unpaid["id"].as_str().unwrap()
+        ),
+    )
+    .await
+    .unwrap();
     let report = cluster.audit().await;
     let mut found: Vec<(String, String)> = report["violations"]
         .as_array()
@@ -647,6 +694,14 @@ async fn the_audit_passes_a_sound_cluster_and_names_each_broken_invariant() {
         (
             "reservation_owns_seat".to_string(),
             format!("reservation {reservation}"),
+        ),
+        (
+            "reservation_owns_seat".to_string(),
+            format!("reservation {}", unpaid["id"].as_str().unwrap()),
+        ),
+        (
+            "seat_has_holder".to_string(),
+            format!("seat {unpaid_schedule}/12"),
         ),
     ];
     expected.sort();
