@@ -3,6 +3,8 @@
 # PostgreSQL when it is installed but stopped. Safe to run again.
 set -euo pipefail
 
+cd "$(dirname "$0")/.."
+
 say() { printf '[setup] %s\n' "$*"; }
 
 missing_packages=()
@@ -16,12 +18,15 @@ if ((${#missing_packages[@]})); then
   $SUDO apt-get install -y -qq "${missing_packages[@]}"
 fi
 
-nisshi_version="0.8.1"
-nisshi_bin="$(command -v nisshi || true)"
-[ -n "$nisshi_bin" ] || [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/nisshi" ] || nisshi_bin="${CARGO_HOME:-$HOME/.cargo}/bin/nisshi"
-if [ -z "$nisshi_bin" ] || ! "$nisshi_bin" --version 2>/dev/null | grep -q "$nisshi_version"; then
-  say "installing the nisshi broker $nisshi_version (once; about 20 minutes on two cores)"
-  cargo install nisshi --version "$nisshi_version" --locked --ignore-rust-version
+# The embedded broker (tools/broker): built from this checkout, and again
+# whenever its sources change; the hash of what was built is kept beside it.
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+broker_sources="$(cd tools/broker && cat Cargo.toml Cargo.lock src/*.rs | sha256sum | cut -d' ' -f1)"
+broker_stamp="$cargo_home/ticket-broker.sources"
+if [ ! -x "$cargo_home/bin/ticket-broker" ] || [ "$(cat "$broker_stamp" 2>/dev/null)" != "$broker_sources" ]; then
+  say "building the broker, ticket-broker (nisshi 0.8.1 inside; about 20 minutes on two cores the first time)"
+  cargo install --path tools/broker --locked --ignore-rust-version --force --target-dir "${CARGO_TARGET_DIR:-target}"
+  echo "$broker_sources" >"$broker_stamp"
 fi
 
 if command -v pg_isready >/dev/null 2>&1; then

@@ -3,7 +3,7 @@
 # docker-compose.yml names, for a Docker engine that cannot pull from a
 # registry (docs/deployment.md, "Run on a real engine"). Needs root,
 # debootstrap, a running engine, the Rust toolchain in ~/.rustup and the
-# nisshi broker (cargo install nisshi ...). Images already present are kept.
+# embedded broker (ticket-broker, which scripts/setup.sh installs). Images already present are kept.
 #   sh deploy/offline/build-standins.sh [work-folder]
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,7 +41,7 @@ have jaegertracing/all-in-one:1.62.0 || docker build -t jaegertracing/all-in-one
 if ! have apache/kafka:3.9.0; then
   rm -rf "$work/kafka" && mkdir -p "$work/kafka"
   cp "$here/kafka/Dockerfile" "$work/kafka/"
-  cp "$(command -v nisshi || echo "$HOME/.cargo/bin/nisshi")" "$work/kafka/nisshi"
+  cp "$(command -v ticket-broker || echo "$HOME/.cargo/bin/ticket-broker")" "$work/kafka/ticket-broker"
   docker build -t apache/kafka:3.9.0 "$work/kafka"
 fi
 

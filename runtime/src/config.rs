@@ -35,7 +35,7 @@ topic_prefix = ""
 partitions = 3
 replication_factor = 1
 enable_idempotence = true
-fetch_wait_max_ms = 25
+fetch_wait_max_ms = 500
 message_timeout_ms = 10000
 
 [outbox]
@@ -354,6 +354,14 @@ impl Layers {
                 .figment
                 .merge(figment::providers::Serialized::default(dotted, value)),
         }
+    }
+
+    /// The `[kafka]` section alone, for a tool that talks to the services'
+    /// broker as they do (same client settings) without being a service.
+    pub fn kafka(self) -> Result<KafkaSettings, ConfigError> {
+        self.figment
+            .extract_inner_lossy("kafka")
+            .map_err(|error| ConfigError::Invalid(Box::new(error)))
     }
 
     pub fn build<T: DeserializeOwned>(self) -> Result<Settings<T>, ConfigError> {

@@ -160,6 +160,19 @@ impl ClientContext for GroupMembership {
 
 impl ConsumerContext for GroupMembership {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // A rebalance pauses the whole group's consumption: worth a line
+        // when a consumer stalls.
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(consumer = %self.consumer, partitions = partitions.count(), "partitions assigned")
+            }
+            Rebalance::Revoke(partitions) => {
+                tracing::info!(consumer = %self.consumer, partitions = partitions.count(), "partitions revoked")
+            }
+            Rebalance::Error(error) => {
+                tracing::warn!(consumer = %self.consumer, %error, "rebalance failed")
+            }
+        }
         self.joined
             .store(matches!(rebalance, Rebalance::Assign(_)), Ordering::SeqCst);
     }

@@ -36,6 +36,13 @@ pub struct Migrations {
     pub postgres: EmbeddedMigrations,
 }
 
+impl Migrations {
+    /// No tables beyond the runtime's own (outbox, processed events): for a
+    /// database that measures what a service's transaction costs. (The
+    /// runtime's set again: migrations already run are skipped.)
+    pub const NONE: Migrations = RUNTIME_MIGRATIONS;
+}
+
 const RUNTIME_MIGRATIONS: Migrations = Migrations {
     sqlite: diesel_migrations::embed_migrations!("migrations/sqlite"),
     postgres: diesel_migrations::embed_migrations!("migrations/postgres"),

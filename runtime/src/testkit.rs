@@ -1,5 +1,5 @@
 //! Real infrastructure for tests: a Kafka-protocol broker (the one in
-//! `KAFKA_BROKERS`, or a private `nisshi` started once per test process),
+//! `KAFKA_BROKERS`, or a private `ticket-broker` started once per test process),
 //! fresh SQLite files and fresh PostgreSQL databases. Each test gets its own
 //! topic prefix, so tests sharing a broker never see each other's events.
 #![allow(
@@ -57,8 +57,9 @@ fn free_port() -> u16 {
 }
 
 fn start_private_broker() -> String {
-    let binary = crate::broker::nisshi_binary()
-        .expect("no Kafka broker: set KAFKA_BROKERS, or install nisshi with scripts/setup.sh");
+    let binary = crate::broker::broker_binary().expect(
+        "no Kafka broker: set KAFKA_BROKERS, or install ticket-broker with scripts/setup.sh",
+    );
     let port = free_port();
     let dir = temp_dir("broker");
     let log = std::fs::File::create(dir.join("broker.log")).expect("broker log");
@@ -91,10 +92,13 @@ fn start_private_broker() -> String {
     receiver
         .recv()
         .expect("broker thread answers")
-        .expect("nisshi starts");
+        .expect("the broker starts");
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nisshi did not listen on {port}");
+        assert!(
+            Instant::now() < deadline,
+            "the broker did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     format!("127.0.0.1:{port}")

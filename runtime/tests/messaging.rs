@@ -867,3 +867,69 @@ async fn a_transaction_aborted_by_a_deadlock_runs_again_whole() {
         .unwrap();
     assert_eq!(amounts, vec![2, 2], "each transfer applied once");
 }
+
+/// The embedded broker answers a consumer's waiting fetch when a message
+/// lands, not when the wait runs out. Plain nisshi re-reads after sleeping
+/// half the remaining wait, so each message produced while a fetch sleeps
+/// (here 0.2 s into a 3 s wait) would arrive about 1.3 s later; the bound
+/// below is far from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_wakes_a_consumer_waiting_at_the_broker() {
+    use rdkafka::{Offset, TopicPartitionList};
+    let prefix = testkit::unique_prefix();
+    let db = TestDatabase::sqlite("wake");
+    let kafka = ticket_runtime::Kafka::connect(&settings(&db, &prefix).kafka, "wake").unwrap();
+    let topic = kafka.prefixed("wake");
+    kafka
+        .create_topics(std::slice::from_ref(&topic))
+        .await
+        .unwrap();
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", testkit::broker())
+        .set("group.id", format!("{prefix}wake"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "3000")
+        .create()
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..3 {
+        assignment
+            .add_partition_offset(&topic, partition, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    // The connection's first fetch only shows the broker its partitions.
+    // (A fresh topic may answer with errors first: librdkafka retries.)
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while let Ok(received) = tokio::time::timeout_at(quiet_until, consumer.recv()).await {
+        assert!(received.is_err(), "nothing to read yet");
+    }
+    let producer = kafka.producer();
+    for n in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let payload = format!("wake {n}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to(&topic).payload(&payload),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|(error, _)| error)
+            .unwrap();
+        let sent = std::time::Instant::now();
+        let message = loop {
+            let received = tokio::time::timeout(Duration::from_secs(10), consumer.recv())
+                .await
+                .expect("delivered");
+            if let Ok(message) = received {
+                break message;
+            }
+        };
+        assert_eq!(message.payload(), Some(payload.as_bytes()));
+        assert!(
+            sent.elapsed() < Duration::from_millis(700),
+            "message {n} waited {:?} at the broker",
+            sent.elapsed()
+        );
+    }
+}
