@@ -306,17 +306,19 @@ async fn hop(postgres: bool) {
     let make = |label: &str| TestDatabase::on(postgres, label);
     let (db_a, db_b) = (make("hop_a"), make("hop_b"));
     let prefix = ticket_runtime::testkit::unique_prefix();
-    let fetch_wait: u32 = std::env::var("FETCH_WAIT_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25);
     let settings = |db: &TestDatabase| {
         let mut settings = ticket_runtime::testkit::settings::<ticket_runtime::NoServiceSettings>(
             "", &db.url, &prefix,
         );
-        settings.kafka.fetch_wait_max_ms = fetch_wait;
+        if let Some(wait) = std::env::var("FETCH_WAIT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            settings.kafka.fetch_wait_max_ms = wait;
+        }
         settings
     };
+    let fetch_wait = settings(&db_a).kafka.fetch_wait_max_ms;
     let a = ticket_runtime::ServiceRuntime::start(
         shared_events::Service::MemberBalance,
         settings(&db_a),

@@ -29,6 +29,7 @@ mod up;
 
 use clap::{Args, Parser, Subcommand};
 use shared_events::Service;
+use std::io::Write as _;
 use std::path::PathBuf;
 use uuid::Uuid;
 
@@ -93,7 +94,12 @@ struct DataPlatformOptions {
 #[derive(Args)]
 struct LoginOptions {
     /// The fan's user id (a UUID): the token's subject.
-    user: Uuid,
+    #[arg(required_unless_present = "fans")]
+    user: Option<Uuid>,
+    /// Instead: this many new fans, one `USER-ID TOKEN` line each (for
+    /// load tools such as wrk that cannot sign tokens).
+    #[arg(long, conflicts_with = "user")]
+    fans: Option<u32>,
     /// The data folder of `ticketctl up` (or `secrets`), whose issuer
     /// signs the token.
     #[arg(long, env = "TICKETCTL_DATA_DIR", default_value = "data")]
@@ -181,10 +187,18 @@ fn login(options: LoginOptions) -> anyhow::Result<()> {
         );
     }
     let issuer = secrets::dev_issuer(data_dir)?;
-    println!(
-        "{}",
-        issuer.token(options.user, chrono::TimeDelta::seconds(options.ttl_secs))
-    );
+    let ttl = chrono::TimeDelta::seconds(options.ttl_secs);
+    match (options.user, options.fans) {
+        (Some(user), _) => println!("{}", issuer.token(user, ttl)),
+        (None, fans) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for _ in 0..fans.unwrap_or(1) {
+                let user = Uuid::new_v4();
+                writeln!(out, "{user} {}", issuer.token(user, ttl))?;
+            }
+            out.flush()?;
+        }
+    }
     Ok(())
 }
 

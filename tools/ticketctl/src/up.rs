@@ -14,6 +14,9 @@ use ticket_runtime::broker;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// How long `up` waits for startup events to reach every service.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// A process that died is started again after this, doubling up to the
@@ -22,7 +25,7 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const STABLE: Duration = Duration::from_secs(60);
 
-/// Start the broker (nisshi, installed on first use) and the five services
+/// Start the broker (ticket-broker, installed on first use) and the five services
 /// on 127.0.0.1, wait until each is ready, and stop them on Ctrl-C.
 ///
 /// Ports: concert 8081, queue 8082, reservation 8083, member-balance 8084,
@@ -250,7 +253,7 @@ async fn start_all(
     if options.kafka.is_none() {
         let broker_dir = data_dir.join("broker");
         std::fs::create_dir_all(&broker_dir)?;
-        let binary = ensure_nisshi()?;
+        let binary = ensure_broker()?;
         let command = broker::broker_command(&binary, options.broker_port, &broker_dir);
         processes.push(Running::start(Spec::of("broker", &command))?);
         wait_for_port(options.broker_port, processes).await?;
@@ -269,7 +272,7 @@ async fn start_all(
     processes.push(Running::start(Spec::of("data-platform", &command))?);
     for service in Service::ALL {
         let database_url = match &options.database {
-            Some(server) => postgres_database(server, service)?,
+            Some(server) => postgres_database(server, service.as_str())?,
             None => format!(
                 "sqlite://{}",
                 data_dir.join(format!("{}.db", service.as_str())).display()
@@ -321,6 +324,36 @@ async fn start_all(
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+    // Ready means settled too: what the services published while starting
+    // (the demo catalog) has reached every service that keeps a view of it,
+    // so a fan's first request finds the concert everywhere.
+    let cluster = crate::inspect::ClusterOptions {
+        kafka: crate::inspect::KafkaOptions {
+            brokers: brokers(options),
+            topic_prefix: String::new(),
+        },
+        urls: crate::inspect::ServiceUrls {
+            concert_url: format!("http://127.0.0.1:{}", options.http_port(Service::Concert)),
+            queue_url: format!("http://127.0.0.1:{}", options.http_port(Service::Queue)),
+            reservation_url: format!(
+                "http://127.0.0.1:{}",
+                options.http_port(Service::Reservation)
+            ),
+            member_balance_url: format!(
+                "http://127.0.0.1:{}",
+                options.http_port(Service::MemberBalance)
+            ),
+            payment_url: format!("http://127.0.0.1:{}", options.http_port(Service::Payment)),
+        },
+        data_dir: data_dir.to_path_buf(),
+    };
+    let moving = tokio::task::spawn_blocking(move || {
+        crate::inspect::audit::wait_until_settled(&cluster, SETTLE_TIMEOUT)
+    })
+    .await??;
+    for (service, what) in moving {
+        println!("{service:>15} | still busy after {SETTLE_TIMEOUT:?}: {what}");
     }
     Ok(())
 }
@@ -423,34 +456,35 @@ async fn stop_one(process: &mut Running) {
     }
 }
 
-fn ensure_nisshi() -> anyhow::Result<PathBuf> {
-    if let Some(binary) = broker::nisshi_binary() {
+fn ensure_broker() -> anyhow::Result<PathBuf> {
+    if let Some(binary) = broker::broker_binary() {
         return Ok(binary);
     }
     println!(
-        "installing the broker (nisshi {}) with cargo; this happens once and takes about 20 minutes",
-        broker::NISSHI_VERSION
+        "installing the broker (ticket-broker, from {}) with cargo; this happens once and takes about 20 minutes",
+        broker::source_dir().display()
     );
     let status = broker::install_command()
         .status()
         .context("cannot run cargo install")?;
     if !status.success() {
-        bail!("installing nisshi failed ({status})");
+        bail!("installing ticket-broker failed ({status}); scripts/setup.sh installs it too");
     }
-    broker::nisshi_binary().context("nisshi was installed but is not on PATH or in ~/.cargo/bin")
+    broker::broker_binary()
+        .context("ticket-broker was installed but is not on PATH or in ~/.cargo/bin")
 }
 
-/// The service's own database on the given server, created when missing:
-/// `postgres://host/NAME` gives `NAME_concert`, `NAME_queue`, …; without a
-/// name, `ticketing_concert`, ….
-fn postgres_database(server: &str, service: Service) -> anyhow::Result<String> {
+/// A database of its own on the given server (a service's, or the load
+/// floor's), created when missing: `postgres://host/NAME` gives
+/// `NAME_concert`, `NAME_queue`, …; without a name, `ticketing_concert`, ….
+pub fn postgres_database(server: &str, owner: &str) -> anyhow::Result<String> {
     let (scheme, rest) = server
         .split_once("://")
         .with_context(|| format!("not a URL: {server}"))?;
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let path = path.split('?').next().unwrap_or_default();
     let prefix = if path.is_empty() { "ticketing" } else { path };
-    let name = format!("{prefix}_{}", service.as_str().replace('-', "_"));
+    let name = format!("{prefix}_{}", owner.replace('-', "_"));
     let admin_url = format!("{scheme}://{authority}/postgres");
     let mut admin = PgConnection::establish(&admin_url)
         .with_context(|| format!("cannot connect to {admin_url}"))?;

@@ -104,7 +104,7 @@ pub fn audit(options: &AuditOptions) -> anyhow::Result<Report> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut in_flight = wait_until_quiet(options, &reader, &http, &calls, deadline)?;
+        let mut in_flight = wait_until_quiet(&options.cluster, &reader, &http, &calls, deadline)?;
         let snapshot = calls.block_on(Snapshot::fetch(&http, &options.cluster.urls, &admin_key))?;
         let pending = snapshot.pending();
         in_flight.extend(pending.iter().cloned());
@@ -132,9 +132,23 @@ pub fn audit(options: &AuditOptions) -> anyhow::Result<Report> {
 }
 
 /// Waits until every outbox is empty and every consumer group caught up,
-/// or the deadline passes; returns what was still moving then.
+/// or `timeout` passes; returns what was still moving then.
+pub fn wait_until_settled(
+    cluster: &ClusterOptions,
+    timeout: Duration,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let reader = Reader::connect(&cluster.kafka)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let calls = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    wait_until_quiet(cluster, &reader, &http, &calls, Instant::now() + timeout)
+}
+
 fn wait_until_quiet(
-    options: &AuditOptions,
+    cluster: &ClusterOptions,
     reader: &Reader,
     http: &reqwest::Client,
     calls: &tokio::runtime::Runtime,
@@ -144,7 +158,7 @@ fn wait_until_quiet(
         let mut moving = Vec::new();
         for service in Service::ALL {
             let body = calls
-                .block_on(readiness(http, options.cluster.urls.url(service)))
+                .block_on(readiness(http, cluster.urls.url(service)))
                 .with_context(|| format!("asking {service} for its outbox"))?;
             let pending = body["outbox"]["pending"].as_i64().unwrap_or(0);
             if pending > 0 {
@@ -153,7 +167,7 @@ fn wait_until_quiet(
                     format!("{pending} events still in its outbox"),
                 ));
             }
-            let lag = lag(reader, &options.cluster.kafka, service)?;
+            let lag = lag(reader, &cluster.kafka, service)?;
             if lag > 0 {
                 moving.push((
                     service.to_string(),

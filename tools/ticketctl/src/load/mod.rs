@@ -13,6 +13,7 @@
 //! and `ticketctl audit` once the cluster has settled.
 
 mod fan;
+mod floor;
 mod report;
 
 use anyhow::Context as _;
@@ -77,6 +78,15 @@ pub struct LoadOptions {
     /// Do not run `ticketctl audit` at the end.
     #[arg(long)]
     pub no_audit: bool,
+    /// The PostgreSQL server the services' databases are on, as given to
+    /// `up --database`: the floor's commits are measured there (in
+    /// `ticketing_floor`). Without it, in an SQLite file in the data folder.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Samples of each part of the floor (broker hop, commit), measured
+    /// before the fans come; 0 skips it.
+    #[arg(long, default_value_t = 100)]
+    pub floor_samples: usize,
     /// How long the audit waits for the cluster to settle.
     #[arg(long, default_value = "120s", value_parser = parse_span)]
     pub settle_timeout: TimeDelta,
@@ -135,6 +145,18 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<bool> {
         "on sale {} ms after the catalog was created",
         on_sale.as_millis()
     );
+    let floor = if options.floor_samples > 0 {
+        let floor = floor::Floor::measure(
+            &options.cluster,
+            options.database.as_deref(),
+            options.floor_samples,
+        )
+        .await?;
+        eprintln!("{}", floor::describe(&floor.summary()));
+        Some(floor)
+    } else {
+        None
+    };
     let recorder = Arc::new(Recorder::new(options.fans)?);
     let stop = CancellationToken::new();
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -167,6 +189,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<bool> {
         "hot_share": options.hot_share,
         "hot_seats": options.hot_seats,
     });
+    if let Some(floor) = &floor {
+        summary["floor"] = floor.summary();
+    }
     print!("{}", report::table(&summary));
 
     let mut passed = true;

@@ -260,6 +260,24 @@ pub fn table(summary: &Value) -> String {
             refused,
         ));
     }
+    let floor = &summary["floor"];
+    if !floor.is_null() {
+        let ratio = |step: &str, key: &str| {
+            let p50 = summary["steps"][step]["p50_ms"].as_f64().unwrap_or(0.0);
+            let least = floor[key].as_f64().unwrap_or(0.0);
+            if least > 0.0 {
+                format!("{step} {:.1}x ({least:.1} ms)", p50 / least)
+            } else {
+                format!("{step} -")
+            }
+        };
+        out.push_str(&format!(
+            "p50 over the floor: {}, {}, {}\n",
+            ratio("hold", "hold_ms"),
+            ratio("pay", "pay_ms"),
+            ratio("saga", "saga_ms"),
+        ));
+    }
     out.push_str(&format!(
         "fans: {} in {:.1} s\n",
         codes(&summary["outcomes"]),

@@ -99,6 +99,27 @@ impl Up {
     }
 }
 
+/// A test that fails midway stops its cluster too, rather than leaving
+/// seven processes behind.
+impl Drop for Up {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: signalling our own child, as Ctrl-C would.
+            unsafe {
+                libc::kill(self.child.id() as i32, libc::SIGINT);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while matches!(self.child.try_wait(), Ok(None)) {
+                if std::time::Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
 /// A member token from the data folder's development issuer, as a user gets one.
 fn login(data_dir: &std::path::Path, user: uuid::Uuid) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
@@ -215,7 +236,7 @@ async fn up_starts_everything_ready_stops_cleanly_and_keeps_data() {
     let (_, joined) = as_member(join, &token, None).await;
     let pass = joined["pass"]
         .as_str()
-        .expect("admitted at once")
+        .unwrap_or_else(|| panic!("admitted at once: {joined}"))
         .to_string();
     let reserve = http
         .post(url(3, "/v1/reservations"))
