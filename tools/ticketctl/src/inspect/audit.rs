@@ -89,13 +89,11 @@ pub fn run(options: AuditOptions) -> anyhow::Result<bool> {
 /// found, up to three times.
 pub fn audit(options: &AuditOptions) -> anyhow::Result<Report> {
     let admin_key = options.cluster.admin_key()?;
-    let reader = Reader::connect(&options.cluster.kafka)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let calls = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let Connections {
+        reader,
+        http,
+        calls,
+    } = Connections::open(&options.cluster)?;
     let deadline = Instant::now()
         + options
             .settle_timeout
@@ -137,14 +135,36 @@ pub fn wait_until_settled(
     cluster: &ClusterOptions,
     timeout: Duration,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let reader = Reader::connect(&cluster.kafka)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let calls = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    wait_until_quiet(cluster, &reader, &http, &calls, Instant::now() + timeout)
+    let c = Connections::open(cluster)?;
+    wait_until_quiet(
+        cluster,
+        &c.reader,
+        &c.http,
+        &c.calls,
+        Instant::now() + timeout,
+    )
+}
+
+/// What settling and reading the cluster take: the broker, HTTP, and a
+/// runtime to make the calls on.
+struct Connections {
+    reader: Reader,
+    http: reqwest::Client,
+    calls: tokio::runtime::Runtime,
+}
+
+impl Connections {
+    fn open(cluster: &ClusterOptions) -> anyhow::Result<Connections> {
+        Ok(Connections {
+            reader: Reader::connect(&cluster.kafka)?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            calls: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        })
+    }
 }
 
 fn wait_until_quiet(
