@@ -88,11 +88,14 @@ pub struct WakingStorage<S> {
 
 #[derive(Default)]
 struct State {
-    /// Bumped by every change other than a produce (transactions, deletions,
-    /// topics, retention): what was remembered before it is void.
+    /// Bumped by every change to the log other than a produce (transactions,
+    /// deletions, retention): what was remembered before it is void.
     epoch: u64,
+    /// Bumped when topics or brokers change (a topic created, a config
+    /// altered): remembered metadata is void, partitions' offsets are not.
+    topics_epoch: u64,
     partitions: BTreeMap<Topition, Partition>,
-    metadata: BTreeMap<Option<Vec<TopicId>>, (u64, MetadataResponse)>,
+    metadata: BTreeMap<Option<Vec<TopicId>>, ((u64, u64), MetadataResponse)>,
     readers: BTreeMap<task::Id, Reader>,
     readers_swept_at: Option<Instant>,
 }
@@ -156,6 +159,14 @@ impl<S> WakingStorage<S> {
         // A panic while holding the lock leaves caches that are at worst
         // stale in the direction "read it again": the state stays usable.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Forgets remembered metadata, after a change to topics or brokers.
+    /// Not the partitions' offsets: every service asks at start-up for the
+    /// topics it needs, and waiting fetches elsewhere must not lose their
+    /// quiet partitions to it.
+    fn invalidate_topics(&self) {
+        self.state().topics_epoch += 1;
     }
 
     /// Forgets every remembered answer, after a change that is not a produce.
@@ -329,13 +340,16 @@ where
 {
     async fn register_broker(&self, broker_registration: BrokerRegistrationRequest) -> Result<()> {
         let result = self.inner.register_broker(broker_registration).await;
-        self.invalidate_all();
+        self.invalidate_topics();
         result
     }
 
     async fn create_topic(&self, topic: CreatableTopic, validate_only: bool) -> Result<Uuid> {
         let result = self.inner.create_topic(topic, validate_only).await;
-        self.invalidate_all();
+        // A topic that already existed, or only validated, changed nothing.
+        if result.is_ok() && !validate_only {
+            self.invalidate_topics();
+        }
         result
     }
 
@@ -343,8 +357,9 @@ where
         &self,
         resource: AlterConfigsResource,
     ) -> Result<AlterConfigsResourceResponse> {
+        // Configs (retention) move offsets only when `maintain` applies them.
         let result = self.inner.incremental_alter_resource(resource).await;
-        self.invalidate_all();
+        self.invalidate_topics();
         result
     }
 
@@ -492,19 +507,20 @@ where
 
     async fn metadata(&self, topics: Option<&[TopicId]>) -> Result<MetadataResponse> {
         let key = topics.map(<[TopicId]>::to_vec);
-        let epoch = {
+        let epochs = {
             let state = self.state();
-            if let Some((epoch, metadata)) = state.metadata.get(&key)
-                && *epoch == state.epoch
+            let now = (state.epoch, state.topics_epoch);
+            if let Some((epochs, metadata)) = state.metadata.get(&key)
+                && *epochs == now
             {
                 return Ok(metadata.clone());
             }
-            state.epoch
+            now
         };
         let metadata = self.inner.metadata(topics).await?;
         let mut state = self.state();
-        if state.epoch == epoch {
-            _ = state.metadata.insert(key, (epoch, metadata.clone()));
+        if (state.epoch, state.topics_epoch) == epochs {
+            _ = state.metadata.insert(key, (epochs, metadata.clone()));
         }
         Ok(metadata)
     }
