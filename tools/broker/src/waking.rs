@@ -86,6 +86,9 @@ pub struct WakingStorage<S> {
     produced: watch::Sender<()>,
 }
 
+/// The epoch and topics epoch an answer was read at.
+type Epochs = (u64, u64);
+
 #[derive(Default)]
 struct State {
     /// Bumped by every change to the log other than a produce (transactions,
@@ -95,7 +98,7 @@ struct State {
     /// altered): remembered metadata is void, partitions' offsets are not.
     topics_epoch: u64,
     partitions: BTreeMap<Topition, Partition>,
-    metadata: BTreeMap<Option<Vec<TopicId>>, ((u64, u64), MetadataResponse)>,
+    metadata: BTreeMap<Option<Vec<TopicId>>, (Epochs, MetadataResponse)>,
     readers: BTreeMap<task::Id, Reader>,
     readers_swept_at: Option<Instant>,
 }
