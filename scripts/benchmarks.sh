@@ -69,7 +69,11 @@ start_cluster() { # label broker-binary backend [extra env...]
   shift 3
   data=$(mktemp -d /tmp/bench-XXXXXX)/data
   local database=()
-  [ "$backend" = postgres ] && database=(--database "$POSTGRES/bench_$(date +%s)")
+  db_prefix=""
+  if [ "$backend" = postgres ]; then
+    db_prefix="bench_$(date +%s)"
+    database=(--database "$POSTGRES/$db_prefix")
+  fi
   local started
   started=$(date +%s.%N)
   env TICKET_BROKER_BIN="$binary" "$@" "$ticketctl" up --data-dir "$data" "${database[@]}" \
@@ -87,6 +91,12 @@ stop_cluster() {
   kill -INT $up_pid 2>/dev/null || true
   wait $up_pid 2>/dev/null || true
   rm -rf "$(dirname "$data")"
+  # The run's five databases, so repeated runs leave nothing behind.
+  if [ -n "$db_prefix" ]; then
+    for service in concert queue reservation member_balance payment; do
+      psql "$POSTGRES/postgres" -qc "DROP DATABASE IF EXISTS ${db_prefix}_$service" || true
+    done
+  fi
 }
 
 # CPU ticks and memory of every process of the cluster (and of the load

@@ -139,7 +139,12 @@ async fn commit(
     samples: usize,
 ) -> anyhow::Result<Histogram<u64>> {
     let url = match database {
-        Some(server) => crate::up::postgres_database(server, "floor")?,
+        // Connecting and creating the database block: off the executor.
+        Some(server) => {
+            let server = server.to_string();
+            tokio::task::spawn_blocking(move || crate::up::postgres_database(&server, "floor"))
+                .await??
+        }
         None => format!("sqlite://{}", data_dir.join("floor.db").display()),
     };
     let db = Db::connect(

@@ -552,24 +552,23 @@ async fn the_audit_passes_a_sound_cluster_and_names_each_broken_invariant() {
             let body: Value = response.json().await.unwrap();
             assert_eq!(body["code"], "admin_key_invalid");
         }
-        let response = cluster
-            .http
-            .get(format!("{url}?limit=0"))
-            .header("x-admin-key", crate::support::ADMIN_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400, "{path}?limit=0");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["code"], "invalid_limit");
-        let response = cluster
-            .http
-            .get(format!("{url}?after=not-a-key"))
-            .header("x-admin-key", crate::support::ADMIN_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400, "{path}?after=not-a-key");
+        for (query, code) in [
+            ("limit=0", Some("invalid_limit")),
+            ("after=not-a-key", None),
+        ] {
+            let response = cluster
+                .http
+                .get(format!("{url}?{query}"))
+                .header("x-admin-key", crate::support::ADMIN_KEY)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "{path}?{query}");
+            if let Some(code) = code {
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["code"], code, "{path}?{query}");
+            }
+        }
     }
     // Taken seats page by SCHEDULE_ID/SEAT_NO.
     let seats_url = cluster.url(Service::Concert, "/v1/admin/seats?limit=1");
