@@ -97,12 +97,23 @@ async fn broker_hop(cluster: &ClusterOptions, samples: usize) -> anyhow::Result<
     let topic = kafka.prefixed("load-floor");
     kafka.create_topics(std::slice::from_ref(&topic)).await?;
     let consumer: StreamConsumer = kafka.consumer_config("load-floor").create()?;
-    let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        assignment.add_partition_offset(&topic, partition.id(), Offset::End)?;
-    }
-    consumer.assign(&assignment)?;
+    // Each partition's end, read before anything is produced and given as
+    // an offset: `Offset::End` would be resolved later, and a first message
+    // produced before that would be skipped (and waited for in vain).
+    let assigned = topic.clone();
+    let consumer = tokio::task::spawn_blocking(move || -> anyhow::Result<StreamConsumer> {
+        let topic = assigned;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (_, end) = consumer.fetch_watermarks(&topic, partition.id(), timeout)?;
+            assignment.add_partition_offset(&topic, partition.id(), Offset::Offset(end))?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(consumer)
+    })
+    .await??;
     let producer = kafka.producer();
     let run = uuid::Uuid::new_v4().to_string();
     let mut hops = histogram()?;

@@ -297,6 +297,11 @@ impl Cluster {
             code == 0 || code == 1,
             "ticketctl {args:?} failed ({code}): {stderr}"
         );
+        if code != 0 {
+            // Exit 1 is an answer (a violation) or an error: either way the
+            // test's output should say which.
+            println!("ticketctl {args:?} exited {code}; its standard error:\n{stderr}");
+        }
         (code, String::from_utf8(output.stdout).unwrap())
     }
 
