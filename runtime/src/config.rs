@@ -49,6 +49,7 @@ max_attempts = 8
 backoff_initial_ms = 50
 backoff_max_ms = 5000
 stats_interval_ms = 5000
+commit_interval_ms = 1000
 
 [telemetry]
 log_filter = "info"
@@ -145,6 +146,12 @@ pub struct ConsumerSettings {
     pub backoff_max_ms: u64,
     /// How often librdkafka reports the consumer's lag (`kafka_consumer_lag`).
     pub stats_interval_ms: u64,
+    /// How often the offsets stored after local commits are committed to the
+    /// group. A crash replays at most this much, which the idempotent
+    /// consumer absorbs; committing per event instead starves the group's
+    /// heartbeats under load (the coordinator serves a connection's requests
+    /// one at a time) and costs the broker a group write per event.
+    pub commit_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,7 +1,8 @@
 //! Idempotent event consumption. For each message: decode, and in one local
 //! transaction check `(consumer, event_id)`, apply the handler's effects
 //! (which may publish events through the outbox) and record the pair; only
-//! after that commit is the offset committed. A redelivered event therefore
+//! after that commit is the offset stored, for librdkafka to commit on its
+//! interval (`consumer.commit_interval_ms`). A redelivered event therefore
 //! changes nothing. Messages that cannot be decoded, that the handler
 //! rejects, or that keep failing go to `<topic>.dlq` with the reason.
 
@@ -225,6 +226,10 @@ impl EventConsumer {
                 "statistics.interval.ms",
                 self.settings.stats_interval_ms.to_string(),
             )
+            .set(
+                "auto.commit.interval.ms",
+                self.settings.commit_interval_ms.to_string(),
+            )
             .create_with_context(membership)?;
         let topics: Vec<String> = self
             .handler
@@ -247,8 +252,8 @@ impl EventConsumer {
                     }
                     // Only now, after the local commit (or the dead letter's
                     // acknowledgement), may the position move past it.
-                    if let Err(error) = consumer.commit_message(&message, CommitMode::Async) {
-                        tracing::warn!(%error, "offset commit failed; the event may be redelivered");
+                    if let Err(error) = consumer.store_offset_from_message(&message) {
+                        tracing::warn!(%error, "offset store failed; the event may be redelivered");
                     }
                 }
                 Err(error) => {
@@ -256,6 +261,11 @@ impl EventConsumer {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+        }
+        // A clean stop leaves nothing to replay: commit what was stored since
+        // the last interval (with nothing stored librdkafka says so; harmless).
+        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(%error, "final offset commit");
         }
         Ok(())
     }

@@ -94,12 +94,14 @@ impl Kafka {
         format!("{}{}", self.settings.topic_prefix, consumer)
     }
 
-    /// Settings for a consumer that commits offsets itself, after its work.
+    /// Settings for a consumer that stores each offset itself, after its
+    /// work; librdkafka commits what was stored (on its interval, on a
+    /// rebalance and on close), never a message not yet stored.
     pub fn consumer_config(&self, consumer: &str) -> ClientConfig {
         let mut config = base_config(&self.settings, &format!("{}-{consumer}", self.client_id));
         config
             .set("group.id", self.group_id(consumer))
-            .set("enable.auto.commit", "false")
+            .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set(
