@@ -130,18 +130,13 @@ impl Tx<'_> {
     }
 
     /// Publishes `event` as the answer to `cause`: in its saga (correlation
-    /// id), caused by it, and on its partition key, so that the saga's
-    /// steps stay in order.
+    /// id) and caused by it.
     pub fn reply(
         &mut self,
         cause: &Envelope,
         event: impl Into<shared_events::Event>,
     ) -> Result<(), DieselError> {
-        self.publish(&Envelope::caused_by(
-            cause,
-            event,
-            cause.partition_key.clone(),
-        ))
+        self.publish(&Envelope::caused_by(cause, event))
     }
 }
 

@@ -87,32 +87,19 @@ struct WireIn<'a> {
 }
 
 impl Envelope {
-    /// An event that starts a new correlation (a saga's first step or a plain fact).
-    pub fn new(event: impl Into<Event>, partition_key: impl Into<String>) -> Envelope {
+    /// An event that starts a new correlation (a saga's first step or a plain
+    /// fact), on its event's key ([`Event::partition_key`]).
+    pub fn new(event: impl Into<Event>) -> Envelope {
         let event_id = Uuid::now_v7();
-        Envelope::build(event.into(), partition_key.into(), event_id, None)
+        Envelope::build(event.into(), event_id, None)
     }
 
     /// An event published in reaction to `cause`: same correlation, caused by it.
-    pub fn caused_by(
-        cause: &Envelope,
-        event: impl Into<Event>,
-        partition_key: impl Into<String>,
-    ) -> Envelope {
-        Envelope::build(
-            event.into(),
-            partition_key.into(),
-            cause.correlation_id,
-            Some(cause.event_id),
-        )
+    pub fn caused_by(cause: &Envelope, event: impl Into<Event>) -> Envelope {
+        Envelope::build(event.into(), cause.correlation_id, Some(cause.event_id))
     }
 
-    fn build(
-        event: Event,
-        partition_key: String,
-        correlation_id: Uuid,
-        causation_id: Option<Uuid>,
-    ) -> Envelope {
+    fn build(event: Event, correlation_id: Uuid, causation_id: Option<Uuid>) -> Envelope {
         let event_id = if causation_id.is_none() {
             correlation_id
         } else {
@@ -124,7 +111,7 @@ impl Envelope {
             // Microseconds: what both SQLite text and PostgreSQL keep.
             occurred_at: Utc::now().trunc_subsecs(6),
             producer: event.event_type().producer(),
-            partition_key,
+            partition_key: event.partition_key().to_string(),
             correlation_id,
             causation_id,
             event,

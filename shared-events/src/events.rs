@@ -9,8 +9,11 @@ use uuid::Uuid;
 use crate::reason::Reason;
 use crate::topics::Service;
 
+/// Declares every event: its producer, the payload field that is its Kafka
+/// key, and the services that react to it. The contract is this one list;
+/// `docs/design.md`'s event catalog is checked against it by a test.
 macro_rules! events {
-    ($($(#[$doc:meta])* $name:ident by $producer:ident;)+) => {
+    ($($(#[$doc:meta])* $name:ident by $producer:ident, keyed by $key:ident, for [$($consumer:ident),*];)+) => {
         /// The name of an event, as it appears in the envelope's `event_type`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum EventType { $($name,)+ }
@@ -30,6 +33,17 @@ macro_rules! events {
             pub fn producer(self) -> Service {
                 match self { $(EventType::$name => Service::$producer,)+ }
             }
+
+            /// The payload field whose value is the event's Kafka key.
+            pub fn key_field(self) -> &'static str {
+                match self { $(EventType::$name => stringify!($key),)+ }
+            }
+
+            /// The services whose consumers act on this event type (the others
+            /// reading its topic skip it without a transaction).
+            pub fn consumers(self) -> &'static [Service] {
+                match self { $(EventType::$name => &[$(Service::$consumer),*],)+ }
+            }
         }
 
         impl std::fmt::Display for EventType {
@@ -45,6 +59,14 @@ macro_rules! events {
         impl Event {
             pub fn event_type(&self) -> EventType {
                 match self { $(Event::$name(_) => EventType::$name,)+ }
+            }
+
+            /// The Kafka key: the value of [`EventType::key_field`]. Saga
+            /// events are keyed by their reservation, so one saga's steps share
+            /// a partition and arrive in order; the others by the entity they
+            /// are about (a schedule, a fan).
+            pub fn partition_key(&self) -> Uuid {
+                match self { $(Event::$name(p) => p.$key,)+ }
             }
 
             pub(crate) fn payload_json(&self) -> serde_json::Result<serde_json::Value> {
@@ -69,49 +91,49 @@ macro_rules! events {
 
 events! {
     /// A concert schedule was created with its seats.
-    ConcertScheduled by Concert;
+    ConcertScheduled by Concert, keyed by schedule_id, for [Queue, Reservation];
     /// The concert service held the requested seat for a reservation.
-    SeatHeld by Concert;
+    SeatHeld by Concert, keyed by reservation_id, for [Reservation];
     /// The seat could not be held (taken, unknown, wrong concert).
-    SeatHoldRejected by Concert;
+    SeatHoldRejected by Concert, keyed by reservation_id, for [Reservation];
     /// A held seat is AVAILABLE again (hold expired or cancelled).
-    SeatReleased by Concert;
+    SeatReleased by Concert, keyed by reservation_id, for [Reservation];
     /// A held seat was sold to its confirmed reservation.
-    SeatSold by Concert;
+    SeatSold by Concert, keyed by reservation_id, for [Payment];
     /// The seat could not be sold (no longer held by that reservation).
-    SeatSaleRejected by Concert;
+    SeatSaleRejected by Concert, keyed by reservation_id, for [Reservation, Payment];
     /// A fan was admitted from the waiting line and received a pass.
-    QueueTokenAdmitted by Queue;
+    QueueTokenAdmitted by Queue, keyed by user_id, for [];
     /// A pass stopped being valid before its expiry (its payment completed).
-    QueuePassEnded by Queue;
+    QueuePassEnded by Queue, keyed by user_id, for [Reservation, Payment];
     /// A fan asked to hold a seat; the concert service decides.
-    ReservationRequested by Reservation;
+    ReservationRequested by Reservation, keyed by reservation_id, for [Concert];
     /// The reservation holds its seat until `hold_expires_at`.
-    ReservationHeld by Reservation;
+    ReservationHeld by Reservation, keyed by reservation_id, for [Payment];
     /// The seat hold was refused.
-    ReservationRejected by Reservation;
+    ReservationRejected by Reservation, keyed by reservation_id, for [];
     /// The hold ran out before it was confirmed.
-    ReservationExpired by Reservation;
+    ReservationExpired by Reservation, keyed by reservation_id, for [Concert, Payment];
     /// The hold was cancelled by its fan or by a compensation.
-    ReservationCancelled by Reservation;
+    ReservationCancelled by Reservation, keyed by reservation_id, for [Concert, MemberBalance, Payment];
     /// The hold was confirmed by a payment.
-    ReservationConfirmed by Reservation;
+    ReservationConfirmed by Reservation, keyed by reservation_id, for [Concert, Payment];
     /// A payment could not confirm the hold (expired, cancelled, not held).
-    ReservationConfirmationRejected by Reservation;
+    ReservationConfirmationRejected by Reservation, keyed by reservation_id, for [MemberBalance, Payment];
     /// A member topped up a wallet.
-    BalanceCharged by MemberBalance;
+    BalanceCharged by MemberBalance, keyed by user_id, for [];
     /// A payment's amount was taken from the wallet.
-    BalanceDebited by MemberBalance;
+    BalanceDebited by MemberBalance, keyed by reservation_id, for [Reservation, Payment];
     /// The debit was refused (insufficient balance).
-    BalanceDebitRejected by MemberBalance;
+    BalanceDebitRejected by MemberBalance, keyed by reservation_id, for [Payment];
     /// A debit was given back because the saga could not finish.
-    BalanceRefunded by MemberBalance;
+    BalanceRefunded by MemberBalance, keyed by reservation_id, for [Payment];
     /// A fan started paying for a held reservation.
-    PaymentRequested by Payment;
+    PaymentRequested by Payment, keyed by reservation_id, for [MemberBalance];
     /// The payment saga finished: money taken, reservation confirmed, seat sold.
-    PaymentCompleted by Payment;
+    PaymentCompleted by Payment, keyed by reservation_id, for [Queue];
     /// The payment saga ended without a sale; `refunded` says whether money went back.
-    PaymentFailed by Payment;
+    PaymentFailed by Payment, keyed by reservation_id, for [MemberBalance, Reservation];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

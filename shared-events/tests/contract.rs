@@ -190,7 +190,7 @@ fn sample_envelope(event: Event) -> Envelope {
         schema_version: SCHEMA_VERSION,
         occurred_at: Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 1).unwrap(),
         producer: event.event_type().producer(),
-        partition_key: id(1).to_string(),
+        partition_key: event.partition_key().to_string(),
         correlation_id: id(99),
         causation_id: Some(id(98)),
         event,
@@ -314,16 +314,13 @@ fn malformed_messages_are_errors() {
 
 #[test]
 fn reactions_keep_the_correlation_and_point_at_their_cause() {
-    let request = Envelope::new(
-        ReservationRequested {
-            reservation_id: id(1),
-            user_id: id(2),
-            concert_id: id(3),
-            schedule_id: id(4),
-            seat_no: 1,
-        },
-        id(1).to_string(),
-    );
+    let request = Envelope::new(ReservationRequested {
+        reservation_id: id(1),
+        user_id: id(2),
+        concert_id: id(3),
+        schedule_id: id(4),
+        seat_no: 1,
+    });
     assert_eq!(request.correlation_id, request.event_id);
     assert_eq!(request.event_id.get_version_num(), 7);
     assert_eq!(request.topic(), Topic::ReservationEvents);
@@ -336,7 +333,6 @@ fn reactions_keep_the_correlation_and_point_at_their_cause() {
             price: 10,
             hold_expires_at: Some(Utc::now()),
         },
-        id(1).to_string(),
     );
     assert_eq!(held.correlation_id, request.event_id);
     assert_eq!(held.causation_id, Some(request.event_id));
@@ -388,4 +384,35 @@ fn a_hold_from_before_it_carried_its_expiry_still_decodes() {
     assert_eq!(held.hold_expires_at, None);
     let received = Utc::now();
     assert_eq!(held.expires_at(received), received + SeatHeld::LEGACY_HOLD);
+}
+
+#[test]
+fn each_event_is_keyed_by_its_declared_field() {
+    for event in sample_events() {
+        let event_type = event.event_type();
+        let envelope = Envelope::new(event);
+        let payload: serde_json::Value = serde_json::from_str(&envelope.to_json()).unwrap();
+        assert_eq!(
+            payload["payload"][event_type.key_field()].as_str(),
+            Some(envelope.partition_key.as_str()),
+            "{event_type} is not keyed by {}",
+            event_type.key_field()
+        );
+    }
+}
+
+#[test]
+fn each_service_reads_exactly_the_topics_of_the_events_it_reacts_to() {
+    for service in Service::ALL {
+        let mut needed: Vec<Topic> = EventType::ALL
+            .iter()
+            .filter(|t| t.consumers().contains(&service))
+            .map(|t| t.producer().topic())
+            .collect();
+        needed.sort_by_key(|t| t.name());
+        needed.dedup();
+        let mut read = service.consumes().to_vec();
+        read.sort_by_key(|t| t.name());
+        assert_eq!(read, needed, "{service} subscribes to the wrong topics");
+    }
 }

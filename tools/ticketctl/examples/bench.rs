@@ -348,15 +348,12 @@ async fn hop(postgres: bool) {
     }
     let (mut latencies, mut to_ack, mut to_handler) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..201 {
-        let envelope = shared_events::Envelope::new(
-            shared_events::BalanceCharged {
-                user_id: Uuid::new_v4(),
-                entry_id: Uuid::new_v4(),
-                amount: 1,
-                balance_after: 1,
-            },
-            "bench",
-        );
+        let envelope = shared_events::Envelope::new(shared_events::BalanceCharged {
+            user_id: Uuid::new_v4(),
+            entry_id: Uuid::new_v4(),
+            amount: 1,
+            balance_after: 1,
+        });
         let id = envelope.event_id;
         let started = Instant::now();
         a.db.transaction(move |tx| {
@@ -423,7 +420,6 @@ fn completed_saga(at: chrono::DateTime<Utc>) -> Vec<shared_events::Envelope> {
     };
     let id = Uuid::new_v7(stamp(0));
     let payment = Uuid::new_v7(stamp(300));
-    let key = id.to_string();
     let (user, concert, schedule) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let until = at + TimeDelta::minutes(5);
     let events: Vec<Event> = vec![
@@ -494,8 +490,8 @@ fn completed_saga(at: chrono::DateTime<Utc>) -> Vec<shared_events::Envelope> {
     let mut saga: Vec<Envelope> = Vec::new();
     for (step, event) in events.into_iter().enumerate() {
         let mut envelope = match saga.last() {
-            Some(cause) => Envelope::caused_by(cause, event, key.clone()),
-            None => Envelope::new(event, key.clone()),
+            Some(cause) => Envelope::caused_by(cause, event),
+            None => Envelope::new(event),
         };
         let offset = 100 * step as i64;
         envelope.occurred_at = at + TimeDelta::milliseconds(offset);

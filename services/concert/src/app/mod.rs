@@ -138,14 +138,11 @@ impl Catalog {
                     let Some(reservation) = hold.reservation_id else {
                         continue;
                     };
-                    tx.publish(&Envelope::new(
-                        SeatReleased {
-                            reservation_id: reservation.get(),
-                            schedule_id: hold.schedule_id.get(),
-                            seat_no: hold.seat_no.unsigned_abs(),
-                        },
-                        reservation.to_string(),
-                    ))?;
+                    tx.publish(&Envelope::new(SeatReleased {
+                        reservation_id: reservation.get(),
+                        schedule_id: hold.schedule_id.get(),
+                        seat_no: hold.seat_no.unsigned_abs(),
+                    }))?;
                 }
                 Ok::<_, DbError>(released)
             })
@@ -170,15 +167,12 @@ fn create(
     let created = store::insert_concert(tx.conn(), id, concert, &schedule_ids, Utc::now())?;
     let mut schedules = Vec::with_capacity(schedule_ids.len());
     for (schedule_id, starts_at) in schedule_ids.into_iter().zip(&concert.schedules) {
-        tx.publish(&Envelope::new(
-            ConcertScheduled {
-                concert_id: id.get(),
-                schedule_id: schedule_id.get(),
-                starts_at: *starts_at,
-                seat_count: SEATS_PER_SCHEDULE,
-            },
-            schedule_id.to_string(),
-        ))?;
+        tx.publish(&Envelope::new(ConcertScheduled {
+            concert_id: id.get(),
+            schedule_id: schedule_id.get(),
+            starts_at: *starts_at,
+            seat_count: SEATS_PER_SCHEDULE,
+        }))?;
         schedules.push(Schedule {
             id: schedule_id,
             concert_id: id,

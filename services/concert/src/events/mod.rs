@@ -22,13 +22,7 @@ impl EventHandler for ConcertEvents {
     }
 
     fn handles(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::ReservationRequested
-                | EventType::ReservationExpired
-                | EventType::ReservationCancelled
-                | EventType::ReservationConfirmed
-        )
+        event_type.consumers().contains(&Service::Concert)
     }
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {

@@ -124,15 +124,12 @@ impl Wallets {
                 if let Some(key) = key {
                     store::record_charge_request(tx.conn(), user, key, &entry)?;
                 }
-                tx.publish(&Envelope::new(
-                    BalanceCharged {
-                        user_id: user.get(),
-                        entry_id: entry.id.get(),
-                        amount: entry.amount,
-                        balance_after: entry.balance_after,
-                    },
-                    user.to_string(),
-                ))?;
+                tx.publish(&Envelope::new(BalanceCharged {
+                    user_id: user.get(),
+                    entry_id: entry.id.get(),
+                    amount: entry.amount,
+                    balance_after: entry.balance_after,
+                }))?;
                 Ok(ChargeReceipt {
                     balance: entry.balance_after,
                     entry_id: entry.id,

@@ -17,13 +17,7 @@ impl EventHandler for BalanceEvents {
     }
 
     fn handles(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::PaymentRequested
-                | EventType::PaymentFailed
-                | EventType::ReservationConfirmationRejected
-                | EventType::ReservationCancelled
-        )
+        event_type.consumers().contains(&Service::MemberBalance)
     }
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {

@@ -194,15 +194,12 @@ impl Payments {
                 let now = Utc::now();
                 let key = key.as_ref().map(IdempotencyKey::as_str);
                 store::insert_pending(tx.conn(), id, &projected, key, now)?;
-                let requested = Envelope::new(
-                    PaymentRequested {
-                        payment_id: id.get(),
-                        reservation_id: reservation_id.get(),
-                        user_id: user.get(),
-                        amount: projected.price,
-                    },
-                    reservation_id.to_string(),
-                );
+                let requested = Envelope::new(PaymentRequested {
+                    payment_id: id.get(),
+                    reservation_id: reservation_id.get(),
+                    user_id: user.get(),
+                    amount: projected.price,
+                });
                 store::record_step(
                     tx.conn(),
                     id,

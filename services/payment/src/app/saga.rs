@@ -168,10 +168,9 @@ pub fn fail(
             reason: why.clone(),
             refunded,
         };
-        let key = payment.reservation_id.to_string();
         tx.publish(&match cause {
-            Some(cause) => Envelope::caused_by(cause, failed, key),
-            None => Envelope::new(failed, key),
+            Some(cause) => Envelope::caused_by(cause, failed),
+            None => Envelope::new(failed),
         })?;
     }
     Ok(())

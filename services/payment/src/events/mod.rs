@@ -41,20 +41,7 @@ impl EventHandler for PaymentEvents {
     }
 
     fn handles(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::ReservationHeld
-                | EventType::ReservationConfirmed
-                | EventType::ReservationConfirmationRejected
-                | EventType::ReservationExpired
-                | EventType::ReservationCancelled
-                | EventType::BalanceDebited
-                | EventType::BalanceDebitRejected
-                | EventType::BalanceRefunded
-                | EventType::SeatSold
-                | EventType::SeatSaleRejected
-                | EventType::QueuePassEnded
-        )
+        event_type.consumers().contains(&Service::Payment)
     }
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {

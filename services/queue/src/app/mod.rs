@@ -217,15 +217,12 @@ pub fn admit(
             continue;
         }
         admitted += 1;
-        tx.publish(&Envelope::new(
-            QueueTokenAdmitted {
-                token: fan.token.get(),
-                user_id: fan.user_id.get(),
-                concert_id: concert.get(),
-                pass_expires_at: expires_at,
-            },
-            fan.user_id.to_string(),
-        ))?;
+        tx.publish(&Envelope::new(QueueTokenAdmitted {
+            token: fan.token.get(),
+            user_id: fan.user_id.get(),
+            concert_id: concert.get(),
+            pass_expires_at: expires_at,
+        }))?;
     }
     // Everyone before the last admitted fan has left the waiting line; when
     // nobody waits any more, neither does anyone before the next arrival.

@@ -39,7 +39,6 @@ pub fn payment_completed(
             concert_id: paid.concert_id,
             reason: Reason::PaymentCompleted,
         },
-        user.to_string(),
     ))?;
     Ok(())
 }

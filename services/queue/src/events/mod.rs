@@ -17,10 +17,7 @@ impl EventHandler for QueueEvents {
     }
 
     fn handles(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::ConcertScheduled | EventType::PaymentCompleted
-        )
+        event_type.consumers().contains(&Service::Queue)
     }
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {

@@ -115,16 +115,13 @@ impl Reservations {
         self.db
             .transaction(move |tx| {
                 store::insert_pending(tx.conn(), &new, Utc::now())?;
-                tx.publish(&Envelope::new(
-                    ReservationRequested {
-                        reservation_id: new.id.get(),
-                        user_id: new.user_id.get(),
-                        concert_id: new.concert_id.get(),
-                        schedule_id: schedule_id.get(),
-                        seat_no: seat_no.get(),
-                    },
-                    new.id.to_string(),
-                ))?;
+                tx.publish(&Envelope::new(ReservationRequested {
+                    reservation_id: new.id.get(),
+                    user_id: new.user_id.get(),
+                    concert_id: new.concert_id.get(),
+                    schedule_id: schedule_id.get(),
+                    seat_no: seat_no.get(),
+                }))?;
                 Ok::<_, ReservationError>(())
             })
             .await?;
@@ -185,16 +182,13 @@ impl Reservations {
                 {
                     return Err(ReservationError::NotCancellable(status));
                 }
-                tx.publish(&Envelope::new(
-                    ReservationCancelled {
-                        reservation_id: id.get(),
-                        schedule_id: current.schedule_id.get(),
-                        seat_no: current.seat(),
-                        reason: Reason::CancelledByUser,
-                        payment_id: None,
-                    },
-                    id.to_string(),
-                ))?;
+                tx.publish(&Envelope::new(ReservationCancelled {
+                    reservation_id: id.get(),
+                    schedule_id: current.schedule_id.get(),
+                    seat_no: current.seat(),
+                    reason: Reason::CancelledByUser,
+                    payment_id: None,
+                }))?;
                 store::find(tx.conn(), id)?.ok_or(ReservationError::NotFound(id))
             })
             .await?;
@@ -214,14 +208,11 @@ impl Reservations {
                 let mut changed = Vec::new();
                 for hold in store::due_holds(tx.conn(), now, 200)? {
                     if store::expire(tx.conn(), hold.id, now)? {
-                        tx.publish(&Envelope::new(
-                            ReservationExpired {
-                                reservation_id: hold.id.get(),
-                                schedule_id: hold.schedule_id.get(),
-                                seat_no: hold.seat(),
-                            },
-                            hold.id.to_string(),
-                        ))?;
+                        tx.publish(&Envelope::new(ReservationExpired {
+                            reservation_id: hold.id.get(),
+                            schedule_id: hold.schedule_id.get(),
+                            seat_no: hold.seat(),
+                        }))?;
                         changed.push(hold.id);
                     }
                 }
@@ -230,16 +221,13 @@ impl Reservations {
                         // The concert service may still hold the seat later;
                         // this event, behind the request on the same
                         // partition, releases it.
-                        tx.publish(&Envelope::new(
-                            ReservationCancelled {
-                                reservation_id: stalled.id.get(),
-                                schedule_id: stalled.schedule_id.get(),
-                                seat_no: stalled.seat(),
-                                reason: Reason::HoldTimedOut,
-                                payment_id: None,
-                            },
-                            stalled.id.to_string(),
-                        ))?;
+                        tx.publish(&Envelope::new(ReservationCancelled {
+                            reservation_id: stalled.id.get(),
+                            schedule_id: stalled.schedule_id.get(),
+                            seat_no: stalled.seat(),
+                            reason: Reason::HoldTimedOut,
+                            payment_id: None,
+                        }))?;
                         changed.push(stalled.id);
                     }
                 }

@@ -35,17 +35,7 @@ impl EventHandler for ReservationEvents {
     }
 
     fn handles(&self, event_type: EventType) -> bool {
-        matches!(
-            event_type,
-            EventType::ConcertScheduled
-                | EventType::QueuePassEnded
-                | EventType::SeatHeld
-                | EventType::SeatHoldRejected
-                | EventType::SeatReleased
-                | EventType::SeatSaleRejected
-                | EventType::BalanceDebited
-                | EventType::PaymentFailed
-        )
+        event_type.consumers().contains(&Service::Reservation)
     }
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {

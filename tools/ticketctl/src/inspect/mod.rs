@@ -503,7 +503,7 @@ mod tests {
             schedule_id: uuid::Uuid::nil(),
             seat_no,
         };
-        let cause = Envelope::new(released(1), "k");
+        let cause = Envelope::new(released(1));
         let mut effect = Envelope::caused_by(
             &cause,
             SeatSold {
@@ -512,13 +512,12 @@ mod tests {
                 schedule_id: uuid::Uuid::nil(),
                 seat_no: 1,
             },
-            "k",
         );
         // The effect's host clock runs 5 ms behind the cause's.
         effect.occurred_at = cause.occurred_at - TimeDelta::milliseconds(5);
-        let mut unrelated = Envelope::new(released(2), "k");
+        let mut unrelated = Envelope::new(released(2));
         unrelated.occurred_at = cause.occurred_at - TimeDelta::milliseconds(10);
-        let mut later = Envelope::new(released(3), "k");
+        let mut later = Envelope::new(released(3));
         later.occurred_at = cause.occurred_at + TimeDelta::milliseconds(1);
         let ids = [&unrelated, &cause, &effect, &later].map(|e| e.event_id);
         let ordered = in_causal_order(vec![

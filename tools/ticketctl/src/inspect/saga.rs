@@ -525,16 +525,13 @@ mod tests {
     /// A held reservation's first three steps, each caused by the one before.
     fn held(now: DateTime<Utc>) -> Vec<Envelope> {
         let id = Uuid::now_v7();
-        let requested = Envelope::new(
-            ReservationRequested {
-                reservation_id: id,
-                user_id: Uuid::nil(),
-                concert_id: Uuid::nil(),
-                schedule_id: Uuid::nil(),
-                seat_no: 1,
-            },
-            id.to_string(),
-        );
+        let requested = Envelope::new(ReservationRequested {
+            reservation_id: id,
+            user_id: Uuid::nil(),
+            concert_id: Uuid::nil(),
+            schedule_id: Uuid::nil(),
+            seat_no: 1,
+        });
         let until = now + TimeDelta::minutes(5);
         let seat = Envelope::caused_by(
             &requested,
@@ -545,7 +542,6 @@ mod tests {
                 price: 100,
                 hold_expires_at: Some(until),
             },
-            id.to_string(),
         );
         let reservation = Envelope::caused_by(
             &seat,
@@ -558,22 +554,18 @@ mod tests {
                 price: 100,
                 hold_expires_at: until,
             },
-            id.to_string(),
         );
         vec![requested, seat, reservation]
     }
 
     fn requested(saga: &[Envelope]) -> Envelope {
         let id = Uuid::parse_str(&saga[0].partition_key).unwrap();
-        Envelope::new(
-            PaymentRequested {
-                payment_id: Uuid::from_u128(7),
-                reservation_id: id,
-                user_id: Uuid::nil(),
-                amount: 100,
-            },
-            id.to_string(),
-        )
+        Envelope::new(PaymentRequested {
+            payment_id: Uuid::from_u128(7),
+            reservation_id: id,
+            user_id: Uuid::nil(),
+            amount: 100,
+        })
     }
 
     fn judged(saga: &[Envelope], now: DateTime<Utc>) -> Verdict {
@@ -616,7 +608,6 @@ mod tests {
                 amount: 100,
                 reason: Reason::InsufficientBalance,
             },
-            request.partition_key.clone(),
         );
         let failed = Envelope::caused_by(
             &rejected,
@@ -627,7 +618,6 @@ mod tests {
                 reason: Reason::InsufficientBalance,
                 refunded: false,
             },
-            request.partition_key.clone(),
         );
         saga.extend([request, rejected]);
         let verdict = judged(&saga, now);

@@ -169,15 +169,12 @@ async fn commit(
     .await?;
     let mut commits = histogram()?;
     for _ in 0..samples {
-        let envelope = shared_events::Envelope::new(
-            shared_events::BalanceCharged {
-                user_id: uuid::Uuid::new_v4(),
-                entry_id: uuid::Uuid::new_v4(),
-                amount: 1,
-                balance_after: 1,
-            },
-            "floor",
-        );
+        let envelope = shared_events::Envelope::new(shared_events::BalanceCharged {
+            user_id: uuid::Uuid::new_v4(),
+            entry_id: uuid::Uuid::new_v4(),
+            amount: 1,
+            balance_after: 1,
+        });
         let started = Instant::now();
         db.transaction(move |tx| {
             tx.publish(&envelope)?;

@@ -137,26 +137,20 @@ async fn a_debit_and_a_payment_failure_handled_at_once_never_confirm_a_failed_pa
     let handler: Arc<dyn EventHandler> = Arc::new(reservation_service::events::ReservationEvents {
         waiters: Default::default(),
     });
-    let debited = Arc::new(Envelope::new(
-        BalanceDebited {
-            payment_id: payment,
-            reservation_id: reservation,
-            user_id: user,
-            entry_id: Uuid::now_v7(),
-            amount: 1000,
-        },
-        reservation.to_string(),
-    ));
-    let failed = Arc::new(Envelope::new(
-        PaymentFailed {
-            payment_id: payment,
-            reservation_id: reservation,
-            user_id: user,
-            reason: shared_events::Reason::SagaTimedOut,
-            refunded: false,
-        },
-        reservation.to_string(),
-    ));
+    let debited = Arc::new(Envelope::new(BalanceDebited {
+        payment_id: payment,
+        reservation_id: reservation,
+        user_id: user,
+        entry_id: Uuid::now_v7(),
+        amount: 1000,
+    }));
+    let failed = Arc::new(Envelope::new(PaymentFailed {
+        payment_id: payment,
+        reservation_id: reservation,
+        user_id: user,
+        reason: shared_events::Reason::SagaTimedOut,
+        refunded: false,
+    }));
 
     // The confirmation waits on the reservation's row; meanwhile the
     // failure is handled by "the other instance".
@@ -216,17 +210,14 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
         waiters: Default::default(),
         deliveries: Default::default(),
     });
-    let refunded = Arc::new(Envelope::new(
-        BalanceRefunded {
-            payment_id: payment,
-            reservation_id: reservation,
-            user_id: user,
-            entry_id: Uuid::now_v7(),
-            amount: 500,
-            reason: Some(shared_events::Reason::HoldExpired),
-        },
-        reservation.to_string(),
-    ));
+    let refunded = Arc::new(Envelope::new(BalanceRefunded {
+        payment_id: payment,
+        reservation_id: reservation,
+        user_id: user,
+        entry_id: Uuid::now_v7(),
+        amount: 500,
+        reason: Some(shared_events::Reason::HoldExpired),
+    }));
     let payments = payment_service::app::Payments {
         db: db.clone(),
         policy: payment_service::domain::PaymentPolicy {
@@ -397,36 +388,27 @@ async fn two_refund_triggers_handled_at_once_refund_once() {
     .await
     .unwrap();
     let handler: Arc<dyn EventHandler> = Arc::new(member_balance_service::events::BalanceEvents);
-    let requested = Envelope::new(
-        PaymentRequested {
-            payment_id: payment,
-            reservation_id: reservation,
-            user_id: user,
-            amount: 500,
-        },
-        reservation.to_string(),
-    );
+    let requested = Envelope::new(PaymentRequested {
+        payment_id: payment,
+        reservation_id: reservation,
+        user_id: user,
+        amount: 500,
+    });
     apply_once(&db, handler.clone(), Arc::new(requested))
         .await
         .unwrap();
-    let failed = Arc::new(Envelope::new(
-        PaymentFailed {
-            payment_id: payment,
-            reservation_id: reservation,
-            user_id: user,
-            reason: Reason::SagaTimedOut,
-            refunded: false,
-        },
-        reservation.to_string(),
-    ));
-    let rejected = Arc::new(Envelope::new(
-        ReservationConfirmationRejected {
-            reservation_id: reservation,
-            payment_id: payment,
-            reason: Reason::HoldExpired,
-        },
-        reservation.to_string(),
-    ));
+    let failed = Arc::new(Envelope::new(PaymentFailed {
+        payment_id: payment,
+        reservation_id: reservation,
+        user_id: user,
+        reason: Reason::SagaTimedOut,
+        refunded: false,
+    }));
+    let rejected = Arc::new(Envelope::new(ReservationConfirmationRejected {
+        reservation_id: reservation,
+        payment_id: payment,
+        reason: Reason::HoldExpired,
+    }));
 
     // Both refunds queue on the wallet; before the fix both had read the
     // debit as unrefunded by then.
