@@ -15,7 +15,6 @@ use rdkafka::consumer::{
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::statistics::Statistics;
-use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use shared_events::{Decoded, Envelope, EventType, Topic};
 use std::collections::HashSet;
@@ -411,7 +410,7 @@ impl EventConsumer {
             match self
                 .kafka
                 .producer()
-                .send(record, Timeout::After(Duration::from_secs(30)))
+                .send(record, Duration::from_secs(30))
                 .await
             {
                 Ok(_) => {
@@ -422,7 +421,7 @@ impl EventConsumer {
                         .inc();
                     return true;
                 }
-                Err((error, _)) => {
+                Err(error) => {
                     tracing::warn!(%error, "dead-letter publish failed; retrying");
                 }
             }

@@ -5,13 +5,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use shared_events::{dead_letter_topic, Topic};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::config::KafkaSettings;
+use crate::producer::EventProducer;
 
 /// Headers the runtime writes on every message.
 pub mod headers {
@@ -34,7 +34,7 @@ pub struct Kafka {
     /// Replaced as a whole when it fails fatally (an idempotent producer
     /// that was fenced or lost its sequence): a fatal producer never
     /// publishes again, so a new one is the only way back.
-    producer: Arc<RwLock<FutureProducer>>,
+    producer: Arc<RwLock<EventProducer>>,
 }
 
 impl Kafka {
@@ -47,7 +47,7 @@ impl Kafka {
     }
 
     /// The current producer (a cheap handle).
-    pub fn producer(&self) -> FutureProducer {
+    pub fn producer(&self) -> EventProducer {
         match self.producer.read() {
             Ok(producer) => producer.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -164,7 +164,7 @@ impl Kafka {
     }
 }
 
-fn new_producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProducer, KafkaError> {
+fn new_producer(settings: &KafkaSettings, client_id: &str) -> Result<EventProducer, KafkaError> {
     let mut config = base_config(settings, client_id);
     config
         .set("acks", "all")
@@ -181,7 +181,7 @@ fn new_producer(settings: &KafkaSettings, client_id: &str) -> Result<FutureProdu
             "message.timeout.ms",
             settings.message_timeout_ms.to_string(),
         );
-    config.create()
+    EventProducer::new(&config)
 }
 
 fn base_config(settings: &KafkaSettings, client_id: &str) -> ClientConfig {

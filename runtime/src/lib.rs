@@ -20,6 +20,7 @@ pub mod member;
 pub mod metrics;
 pub mod outbox;
 pub mod pass;
+pub mod producer;
 pub mod schema;
 pub mod service;
 pub mod telemetry;

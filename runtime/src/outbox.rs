@@ -368,7 +368,7 @@ impl OutboxRelay {
         for (seq, result) in futures::future::join_all(deliveries).await {
             match result {
                 Ok(Ok(_)) => acked.push(seq),
-                Ok(Err((error, _))) => {
+                Ok(Err(error)) => {
                     self.metrics.outbox_failures.inc();
                     tracing::warn!(seq, %error, "broker did not acknowledge event");
                 }

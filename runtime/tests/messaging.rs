@@ -750,7 +750,6 @@ async fn a_relay_keeps_its_lease_through_a_slow_publish_and_a_waiting_relay_stop
 /// the producer and publish again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fatal_producer_error_makes_the_service_unready_until_the_relay_replaces_it() {
-    use rdkafka::producer::Producer;
     testkit::init_tracing();
     let db = TestDatabase::sqlite("fatal");
     let prefix = testkit::unique_prefix();

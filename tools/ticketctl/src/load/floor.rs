@@ -127,8 +127,7 @@ async fn broker_hop(cluster: &ClusterOptions, samples: usize) -> anyhow::Result<
                 FutureRecord::<(), _>::to(&topic).payload(&payload),
                 Duration::from_secs(10),
             )
-            .await
-            .map_err(|(error, _)| error)?;
+            .await?;
         loop {
             let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
                 .await
