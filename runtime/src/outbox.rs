@@ -357,7 +357,8 @@ impl OutboxRelay {
                     let seq = event.seq;
                     deliveries.push(async move { (seq, delivery.await) }.instrument(span));
                 }
-                Err((error, _)) => {
+                Err(refused) => {
+                    let error = &refused.0;
                     self.metrics.outbox_failures.inc();
                     tracing::warn!(parent: &span, seq = event.seq, %error, "the producer refused the event; its key waits");
                     held_back.insert(key);

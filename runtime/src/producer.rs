@@ -28,6 +28,10 @@ pub type Placed = (i32, i64);
 /// The broker's answer for one message, once librdkafka has it.
 pub type Delivery = oneshot::Receiver<Result<Placed, KafkaError>>;
 
+/// A record librdkafka would not take, with the reason; boxed, as it is
+/// large and rare.
+pub type Refused<'a, K, P> = Box<(KafkaError, FutureRecord<'a, K, P>)>;
+
 /// A cheap handle; the producer and its polling thread end with the last one.
 #[derive(Clone)]
 pub struct EventProducer {
@@ -83,7 +87,7 @@ impl EventProducer {
     pub fn send_result<'a, K, P>(
         &self,
         record: FutureRecord<'a, K, P>,
-    ) -> Result<Delivery, (KafkaError, FutureRecord<'a, K, P>)>
+    ) -> Result<Delivery, Refused<'a, K, P>>
     where
         K: ToBytes + ?Sized,
         P: ToBytes + ?Sized,
@@ -111,7 +115,7 @@ impl EventProducer {
                     timestamp: base.timestamp,
                     headers: base.headers,
                 };
-                (error, record)
+                Box::new((error, record))
             })
     }
 
@@ -128,7 +132,7 @@ impl EventProducer {
     {
         let deadline = Instant::now() + queue_timeout;
         let delivery = loop {
-            match self.send_result(record) {
+            match self.send_result(record).map_err(|refused| *refused) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again))
                     if Instant::now() < deadline =>

@@ -585,7 +585,10 @@ async fn inspect() {
                 .key(&envelope.partition_key)
                 .payload(&payload)
                 .timestamp(envelope.occurred_at.timestamp_millis());
-            let delivery = producer.send_result(record).map_err(|(e, _)| e).unwrap();
+            let delivery = producer
+                .send_result(record)
+                .map_err(|refused| refused.0)
+                .unwrap();
             pending.push_back(delivery);
             if pending.len() >= 20_000 {
                 pending.pop_front().unwrap().await.unwrap().unwrap();
