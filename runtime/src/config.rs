@@ -273,6 +273,31 @@ fn setting_of(variable: &str) -> Option<(String, bool)> {
     Some((dotted.to_ascii_lowercase(), false))
 }
 
+/// A variable's text, as a number or a boolean when the setting's default
+/// is one. `build` alone cannot always do this: a section read through
+/// `#[serde(flatten)]` reaches serde as untyped data, where "1000" stays
+/// text and a number setting refuses it. Text, and settings without a
+/// default, stay as written (a secret made of digits stays text).
+fn typed_like(default: Option<Value>, raw: String) -> Value {
+    match default {
+        Some(Value::Num(..)) => {
+            if let Ok(n) = raw.trim().parse::<i64>() {
+                return Value::from(n);
+            }
+            if let Ok(x) = raw.trim().parse::<f64>() {
+                return Value::from(x);
+            }
+        }
+        Some(Value::Bool(..)) => {
+            if let Ok(b) = raw.trim().parse::<bool>() {
+                return Value::from(b);
+            }
+        }
+        _ => {}
+    }
+    Value::from(raw)
+}
+
 /// Builds settings from layers; [`Settings::load`] is the usual entry point.
 pub struct Layers {
     figment: Figment,
@@ -333,11 +358,8 @@ impl Layers {
             let Some((dotted, is_shortcut)) = setting_of(variable) else {
                 continue;
             };
-            let layer = Layer::value(
-                format!("environment variable {name}"),
-                &dotted,
-                Value::from(raw),
-            );
+            let value = typed_like(self.figment.find_value(&dotted).ok(), raw);
+            let layer = Layer::value(format!("environment variable {name}"), &dotted, value);
             if is_shortcut {
                 shortcuts.push(layer);
             } else {
@@ -576,6 +598,46 @@ mod tests {
         assert!(settings.kafka.enable_idempotence);
         assert_eq!(settings.kafka.brokers, "127.0.0.1:9092");
         assert_eq!(settings.database.url.expose(), "sqlite://x.db");
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Flattened {
+        queue: Outer,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Outer {
+        #[serde(flatten)]
+        inner: Inner,
+        name: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Inner {
+        max_active: u32,
+    }
+
+    #[test]
+    fn flattened_sections_take_numbers_from_the_environment() {
+        let settings: Settings<Flattened> = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[
+                ("APP__QUEUE__MAX_ACTIVE", "1000"),
+                ("APP__QUEUE__NAME", "42"),
+            ]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(settings.service.queue.inner.max_active, 1000);
+        assert_eq!(settings.service.queue.name, "42");
+        let wrong = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[("APP__QUEUE__MAX_ACTIVE", "many")]))
+            .unwrap()
+            .build::<Flattened>()
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("APP__QUEUE__MAX_ACTIVE"), "{wrong}");
     }
 
     #[test]
