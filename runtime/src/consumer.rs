@@ -263,7 +263,11 @@ impl EventConsumer {
         }
         // A clean stop leaves nothing to replay: commit what was stored since
         // the last interval (with nothing stored librdkafka says so; harmless).
-        if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // A synchronous commit waits for the broker: off the executor.
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+                .await;
+        if let Ok(Err(error)) = committed {
             tracing::debug!(%error, "final offset commit");
         }
         Ok(())
