@@ -17,11 +17,15 @@
 //!   admin listings (see docs/operations.md).
 //! - `ticketctl load` makes a ticket opening against a running cluster
 //!   and audits it afterwards (see docs/benchmarks.md).
+//! - `ticketctl chaos` makes one against a cluster of its own while
+//!   killing and pausing its processes, then checks that nothing was lost
+//!   or doubled, and replays every topic (see docs/reliability.md).
 //!
 //! `ticketctl help [COMMAND]` describes each; flags that name a broker or a
 //! data folder also come from the environment (`KAFKA_BROKERS`,
 //! `TICKETCTL_DATA_DIR`, `APP__KAFKA__TOPIC_PREFIX`, `<SERVICE>_URL`).
 
+mod chaos;
 mod inspect;
 mod load;
 mod secrets;
@@ -77,6 +81,7 @@ enum Command {
     Status(inspect::status::StatusOptions),
     Audit(inspect::audit::AuditOptions),
     Load(load::LoadOptions),
+    Chaos(chaos::ChaosOptions),
 }
 
 #[derive(Args)]
@@ -152,6 +157,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Load(options) => {
             if runtime.block_on(load::run(options))? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
+        Command::Chaos(options) => {
+            if runtime.block_on(chaos::run(options))? {
                 Ok(())
             } else {
                 std::process::exit(1)

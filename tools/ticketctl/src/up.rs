@@ -6,9 +6,11 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 use shared_events::Service;
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ticket_runtime::broker;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -58,7 +60,7 @@ pub struct UpOptions {
     pub demo_data: bool,
 }
 
-fn postgres_url(url: &str) -> Result<String, String> {
+pub fn postgres_url(url: &str) -> Result<String, String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(url.to_string())
     } else {
@@ -111,45 +113,68 @@ impl Spec {
     }
 }
 
-struct Running {
+/// Where the children's output goes: `up` shows it with each line's
+/// process name in front; `chaos` keeps it in a file of its data folder.
+#[derive(Clone)]
+pub enum Output {
+    Terminal,
+    File(Arc<Mutex<std::fs::File>>),
+}
+
+impl Output {
+    fn line(&self, name: &str, line: &str) {
+        match self {
+            Output::Terminal => println!("{name:>15} | {line}"),
+            Output::File(file) => {
+                if let Ok(mut file) = file.lock() {
+                    let _ = writeln!(file, "{name:>15} | {line}");
+                }
+            }
+        }
+    }
+}
+
+pub struct Running {
     spec: Spec,
     child: Child,
     started: Instant,
     backoff: Duration,
     /// Set while the process is dead: when it starts again.
     restart_at: Option<Instant>,
+    /// Stopped on purpose (`Cluster::stop_services`): not restarted.
+    parked: bool,
 }
 
 impl Running {
-    fn start(spec: Spec) -> anyhow::Result<Running> {
-        let child = spawn(&spec.name, &mut spec.command())?;
+    fn start(spec: Spec, output: &Output) -> anyhow::Result<Running> {
+        let child = spawn(&spec.name, &mut spec.command(), output)?;
         Ok(Running {
             spec,
             child,
             started: Instant::now(),
             backoff: FIRST_BACKOFF,
             restart_at: None,
+            parked: false,
         })
     }
 
-    fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        if self.restart_at.is_some() || self.parked {
+            None
+        } else {
+            self.child.id()
+        }
     }
 }
 
 pub async fn up(options: UpOptions) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&options.data_dir)
-        .with_context(|| format!("cannot create {}", options.data_dir.display()))?;
-    let data_dir = options.data_dir.canonicalize()?;
-    let secrets = local_secrets(&data_dir)?;
-    let mut processes: Vec<Running> = Vec::new();
-
-    let result = start_all(&options, &data_dir, &secrets, &mut processes).await;
-    if let Err(error) = result {
-        eprintln!("ticketctl: {error:#}");
-        stop_all(&mut processes).await;
-        return Err(error);
-    }
+    let mut cluster = Cluster::start(&options, &[], Output::Terminal).await?;
+    let data_dir = cluster.data_dir.clone();
 
     println!();
     println!("ticketing platform is ready:");
@@ -167,11 +192,11 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     );
     println!("  {:<15} {}", "broker", brokers(&options));
     println!("  data in {}", data_dir.display());
-    if secrets.admin_key_is_new {
+    if cluster.secrets.admin_key_is_new {
         println!(
             "  admin key (X-Admin-Key), shown once, kept in {}: {}",
             data_dir.join("admin-key").display(),
-            secrets.admin_key
+            cluster.secrets.admin_key
         );
     }
     println!(
@@ -180,24 +205,101 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     );
     println!("press Ctrl-C to stop");
 
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut stopping = StopSignals::new()?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-        _ = supervise(&mut processes) => {}
+        _ = stopping.received() => {}
+        _ = cluster.supervise() => {}
     }
     println!("stopping...");
-    stop_all(&mut processes).await;
+    cluster.stop().await;
     println!("stopped");
     Ok(())
 }
 
-/// Restarts processes that die, with backoff, as compose's `restart:` would.
-/// Runs until cancelled.
-async fn supervise(processes: &mut [Running]) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        for process in processes.iter_mut() {
+/// The signals that stop the cluster: Ctrl-C (SIGINT), SIGTERM, and SIGHUP
+/// when the terminal closes. The children are in process groups of their
+/// own, so a terminal's signal reaches only this process, which then stops
+/// them in order (services, then the broker).
+pub struct StopSignals {
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn new() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    pub async fn received(&mut self) {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.terminate.recv() => {}
+            _ = self.hangup.recv() => {}
+        }
+    }
+}
+
+/// The processes of a cluster on this machine, started and supervised as
+/// compose's `restart:` would.
+pub struct Cluster {
+    processes: Vec<Running>,
+    pub data_dir: PathBuf,
+    pub secrets: LocalSecrets,
+    pub inspect: crate::inspect::ClusterOptions,
+    output: Output,
+}
+
+impl Cluster {
+    /// Starts the broker (unless `--kafka`), the data platform and the five
+    /// services, each with `env` added to its environment, and waits until
+    /// every service is ready and what they published while starting has
+    /// been consumed.
+    pub async fn start(
+        options: &UpOptions,
+        env: &[(String, String)],
+        output: Output,
+    ) -> anyhow::Result<Cluster> {
+        std::fs::create_dir_all(&options.data_dir)
+            .with_context(|| format!("cannot create {}", options.data_dir.display()))?;
+        let data_dir = options.data_dir.canonicalize()?;
+        let secrets = local_secrets(&data_dir)?;
+        let inspect = inspect_options(options, &data_dir);
+        let mut cluster = Cluster {
+            processes: Vec::new(),
+            data_dir,
+            secrets,
+            inspect,
+            output,
+        };
+        if let Err(error) = cluster.start_all(options, env).await {
+            eprintln!("ticketctl: {error:#}");
+            cluster.stop().await;
+            return Err(error);
+        }
+        Ok(cluster)
+    }
+
+    /// The processes, by name: `broker`, `data-platform` and the services.
+    pub fn processes(&self) -> &[Running] {
+        &self.processes
+    }
+
+    /// Restarts processes that die, with backoff. Runs until cancelled.
+    pub async fn supervise(&mut self) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            self.supervise_once();
+        }
+    }
+
+    /// One round of supervision: notes the processes that died since the
+    /// last, and starts again those whose backoff has passed.
+    pub fn supervise_once(&mut self) {
+        for process in self.processes.iter_mut().filter(|p| !p.parked) {
             match process.restart_at {
                 None => {
                     let Ok(Some(status)) = process.child.try_wait() else {
@@ -209,23 +311,26 @@ async fn supervise(processes: &mut [Running]) {
                     if process.started.elapsed() >= STABLE {
                         process.backoff = FIRST_BACKOFF;
                     }
-                    println!(
-                        "{:>15} | exited unexpectedly ({status}); restarting in {:?}",
+                    self.output.line(
                         process.name(),
-                        process.backoff
+                        &format!(
+                            "exited unexpectedly ({status}); restarting in {:?}",
+                            process.backoff
+                        ),
                     );
                     process.restart_at = Some(Instant::now() + process.backoff);
                 }
                 Some(at) if Instant::now() >= at => {
-                    match spawn(process.name(), &mut process.spec.command()) {
+                    match spawn(process.name(), &mut process.spec.command(), &self.output) {
                         Ok(child) => {
-                            println!("{:>15} | restarted", process.name());
+                            self.output.line(process.name(), "restarted");
                             process.child = child;
                             process.started = Instant::now();
                             process.restart_at = None;
                         }
                         Err(error) => {
-                            println!("{:>15} | cannot restart: {error:#}", process.name());
+                            self.output
+                                .line(process.name(), &format!("cannot restart: {error:#}"));
                             process.restart_at = Some(Instant::now() + process.backoff);
                         }
                     }
@@ -234,6 +339,164 @@ async fn supervise(processes: &mut [Running]) {
                 Some(_) => {}
             }
         }
+    }
+
+    /// Stops the five services (in order, waiting for each to finish what
+    /// it does) and keeps them stopped until [`Cluster::start_services`].
+    pub async fn stop_services(&mut self) {
+        let services: Vec<&mut Running> = self
+            .processes
+            .iter_mut()
+            .filter(|p| Service::parse(p.name()).is_some())
+            .collect();
+        stop_group(services).await;
+        for process in self
+            .processes
+            .iter_mut()
+            .filter(|p| Service::parse(p.name()).is_some())
+        {
+            process.parked = true;
+            process.restart_at = None;
+        }
+    }
+
+    /// Starts the services stopped by [`Cluster::stop_services`] and waits
+    /// until they are ready.
+    pub async fn start_services(&mut self) -> anyhow::Result<()> {
+        for process in self.processes.iter_mut().filter(|p| p.parked) {
+            process.child = spawn(process.name(), &mut process.spec.command(), &self.output)?;
+            process.started = Instant::now();
+            process.backoff = FIRST_BACKOFF;
+            process.parked = false;
+        }
+        self.wait_until_ready().await
+    }
+
+    /// Services first (they finish in-flight work and commit their
+    /// offsets), then the data platform, the broker last.
+    pub async fn stop(&mut self) {
+        let rank = |p: &Running| match p.name() {
+            "broker" => 2,
+            "data-platform" => 1,
+            _ => 0,
+        };
+        for stage in 0..=2 {
+            let group: Vec<&mut Running> = self
+                .processes
+                .iter_mut()
+                .filter(|p| rank(p) == stage && !p.parked)
+                .collect();
+            stop_group(group).await;
+        }
+        self.processes.clear();
+    }
+
+    async fn start_all(
+        &mut self,
+        options: &UpOptions,
+        env: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        let data_dir = self.data_dir.clone();
+        if options.kafka.is_none() {
+            let broker_dir = data_dir.join("broker");
+            std::fs::create_dir_all(&broker_dir)?;
+            let binary = ensure_broker()?;
+            let command = broker::broker_command(&binary, options.broker_port, &broker_dir);
+            self.processes
+                .push(Running::start(Spec::of("broker", &command), &self.output)?);
+            wait_for_port(options.broker_port, &mut self.processes).await?;
+        }
+        let exe = std::env::current_exe()?;
+        let platform_port = options.data_platform_port();
+        let mut command = std::process::Command::new(&exe);
+        command
+            .args([
+                "data-platform",
+                "--port",
+                &platform_port.to_string(),
+                "--data-dir",
+            ])
+            .arg(&data_dir);
+        self.processes.push(Running::start(
+            Spec::of("data-platform", &command),
+            &self.output,
+        )?);
+        let secrets = &self.secrets;
+        for service in Service::ALL {
+            let database_url = match &options.database {
+                Some(server) => postgres_database(server, service.as_str())?,
+                None => format!(
+                    "sqlite://{}",
+                    data_dir.join(format!("{}.db", service.as_str())).display()
+                ),
+            };
+            let mut command = std::process::Command::new(&exe);
+            command
+                .args(["serve", service.as_str()])
+                .env("APP__HTTP__PORT", options.http_port(service).to_string())
+                .env("DATABASE_URL", database_url)
+                .env("KAFKA_BROKERS", brokers(options))
+                // One instance per service here: more partitions would only add
+                // idle fetch work for the broker.
+                .env("APP__KAFKA__PARTITIONS", "1")
+                .env("APP__AUTH__PASS_PUBLIC_KEY", &secrets.pass_keys.1)
+                .env("APP__MEMBER_AUTH__JWKS", &secrets.jwks_path)
+                .env("APP__MEMBER_AUTH__ISSUER", &secrets.issuer.issuer)
+                .env("APP__MEMBER_AUTH__AUDIENCE", &secrets.issuer.audience)
+                .env("APP__ADMIN__KEY", &secrets.admin_key)
+                .env("APP__CONCERT__DEMO_DATA", options.demo_data.to_string())
+                .env(
+                    "APP__DATA_PLATFORM__URL",
+                    format!("http://127.0.0.1:{platform_port}"),
+                );
+            if service == Service::Queue {
+                command.env("APP__QUEUE__PASS_SIGNING_KEY", &secrets.pass_keys.0);
+            }
+            command.envs(env.iter().map(|(k, v)| (k, v)));
+            self.processes.push(Running::start(
+                Spec::of(service.as_str(), &command),
+                &self.output,
+            )?);
+        }
+        self.wait_until_ready().await?;
+        // Ready means settled too: what the services published while starting
+        // (the demo catalog) has reached every service that keeps a view of it,
+        // so a fan's first request finds the concert everywhere.
+        let cluster = self.inspect.clone();
+        let moving = tokio::task::spawn_blocking(move || {
+            crate::inspect::audit::wait_until_settled(&cluster, SETTLE_TIMEOUT)
+        })
+        .await??;
+        for (service, what) in moving {
+            println!("{service:>15} | still busy after {SETTLE_TIMEOUT:?}: {what}");
+        }
+        Ok(())
+    }
+
+    /// Waits until every service answers ready, while keeping the others
+    /// supervised.
+    pub async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        for service in Service::ALL {
+            let url = format!("{}/health/ready", self.inspect.urls.url(service));
+            let deadline = Instant::now() + READY_TIMEOUT;
+            loop {
+                if let Ok(response) = http.get(&url).send().await {
+                    if response.status().is_success() {
+                        self.output.line(service.as_str(), "ready");
+                        break;
+                    }
+                }
+                check_alive(&mut self.processes)?;
+                if Instant::now() > deadline {
+                    bail!("{service} was not ready within {READY_TIMEOUT:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -244,127 +507,37 @@ fn brokers(options: &UpOptions) -> String {
         .unwrap_or_else(|| format!("127.0.0.1:{}", options.broker_port))
 }
 
-async fn start_all(
-    options: &UpOptions,
-    data_dir: &Path,
-    secrets: &LocalSecrets,
-    processes: &mut Vec<Running>,
-) -> anyhow::Result<()> {
-    if options.kafka.is_none() {
-        let broker_dir = data_dir.join("broker");
-        std::fs::create_dir_all(&broker_dir)?;
-        let binary = ensure_broker()?;
-        let command = broker::broker_command(&binary, options.broker_port, &broker_dir);
-        processes.push(Running::start(Spec::of("broker", &command))?);
-        wait_for_port(options.broker_port, processes).await?;
-    }
-    let exe = std::env::current_exe()?;
-    let platform_port = options.data_platform_port();
-    let mut command = std::process::Command::new(&exe);
-    command
-        .args([
-            "data-platform",
-            "--port",
-            &platform_port.to_string(),
-            "--data-dir",
-        ])
-        .arg(data_dir);
-    processes.push(Running::start(Spec::of("data-platform", &command))?);
-    for service in Service::ALL {
-        let database_url = match &options.database {
-            Some(server) => postgres_database(server, service.as_str())?,
-            None => format!(
-                "sqlite://{}",
-                data_dir.join(format!("{}.db", service.as_str())).display()
-            ),
-        };
-        let mut command = std::process::Command::new(&exe);
-        command
-            .args(["serve", service.as_str()])
-            .env("APP__HTTP__PORT", options.http_port(service).to_string())
-            .env("DATABASE_URL", database_url)
-            .env("KAFKA_BROKERS", brokers(options))
-            // One instance per service here: more partitions would only add
-            // idle fetch work for the broker.
-            .env("APP__KAFKA__PARTITIONS", "1")
-            .env("APP__AUTH__PASS_PUBLIC_KEY", &secrets.pass_keys.1)
-            .env("APP__MEMBER_AUTH__JWKS", &secrets.jwks_path)
-            .env("APP__MEMBER_AUTH__ISSUER", &secrets.issuer.issuer)
-            .env("APP__MEMBER_AUTH__AUDIENCE", &secrets.issuer.audience)
-            .env("APP__ADMIN__KEY", &secrets.admin_key)
-            .env("APP__CONCERT__DEMO_DATA", options.demo_data.to_string())
-            .env(
-                "APP__DATA_PLATFORM__URL",
-                format!("http://127.0.0.1:{platform_port}"),
-            );
-        if service == Service::Queue {
-            command.env("APP__QUEUE__PASS_SIGNING_KEY", &secrets.pass_keys.0);
-        }
-        processes.push(Running::start(Spec::of(service.as_str(), &command))?);
-    }
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
-    for service in Service::ALL {
-        let url = format!(
-            "http://127.0.0.1:{}/health/ready",
-            options.http_port(service)
-        );
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(response) = http.get(&url).send().await {
-                if response.status().is_success() {
-                    println!("{:>15} | ready", service.as_str());
-                    break;
-                }
-            }
-            check_alive(processes)?;
-            if Instant::now() > deadline {
-                bail!("{service} was not ready within {READY_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    // Ready means settled too: what the services published while starting
-    // (the demo catalog) has reached every service that keeps a view of it,
-    // so a fan's first request finds the concert everywhere.
-    let cluster = crate::inspect::ClusterOptions {
+/// How `ticketctl`'s inspecting commands reach the cluster `up` starts.
+fn inspect_options(options: &UpOptions, data_dir: &Path) -> crate::inspect::ClusterOptions {
+    let url = |service| format!("http://127.0.0.1:{}", options.http_port(service));
+    crate::inspect::ClusterOptions {
         kafka: crate::inspect::KafkaOptions {
             brokers: brokers(options),
             topic_prefix: String::new(),
         },
         urls: crate::inspect::ServiceUrls {
-            concert_url: format!("http://127.0.0.1:{}", options.http_port(Service::Concert)),
-            queue_url: format!("http://127.0.0.1:{}", options.http_port(Service::Queue)),
-            reservation_url: format!(
-                "http://127.0.0.1:{}",
-                options.http_port(Service::Reservation)
-            ),
-            member_balance_url: format!(
-                "http://127.0.0.1:{}",
-                options.http_port(Service::MemberBalance)
-            ),
-            payment_url: format!("http://127.0.0.1:{}", options.http_port(Service::Payment)),
+            concert_url: url(Service::Concert),
+            queue_url: url(Service::Queue),
+            reservation_url: url(Service::Reservation),
+            member_balance_url: url(Service::MemberBalance),
+            payment_url: url(Service::Payment),
         },
         data_dir: data_dir.to_path_buf(),
-    };
-    let moving = tokio::task::spawn_blocking(move || {
-        crate::inspect::audit::wait_until_settled(&cluster, SETTLE_TIMEOUT)
-    })
-    .await??;
-    for (service, what) in moving {
-        println!("{service:>15} | still busy after {SETTLE_TIMEOUT:?}: {what}");
     }
-    Ok(())
 }
 
-/// Starts a child whose output is shown with its name in front, and which
-/// dies with this process even if this process is killed.
-fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Child> {
+/// Starts a child whose output goes to `output` with its name in front,
+/// which dies with this process even if this process is killed, and which
+/// leads a process group of its own: a signal from the terminal (Ctrl-C
+/// reaches the whole foreground group) comes only to `ticketctl`, which
+/// stops the children in order; sent to them at once, the broker would
+/// stop before the services' last offset commits.
+fn spawn(name: &str, command: &mut Command, output: &Output) -> anyhow::Result<Child> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe and touches no Rust state.
     unsafe {
@@ -390,10 +563,11 @@ fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Child> {
     .flatten()
     {
         let name = name.to_string();
+        let output = output.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                println!("{name:>15} | {line}");
+                output.line(&name, &line);
             }
         });
     }
@@ -401,7 +575,10 @@ fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Child> {
 }
 
 fn check_alive(processes: &mut [Running]) -> anyhow::Result<()> {
-    for process in processes.iter_mut() {
+    for process in processes.iter_mut().filter(|p| !p.parked) {
+        if process.restart_at.is_some() {
+            continue;
+        }
         if let Some(status) = process.child.try_wait()? {
             bail!(
                 "{} exited during start-up ({status}); its output is above",
@@ -424,22 +601,20 @@ async fn wait_for_port(port: u16, processes: &mut [Running]) -> anyhow::Result<(
     Ok(())
 }
 
-/// Services first (they finish in-flight work and commit), the broker last.
-async fn stop_all(processes: &mut Vec<Running>) {
-    let (mut broker, mut services): (Vec<Running>, Vec<Running>) =
-        processes.drain(..).partition(|p| p.name() == "broker");
-    for group in [&mut services, &mut broker] {
-        for process in group.iter() {
-            if let Some(pid) = process.child.id() {
-                // SAFETY: sending a signal to our own child.
-                unsafe {
-                    libc::kill(pid as i32, libc::SIGTERM);
-                }
+/// Asks every process of the group to stop (a paused one is woken first so
+/// it can), then waits for each, killing those that take too long.
+async fn stop_group(mut group: Vec<&mut Running>) {
+    for process in group.iter() {
+        if let Some(pid) = process.child.id() {
+            // SAFETY: signalling our own child.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+                libc::kill(pid as i32, libc::SIGCONT);
             }
         }
-        for process in group.iter_mut() {
-            stop_one(process).await;
-        }
+    }
+    for process in group.iter_mut() {
+        stop_one(process).await;
     }
 }
 

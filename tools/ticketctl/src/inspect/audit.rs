@@ -101,9 +101,20 @@ pub fn audit(options: &AuditOptions) -> anyhow::Result<Report> {
             .unwrap_or(Duration::from_secs(60));
     let mut attempt = 0;
     loop {
-        attempt += 1;
         let mut in_flight = wait_until_quiet(&options.cluster, &reader, &http, &calls, deadline)?;
-        let snapshot = calls.block_on(Snapshot::fetch(&http, &options.cluster.urls, &admin_key))?;
+        let snapshot =
+            match calls.block_on(Snapshot::fetch(&http, &options.cluster.urls, &admin_key)) {
+                Ok(snapshot) => snapshot,
+                // A service restarting (or the broker) is waited for within
+                // the settle timeout, as any other work still in flight.
+                Err(error) if Instant::now() < deadline => {
+                    eprintln!("audit: waiting for the services to answer: {error:#}");
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+        attempt += 1;
         let pending = snapshot.pending();
         in_flight.extend(pending.iter().cloned());
         let settled = in_flight.is_empty();
@@ -177,22 +188,35 @@ fn wait_until_quiet(
     loop {
         let mut moving = Vec::new();
         for service in Service::ALL {
-            let body = calls
-                .block_on(readiness(http, cluster.urls.url(service)))
-                .with_context(|| format!("asking {service} for its outbox"))?;
-            let pending = body["outbox"]["pending"].as_i64().unwrap_or(0);
-            if pending > 0 {
-                moving.push((
-                    service.to_string(),
-                    format!("{pending} events still in its outbox"),
-                ));
+            // A service that does not answer (restarting, say) is still
+            // moving: waited for until the deadline, never a failure at once.
+            match calls.block_on(readiness(http, cluster.urls.url(service))) {
+                Ok(body) => {
+                    if body["status"] != "ready" {
+                        moving.push((service.to_string(), "not ready".to_string()));
+                    }
+                    let pending = body["outbox"]["pending"].as_i64().unwrap_or(0);
+                    if pending > 0 {
+                        moving.push((
+                            service.to_string(),
+                            format!("{pending} events still in its outbox"),
+                        ));
+                    }
+                }
+                Err(error) => {
+                    moving.push((service.to_string(), format!("does not answer: {error:#}")))
+                }
             }
-            let lag = lag(reader, &cluster.kafka, service)?;
-            if lag > 0 {
-                moving.push((
+            match lag(reader, &cluster.kafka, service) {
+                Ok(0) => {}
+                Ok(lag) => moving.push((
                     service.to_string(),
                     format!("{lag} events not yet consumed"),
-                ));
+                )),
+                Err(error) => moving.push((
+                    service.to_string(),
+                    format!("its consumer lag is unknown: {error:#}"),
+                )),
             }
         }
         if moving.is_empty() || Instant::now() >= deadline {
@@ -209,55 +233,57 @@ struct Page<T> {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct Reservation {
-    id: String,
-    schedule_id: String,
-    seat_no: i64,
-    status: String,
-    payment_id: Option<String>,
+pub struct Reservation {
+    pub id: String,
+    pub user_id: String,
+    pub schedule_id: String,
+    pub seat_no: i64,
+    pub status: String,
+    pub payment_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct Payment {
-    id: String,
-    reservation_id: String,
-    status: String,
+pub struct Payment {
+    pub id: String,
+    pub reservation_id: String,
+    pub status: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct Wallet {
-    user_id: String,
-    balance: i64,
-    ledger_total: i64,
+pub struct Wallet {
+    pub user_id: String,
+    pub balance: i64,
+    pub ledger_total: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct Debit {
-    payment_id: String,
-    reservation_id: String,
-    refunded: bool,
+pub struct Debit {
+    pub user_id: String,
+    pub payment_id: String,
+    pub reservation_id: String,
+    pub refunded: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct TakenSeat {
-    reservation_id: Option<String>,
-    schedule_id: String,
-    seat_no: i64,
-    status: String,
-    payment_id: Option<String>,
+pub struct TakenSeat {
+    pub reservation_id: Option<String>,
+    pub schedule_id: String,
+    pub seat_no: i64,
+    pub status: String,
+    pub payment_id: Option<String>,
 }
 
 /// Every service's view, read through its admin listings.
-struct Snapshot {
-    reservations: Vec<Reservation>,
-    payments: Vec<Payment>,
-    wallets: Vec<Wallet>,
-    debits: Vec<Debit>,
-    seats: Vec<TakenSeat>,
+pub struct Snapshot {
+    pub reservations: Vec<Reservation>,
+    pub payments: Vec<Payment>,
+    pub wallets: Vec<Wallet>,
+    pub debits: Vec<Debit>,
+    pub seats: Vec<TakenSeat>,
 }
 
 impl Snapshot {
-    async fn fetch(
+    pub async fn fetch(
         http: &reqwest::Client,
         urls: &ServiceUrls,
         admin_key: &str,
@@ -507,14 +533,14 @@ impl Snapshot {
     }
 }
 
-struct Lister<'a> {
-    http: &'a reqwest::Client,
-    admin_key: &'a str,
+pub struct Lister<'a> {
+    pub http: &'a reqwest::Client,
+    pub admin_key: &'a str,
 }
 
 impl Lister<'_> {
     /// Every page of an admin listing.
-    async fn all<T: DeserializeOwned>(&self, base: &str, path: &str) -> anyhow::Result<Vec<T>> {
+    pub async fn all<T: DeserializeOwned>(&self, base: &str, path: &str) -> anyhow::Result<Vec<T>> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let mut items = Vec::new();
         let mut after: Option<String> = None;

@@ -138,7 +138,7 @@ pub fn run(options: StatusOptions) -> anyhow::Result<bool> {
 }
 
 /// The service's readiness body (also when it answers 503).
-pub(super) async fn readiness(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+pub(crate) async fn readiness(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     let url = format!("{}/health/ready", url.trim_end_matches('/'));
     let response = http.get(&url).send().await.with_context(|| url.clone())?;
     response

@@ -7,7 +7,7 @@ use shared_events::Service;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-use super::report::{Outcome, Recorder, Step};
+use super::report::{Outcome, Recorder, Step, Told};
 use super::{error_code, url, Plan};
 use crate::inspect::ServiceUrls;
 
@@ -121,7 +121,7 @@ pub async fn on_sale(plan: &Plan) -> anyhow::Result<Duration> {
 /// A number in [0, 1) that is the same for the same fan and purpose, so a
 /// run's mix (who abandons, who is short, who wants a hot seat) is
 /// reproducible. SplitMix64: a few lines, no dependency for it.
-fn draw(fan: u64, purpose: u64) -> f64 {
+pub(crate) fn draw(fan: u64, purpose: u64) -> f64 {
     let mut z = fan
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(purpose.wrapping_mul(0xD1B5_4A32_D192_ED03));
@@ -150,9 +150,53 @@ struct Fan<'a> {
     token: String,
 }
 
+/// An answer that a patient fan waits out: the service is restarting, or
+/// the cluster is busy recovering (`chaos` makes both on purpose).
+fn transient(code: &str) -> bool {
+    matches!(
+        code,
+        "connection" | "timeout" | "unavailable" | "http_502" | "http_503" | "http_504"
+    )
+}
+
+/// How long a patient fan waits before asking again.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+
 impl Fan<'_> {
+    /// One call; a patient fan repeats one that is safe to repeat (a read,
+    /// or a write with an Idempotency-Key) through transient failures,
+    /// within the step timeout.
     async fn call(&self, request: reqwest::RequestBuilder) -> Answer {
-        match request.bearer_auth(&self.token).send().await {
+        let request = match request.bearer_auth(&self.token).build() {
+            Ok(request) => request,
+            Err(_) => return Answer::Failed("invalid_request".to_string()),
+        };
+        let repeatable = self.plan.patient
+            && (request.method() == reqwest::Method::GET
+                || request.headers().contains_key("idempotency-key"));
+        let started = Instant::now();
+        let mut request = request;
+        loop {
+            let again = if repeatable {
+                request.try_clone()
+            } else {
+                None
+            };
+            let answer = self.call_once(request).await;
+            match (answer, again) {
+                (Answer::Failed(code), Some(again))
+                    if transient(&code) && started.elapsed() < self.plan.step_timeout =>
+                {
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    request = again;
+                }
+                (answer, _) => return answer,
+            }
+        }
+    }
+
+    async fn call_once(&self, request: reqwest::Request) -> Answer {
+        match self.plan.http.execute(request).await {
             Ok(response) if response.status().is_success() => {
                 let status = response.status().as_u16();
                 let etag = response
@@ -273,6 +317,14 @@ impl Fan<'_> {
             }
             match request.bearer_auth(&self.token).send().await {
                 Ok(response) if response.status() == 304 => {}
+                Ok(response)
+                    if self.plan.patient
+                        && response.status().is_server_error()
+                        && response.status() != 500 =>
+                {
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+                Err(_) if self.plan.patient => tokio::time::sleep(RETRY_AFTER).await,
                 Ok(response) if response.status().is_success() => {
                     etag = response
                         .headers()
@@ -298,6 +350,28 @@ impl Fan<'_> {
             }
         }
         Some(body)
+    }
+
+    /// Watches an abandoned hold until it is no longer HELD; whether it
+    /// ended EXPIRED (false when the step timeout came first).
+    async fn expired(&self, path: &str, started: Instant) -> bool {
+        loop {
+            let request = self.plan.http.get(self.url(Service::Reservation, path));
+            match self.call(request).await {
+                Answer::Ok(_, body, _) if body["status"] != "HELD" => {
+                    return body["status"] == "EXPIRED";
+                }
+                Answer::Ok(..) => {}
+                Answer::Failed(code) => {
+                    self.recorder.error(Step::Hold, &code);
+                    return false;
+                }
+            }
+            if started.elapsed() > self.plan.step_timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// Asks for `seat_no` and waits for the decision: the reservation.
@@ -438,10 +512,23 @@ pub async fn journey(plan: &Plan, recorder: &Recorder, n: u64) -> Outcome {
     let Some((reservation, saga_started)) = held else {
         return Outcome::NoSeat;
     };
+    let reservation_id = reservation["id"].as_str().unwrap_or_default();
     if draw(fan.n, 3) < plan.abandon {
+        if plan.patient {
+            // Watches the hold run out, so that what they were told is
+            // the saga's end: EXPIRED.
+            let path = format!("/v1/reservations/{reservation_id}");
+            let expired = fan.expired(&path, saga_started).await;
+            recorder.told(
+                user,
+                Told::Abandoned {
+                    reservation_id: reservation_id.to_string(),
+                    expired,
+                },
+            );
+        }
         return Outcome::Abandoned;
     }
-    let reservation_id = reservation["id"].as_str().unwrap_or_default();
     let Some(mut payment) = fan.pay(&pass, reservation_id, 1).await else {
         return Outcome::Error;
     };
@@ -457,10 +544,25 @@ pub async fn journey(plan: &Plan, recorder: &Recorder, n: u64) -> Outcome {
     }
     if payment["status"] == "COMPLETED" {
         recorder.time(Step::Saga, saga_started.elapsed());
+        recorder.told(
+            user,
+            Told::Completed {
+                reservation_id: reservation_id.to_string(),
+                payment_id: payment["id"].as_str().unwrap_or_default().to_string(),
+            },
+        );
         Outcome::Completed
     } else {
         let reason = payment["reason"].as_str().unwrap_or("FAILED");
         recorder.refused(Step::Pay, reason);
+        if payment["status"] == "FAILED" {
+            recorder.told(
+                user,
+                Told::PaymentFailed {
+                    reservation_id: reservation_id.to_string(),
+                },
+            );
+        }
         Outcome::PaymentFailed
     }
 }

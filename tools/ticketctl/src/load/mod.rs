@@ -12,9 +12,9 @@
 //! histograms, the saga's end-to-end latency and outcomes, optionally JSON,
 //! and `ticketctl audit` once the cluster has settled.
 
-mod fan;
+pub(crate) mod fan;
 mod floor;
-mod report;
+pub(crate) mod report;
 
 use anyhow::Context as _;
 use chrono::TimeDelta;
@@ -35,7 +35,7 @@ use report::{Outcome, Recorder};
 /// holds; then a table per step (throughput, p50/p95/p99/max, errors by
 /// code), the saga's end-to-end latency and outcomes, and the audit.
 /// Exits 1 when the audit finds a violation.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct LoadOptions {
     /// Its admin key creates the catalog, its development issuer signs the
     /// fans' member tokens.
@@ -110,10 +110,33 @@ pub struct Plan {
     pub hot_share: f64,
     pub hot_seats: u32,
     pub step_timeout: Duration,
+    /// Fans wait out transient failures (a restarting service) where a
+    /// call is safe to repeat, and watch an abandoned hold expire: how
+    /// `chaos` runs them, so that most sagas reach an answer.
+    pub patient: bool,
 }
 
 /// Returns whether the run passed its audit (the process exits 1 otherwise).
 pub async fn run(options: LoadOptions) -> anyhow::Result<bool> {
+    let plan = prepare(&options, false).await?;
+    let floor = if options.floor_samples > 0 {
+        let floor = floor::Floor::measure(
+            &options.cluster,
+            options.database.as_deref(),
+            options.floor_samples,
+        )
+        .await?;
+        eprintln!("{}", floor::describe(&floor.summary()));
+        Some(floor)
+    } else {
+        None
+    };
+    measured_run(options, plan, floor).await
+}
+
+/// The run's catalog, made through the admin API and on sale, and the
+/// shape every fan shares.
+pub async fn prepare(options: &LoadOptions, patient: bool) -> anyhow::Result<Arc<Plan>> {
     let admin_key = options.cluster.admin_key()?;
     let issuer = crate::secrets::dev_issuer(&options.cluster.data_dir)?;
     let http = reqwest::Client::builder()
@@ -139,24 +162,21 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<bool> {
         hot_share: options.hot_share,
         hot_seats: options.hot_seats,
         step_timeout: options.step_timeout.to_std().unwrap_or(Duration::MAX),
+        patient,
     });
     let on_sale = fan::on_sale(&plan).await?;
     eprintln!(
         "on sale {} ms after the catalog was created",
         on_sale.as_millis()
     );
-    let floor = if options.floor_samples > 0 {
-        let floor = floor::Floor::measure(
-            &options.cluster,
-            options.database.as_deref(),
-            options.floor_samples,
-        )
-        .await?;
-        eprintln!("{}", floor::describe(&floor.summary()));
-        Some(floor)
-    } else {
-        None
-    };
+    Ok(plan)
+}
+
+async fn measured_run(
+    options: LoadOptions,
+    plan: Arc<Plan>,
+    floor: Option<floor::Floor>,
+) -> anyhow::Result<bool> {
     let recorder = Arc::new(Recorder::new(options.fans)?);
     let stop = CancellationToken::new();
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -244,7 +264,7 @@ fn seats_needed(fans: u64, spare: f64) -> u64 {
 /// Lets the fans in, at the rate or the concurrency asked, until all came,
 /// the duration passed or the run was stopped; then waits for those in
 /// flight (who give up when stopped).
-async fn drive(
+pub async fn drive(
     options: &LoadOptions,
     plan: &Arc<Plan>,
     recorder: &Arc<Recorder>,

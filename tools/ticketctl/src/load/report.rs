@@ -82,11 +82,38 @@ impl Outcome {
     }
 }
 
+/// The last thing a fan was told about their saga: what `chaos` holds
+/// against the cluster's end state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Told {
+    /// The payment answered COMPLETED: the seat is theirs, paid once.
+    Completed {
+        reservation_id: String,
+        payment_id: String,
+    },
+    /// The payment answered FAILED: no seat, no net debit.
+    PaymentFailed { reservation_id: String },
+    /// They walked away from a hold and saw it EXPIRED (or gave up
+    /// watching it while still HELD): no seat, no debit.
+    Abandoned {
+        reservation_id: String,
+        expired: bool,
+    },
+}
+
+/// One fan's last word from the cluster.
+#[derive(Debug, Clone)]
+pub struct FanRecord {
+    pub user_id: uuid::Uuid,
+    pub told: Told,
+}
+
 struct Counts {
     latency: BTreeMap<Step, Histogram<u64>>,
     errors: BTreeMap<Step, BTreeMap<String, u64>>,
     refused: BTreeMap<Step, BTreeMap<String, u64>>,
     outcomes: BTreeMap<Outcome, u64>,
+    told: Vec<FanRecord>,
 }
 
 /// Shared by every fan of a run. One lock: the cost of recording is a
@@ -120,6 +147,7 @@ impl Recorder {
                 errors: BTreeMap::new(),
                 refused: BTreeMap::new(),
                 outcomes: BTreeMap::new(),
+                told: Vec::new(),
             }),
             _bars: bars,
             fans: fans_bar,
@@ -178,6 +206,16 @@ impl Recorder {
         });
         self.fans.inc(1);
         self.outcomes.set_message(line);
+    }
+
+    /// What a fan was told last.
+    pub fn told(&self, user_id: uuid::Uuid, told: Told) {
+        self.with(|c| c.told.push(FanRecord { user_id, told }));
+    }
+
+    /// Every fan's last word, in the order they ended.
+    pub fn fans_told(&self) -> Vec<FanRecord> {
+        self.with(|c| c.told.clone())
     }
 
     pub fn finish(&self) {

@@ -7,6 +7,7 @@
     reason = "tests: a panic is a failed test, with its message"
 )]
 
+mod chaos;
 mod deploy;
 mod inspect;
 mod load;

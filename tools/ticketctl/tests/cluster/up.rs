@@ -34,7 +34,11 @@ struct Up {
     lines: mpsc::Receiver<String>,
 }
 
+/// Starts `ticketctl up` as a terminal does: the leader of a process group
+/// of its own (the terminal's foreground group), its output and errors
+/// read line by line.
 fn start(data_dir: &std::path::Path, base: u16, broker: u16, extra: &[&str]) -> Up {
+    use std::os::unix::process::CommandExt as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
         .args(["up", "--data-dir"])
         .arg(data_dir)
@@ -46,11 +50,22 @@ fn start(data_dir: &std::path::Path, base: u16, broker: u16, extra: &[&str]) -> 
         ])
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
         .expect("ticketctl starts");
-    let stdout = child.stdout.take().unwrap();
     let (sender, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let errors = sender.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            if errors.send(line).is_err() {
+                break;
+            }
+        }
+    });
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if sender.send(line).is_err() {
@@ -89,6 +104,34 @@ impl Up {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(status.success(), "ticketctl exited with {status}");
                 return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "ticketctl did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Ctrl-C in a terminal: SIGINT to the whole foreground process group
+    /// at once. Returns everything printed until `ticketctl` exited.
+    fn interrupt_group(mut self) -> Vec<String> {
+        // SAFETY: signalling the process group this test started.
+        unsafe {
+            libc::kill(-(self.child.id() as i32), libc::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut printed = Vec::new();
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                printed.push(line);
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "ticketctl exited with {status}");
+                // The readers drain what is left in the pipes.
+                std::thread::sleep(Duration::from_millis(200));
+                printed.extend(self.lines.try_iter());
+                return printed;
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -364,6 +407,61 @@ async fn up_runs_on_external_postgres_and_kafka() {
                 "DROP DATABASE IF EXISTS \"{prefix}_{service}\" WITH (FORCE)"
             ))
             .unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// Ctrl-C in the terminal reaches the whole foreground group; `ticketctl
+/// up` stops its children in order all the same (services with their last
+/// offset commit, then the broker), and none is killed for being slow.
+/// And `ticketctl audit` waits for a service that is restarting instead of
+/// failing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_in_order_and_audit_waits_for_a_restarting_service() {
+    let data_dir =
+        std::env::temp_dir().join(format!("ticketctl-sig-{}", uuid::Uuid::new_v4().simple()));
+    let (base, broker) = free_ports();
+    let up = start(&data_dir, base, broker, &["--no-demo-data"]);
+
+    // SAFETY: signalling a process this test started, as `kill -9` would.
+    unsafe {
+        libc::kill(service_pid("reservation", base + 3), libc::SIGKILL);
+    }
+    let url = |offset: u16| format!("http://127.0.0.1:{}", base + offset);
+    let audit = Command::new(env!("CARGO_BIN_EXE_ticketctl"))
+        .args(["audit", "--settle-timeout", "90s", "--data-dir"])
+        .arg(&data_dir)
+        .args(["--brokers", &format!("127.0.0.1:{broker}")])
+        .args(["--concert-url", &url(1), "--queue-url", &url(2)])
+        .args([
+            "--reservation-url",
+            &url(3),
+            "--member-balance-url",
+            &url(4),
+        ])
+        .args(["--payment-url", &url(5)])
+        .output()
+        .expect("ticketctl audit runs");
+    let printed = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success(),
+        "the audit waits for the restart: {printed}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(printed.contains("no violations"), "{printed}");
+
+    let printed = up.interrupt_group();
+    let all = printed.join("\n");
+    assert!(all.contains("stopped"), "{all}");
+    for wrong in [
+        "did not stop in",
+        "AllBrokersDown",
+        "Broker transport failure",
+    ] {
+        assert!(
+            !all.contains(wrong),
+            "{wrong:?} while stopping: the broker went first\n{all}"
+        );
     }
     let _ = std::fs::remove_dir_all(&data_dir);
 }
