@@ -159,21 +159,41 @@ fn transient(code: &str) -> bool {
     )
 }
 
+/// Which calls a patient fan repeats.
+#[derive(Clone, Copy)]
+enum Repeat {
+    /// Reads, and writes with an Idempotency-Key.
+    IfSafe,
+    /// A write the API makes idempotent by itself.
+    Idempotent,
+    /// A safe write, repeated on these answers too.
+    Until(&'static [&'static str]),
+}
+
 /// How long a patient fan waits before asking again.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 
 impl Fan<'_> {
-    /// One call; a patient fan repeats one that is safe to repeat (a read,
-    /// or a write with an Idempotency-Key) through transient failures,
-    /// within the step timeout.
     async fn call(&self, request: reqwest::RequestBuilder) -> Answer {
+        self.call_patiently(request, Repeat::IfSafe).await
+    }
+
+    /// One call; a patient fan repeats one that is safe to repeat (a read,
+    /// a write with an Idempotency-Key, or one the caller knows to be
+    /// idempotent) through transient failures, within the step timeout.
+    async fn call_patiently(&self, request: reqwest::RequestBuilder, repeat: Repeat) -> Answer {
         let request = match request.bearer_auth(&self.token).build() {
             Ok(request) => request,
             Err(_) => return Answer::Failed("invalid_request".to_string()),
         };
         let repeatable = self.plan.patient
             && (request.method() == reqwest::Method::GET
-                || request.headers().contains_key("idempotency-key"));
+                || request.headers().contains_key("idempotency-key")
+                || matches!(repeat, Repeat::Idempotent | Repeat::Until(_)));
+        let also = match repeat {
+            Repeat::Until(codes) => codes,
+            _ => &[],
+        };
         let started = Instant::now();
         let mut request = request;
         loop {
@@ -185,7 +205,8 @@ impl Fan<'_> {
             let answer = self.call_once(request).await;
             match (answer, again) {
                 (Answer::Failed(code), Some(again))
-                    if transient(&code) && started.elapsed() < self.plan.step_timeout =>
+                    if (transient(&code) || also.contains(&code.as_str()))
+                        && started.elapsed() < self.plan.step_timeout =>
                 {
                     tokio::time::sleep(RETRY_AFTER).await;
                     request = again;
@@ -217,8 +238,15 @@ impl Fan<'_> {
 
     /// Runs a timed call; a failure is counted under the step.
     async fn step(&self, step: Step, request: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+        // Joining again finds the fan's place in line: the queue keeps
+        // one live token per fan and concert.
+        let repeat = if step == Step::Join {
+            Repeat::Idempotent
+        } else {
+            Repeat::IfSafe
+        };
         let started = Instant::now();
-        match self.call(request).await {
+        match self.call_patiently(request, repeat).await {
             Answer::Ok(status, body, _) => {
                 self.recorder.time(step, started.elapsed());
                 Some((status, body))
@@ -414,7 +442,11 @@ impl Fan<'_> {
                 format!("load-pay-{}-{attempt}", self.user),
             )
             .json(&json!({ "reservation_id": reservation }));
-        let (body, etag) = match self.call(request).await {
+        // Under fire the payment service may learn of the hold after the
+        // fan did: it answers reservation_not_found until then, and the
+        // same Idempotency-Key makes asking again safe.
+        let repeat = Repeat::Until(&["reservation_not_found"]);
+        let (body, etag) = match self.call_patiently(request, repeat).await {
             Answer::Ok(_, body, etag) => (body, etag),
             Answer::Failed(code) => {
                 self.recorder.error(Step::Pay, &code);
