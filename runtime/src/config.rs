@@ -63,13 +63,19 @@ log_format = "text"
 [member_auth]
 # The identity provider whose member tokens (Authorization: Bearer) say who
 # the fan is: EdDSA or RS256 JWTs, verified against its JWKS (a file or an
-# http(s) URL). `ticketctl up` points this at its development issuer.
+# https URL). `ticketctl up` points this at its development issuer.
 issuer = "ticketctl-dev"
 audience = "ticketing"
 jwks = ""
-# Clock skew tolerated on exp/nbf, and how often a JWKS URL is fetched again.
+# Clock skew tolerated on exp/nbf, and how often the JWKS is fetched again.
 leeway_secs = 30
 jwks_refresh_secs = 300
+# Keys not fetched again for this long are no longer trusted (every member
+# token is then refused with member_token_keys_stale until a fetch succeeds).
+jwks_max_age_secs = 3600
+# A token naming an unknown key id fetches the JWKS at once, but no more
+# often than this.
+jwks_refetch_min_secs = 30
 "#;
 
 /// A value that must never appear in logs or debug output.
