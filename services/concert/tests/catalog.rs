@@ -360,3 +360,49 @@ async fn a_hold_from_before_expiries_were_stored_is_released_too() {
     assert_eq!(seats[1]["status"], "HELD", "a recent one is not");
     service.app.running.stop().await;
 }
+
+/// Defect: a NUL byte in a title, venue or grade name was accepted, and
+/// PostgreSQL refused to store it: a 500. It is refused before any SQL,
+/// with the same answer on both databases.
+async fn control_characters_are_refused(postgres: bool) {
+    let service = spawn(postgres, false).await;
+    let mut cases = Vec::new();
+    for (field, value) in [
+        ("title", json!("Test\u{0}Live")),
+        ("venue", json!("Hall\u{0}")),
+        ("title", json!("Test\nLive")),
+    ] {
+        let mut body = concert_body();
+        body[field] = value;
+        cases.push((field, body));
+    }
+    let mut body = concert_body();
+    body["grades"][0]["name"] = json!("V\u{0}IP");
+    cases.push(("grade name", body));
+    for (field, body) in cases {
+        let (status, response) = service.create(Some(ADMIN_KEY), &body).await;
+        assert_eq!(
+            (status, response["code"].as_str().unwrap_or_default()),
+            (422, "invalid_concert"),
+            "{field}: {response}"
+        );
+        let message = response["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(field), "{field}: {message}");
+    }
+    assert_eq!(
+        service.get("/v1/concerts").await,
+        (200, json!([])),
+        "nothing was created"
+    );
+    service.app.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_a_concert_are_refused_sqlite() {
+    control_characters_are_refused(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_a_concert_are_refused_postgres() {
+    control_characters_are_refused(true).await;
+}
