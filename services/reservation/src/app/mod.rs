@@ -10,12 +10,12 @@ use shared_events::{
     Envelope, Reason, ReservationCancelled, ReservationExpired, ReservationRequested,
 };
 use std::time::Duration;
-use ticket_runtime::ids::{ReservationId, ScheduleId, UserId};
+use ticket_runtime::ids::{QueueTokenId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::pass::{Pass, PassError};
 use ticket_runtime::waiters::{wait_for, Waiters};
 use ticket_runtime::{Db, DbError};
 
-use crate::domain::{HoldPolicy, InvalidSeat, SeatNo, Status};
+use crate::domain::{HoldPolicy, InvalidSeat, PassHoldLimit, SeatNo, Status};
 use crate::store::{self, NewReservation, Reservation};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,8 @@ pub enum ReservationError {
     Pass(#[from] PassError),
     #[error(transparent)]
     InvalidSeat(#[from] InvalidSeat),
+    #[error(transparent)]
+    PassHoldLimit(#[from] PassHoldLimit),
     #[error("no schedule {0}")]
     ScheduleNotFound(ScheduleId),
     #[error("no reservation {0}")]
@@ -106,14 +108,20 @@ impl Reservations {
         }
         let new = NewReservation {
             id: ReservationId::generate(),
+            pass_token: QueueTokenId::from(claims.jti),
             user_id: claims.user_id().into(),
             concert_id: concert,
             schedule_id,
             seat_no,
         };
         let (id, user) = (new.id, new.user_id);
+        let policy = self.policy.clone();
         self.db
             .transaction(move |tx| {
+                // Counted and written in one turn of the pass: two holds
+                // asked for at once must not both find room under the cap.
+                store::lock_pass(tx.conn(), new.pass_token)?;
+                policy.admit_hold(store::live_for_pass(tx.conn(), new.pass_token)?)?;
                 store::insert_pending(tx.conn(), &new, Utc::now())?;
                 tx.publish(&Envelope::new(ReservationRequested {
                     reservation_id: new.id.get(),

@@ -116,6 +116,7 @@ async fn a_debit_and_a_payment_failure_handled_at_once_never_confirm_a_failed_pa
             tx.conn(),
             &store::NewReservation {
                 id: reservation.into(),
+                pass_token: Uuid::new_v4().into(),
                 user_id: user.into(),
                 concert_id: Uuid::now_v7().into(),
                 schedule_id: schedule.into(),
