@@ -342,6 +342,7 @@ async fn two_concert_instances_starting_together_seed_the_demo_catalog_once() {
             release_grace_secs: 60,
             sweep_interval_ms: 1000,
         },
+        clock: ticket_runtime::Clock::system(),
     };
     let mut blocker = Blocker::lock(&database.url, "LOCK TABLE concerts IN SHARE MODE");
     let first = {
