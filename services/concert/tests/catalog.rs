@@ -490,6 +490,79 @@ async fn seats_in(
     seats.iter().filter(|s| s.status == status).count()
 }
 
+/// Events of `event_type` waiting in the concert service's outbox.
+async fn in_outbox(catalog: &concert_service::app::Catalog, event_type: &'static str) -> i64 {
+    use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
+    use ticket_runtime::schema::outbox;
+    catalog
+        .db
+        .run(move |conn| {
+            outbox::table
+                .filter(outbox::event_type.eq(event_type))
+                .count()
+                .get_result(conn)
+                .map_err(ticket_runtime::DbError::from)
+        })
+        .await
+        .unwrap()
+}
+
+/// Defect: the backstop matched a lapsed hold's reservation with
+/// `reservation_id = NULL`, never true, so a HELD seat without a
+/// reservation was never released, and 200 of them, first in line, stopped
+/// it for good: the holds behind them stayed HELD.
+async fn seats_held_for_no_reservation_do_not_stop_the_backstop(postgres: bool) {
+    use concert_service::domain::SeatStatus;
+    let (_database, catalog) = catalog_on(postgres, chrono::TimeDelta::zero()).await;
+    let schedules = concert_with(&catalog, 5).await;
+    let now = chrono::Utc::now();
+    for schedule in &schedules[..4] {
+        hold(
+            &catalog,
+            *schedule,
+            1..=50,
+            None,
+            now - chrono::TimeDelta::hours(2),
+        )
+        .await;
+    }
+    let reservation = uuid::Uuid::now_v7();
+    let behind = schedules[4];
+    hold(
+        &catalog,
+        behind,
+        1..=1,
+        Some(reservation),
+        now - chrono::TimeDelta::hours(1),
+    )
+    .await;
+    for _ in 0..3 {
+        catalog.release_lapsed_holds().await.unwrap();
+    }
+    for schedule in &schedules {
+        assert_eq!(
+            seats_in(&catalog, *schedule, SeatStatus::Held).await,
+            0,
+            "every lapsed hold is released"
+        );
+    }
+    assert_eq!(
+        in_outbox(&catalog, "SeatReleased").await,
+        1,
+        "the reservation behind them is told; nobody else is"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seats_held_for_no_reservation_do_not_stop_the_backstop_sqlite() {
+    seats_held_for_no_reservation_do_not_stop_the_backstop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seats_held_for_no_reservation_do_not_stop_the_backstop_postgres() {
+    seats_held_for_no_reservation_do_not_stop_the_backstop(true).await;
+}
+
 /// Defect: the backstop compared holds with its instance's own clock, so
 /// an instance whose clock ran ahead released seats that the reservation
 /// service still held for their fans. Now the database's clock decides:
