@@ -2,9 +2,11 @@
 //! PostgreSQL, picked by the URL. Queries are written once against
 //! [`AnyConnection`]; blocking diesel work runs on tokio's blocking pool.
 
+use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::{QueryResult, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use shared_events::Envelope;
 use std::panic::AssertUnwindSafe;
@@ -373,6 +375,30 @@ where
             std::panic::resume_unwind(panic)
         }
     }
+}
+
+/// The database's clock, now: what decides whether a lease or a hold ran
+/// out. Every instance of a service shares it, while their own clocks may
+/// drift apart: an instance whose clock ran ahead would take over a lease
+/// that another still holds, or release a hold that is still running.
+/// Read in the transaction that decides, and passed on to the rules as
+/// their `now`. SQLite's clock is its host's, to the millisecond, in UTC
+/// (the `YYYY-MM-DD HH:MM:SS.SSS` text diesel stores timestamps as);
+/// PostgreSQL's is the server's, at the moment of the call.
+pub fn database_now(conn: &mut AnyConnection) -> QueryResult<DateTime<Utc>> {
+    use diesel::dsl::sql;
+    use diesel::sql_types::Timestamp;
+    let now: NaiveDateTime = match conn {
+        AnyConnection::Sqlite(c) => {
+            diesel::select(sql::<Timestamp>("strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+                .get_result(c)?
+        }
+        AnyConnection::Postgresql(c) => {
+            diesel::select(sql::<Timestamp>("clock_timestamp() AT TIME ZONE 'UTC'"))
+                .get_result(c)?
+        }
+    };
+    Ok(now.and_utc())
 }
 
 /// Runs `body` against the concrete connection, for the few clauses diesel's

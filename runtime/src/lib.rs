@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod api_docs;
 pub mod broker;
+pub mod clock;
 pub mod column;
 pub mod config;
 pub mod consumer;
@@ -28,6 +29,7 @@ pub mod telemetry;
 pub mod testkit;
 pub mod waiters;
 
+pub use clock::Clock;
 pub use config::{NoServiceSettings, Secret, Settings};
 pub use consumer::{EventHandler, HandlerError};
 pub use db::{AnyConnection, Backend, Db, DbError, Migrations, Transient, Tx};

@@ -235,13 +235,17 @@ impl OutboxRelay {
             .await?)
     }
 
+    /// Takes the lease if it is free, ours, or ran out, and sets it to run
+    /// out after its time-to-live; both judged on the database's clock, so
+    /// that a relay whose own clock runs ahead cannot take over a lease
+    /// that another relay still holds.
     async fn acquire_lease(&self) -> Result<bool, RelayError> {
         let holder = self.holder.clone();
         let ttl = self.lease_ttl();
         let taken = self
             .db
             .run(move |conn| {
-                let now = now();
+                let now = crate::db::database_now(conn)?.naive_utc();
                 diesel::update(outbox_relay_lease::table)
                     .filter(outbox_relay_lease::name.eq("relay"))
                     .filter(

@@ -145,6 +145,21 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// A pool on this database with `schema` migrated: for tests of a
+    /// service's application or storage layer without its HTTP and Kafka.
+    pub async fn connect(&self, schema: crate::Migrations) -> crate::Db {
+        let settings = crate::config::DatabaseSettings {
+            url: crate::Secret::new(self.url.clone()),
+            pool_size: 4,
+            connect_timeout_ms: 5_000,
+        };
+        crate::Db::connect(&settings, schema)
+            .await
+            .expect("the test database connects and migrates")
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         match &self.name {

@@ -72,6 +72,7 @@ pub async fn start(settings: Settings<ConcertSettings>) -> anyhow::Result<Runnin
     let app = Catalog {
         db: runtime.db.clone(),
         holds,
+        clock: ticket_runtime::Clock::system(),
     };
     if demo_data {
         app.seed_demo().await?;

@@ -351,6 +351,7 @@ async fn a_hold_from_before_expiries_were_stored_is_released_too() {
             release_grace_secs: 60,
             sweep_interval_ms: 1000,
         },
+        clock: ticket_runtime::Clock::system(),
     };
     catalog.release_lapsed_holds().await.unwrap();
     let (_, seats) = service
@@ -359,4 +360,258 @@ async fn a_hold_from_before_expiries_were_stored_is_released_too() {
     assert_eq!(seats[0]["status"], "AVAILABLE", "the old hold is released");
     assert_eq!(seats[1]["status"], "HELD", "a recent one is not");
     service.app.running.stop().await;
+}
+
+/// Defect: a NUL byte in a title, venue or grade name was accepted, and
+/// PostgreSQL refused to store it: a 500. It is refused before any SQL,
+/// with the same answer on both databases.
+async fn control_characters_are_refused(postgres: bool) {
+    let service = spawn(postgres, false).await;
+    let mut cases = Vec::new();
+    for (field, value) in [
+        ("title", json!("Test\u{0}Live")),
+        ("venue", json!("Hall\u{0}")),
+        ("title", json!("Test\nLive")),
+    ] {
+        let mut body = concert_body();
+        body[field] = value;
+        cases.push((field, body));
+    }
+    let mut body = concert_body();
+    body["grades"][0]["name"] = json!("V\u{0}IP");
+    cases.push(("grade name", body));
+    for (field, body) in cases {
+        let (status, response) = service.create(Some(ADMIN_KEY), &body).await;
+        assert_eq!(
+            (status, response["code"].as_str().unwrap_or_default()),
+            (422, "invalid_concert"),
+            "{field}: {response}"
+        );
+        let message = response["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(field), "{field}: {message}");
+    }
+    assert_eq!(
+        service.get("/v1/concerts").await,
+        (200, json!([])),
+        "nothing was created"
+    );
+    service.app.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_a_concert_are_refused_sqlite() {
+    control_characters_are_refused(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_a_concert_are_refused_postgres() {
+    control_characters_are_refused(true).await;
+}
+
+/// The catalog of a concert service without its HTTP and Kafka (the
+/// background jobs' view), on its own database, its clock `ahead` of the
+/// system's.
+async fn catalog_on(
+    postgres: bool,
+    ahead: chrono::TimeDelta,
+) -> (TestDatabase, concert_service::app::Catalog) {
+    testkit::init_tracing();
+    let database = TestDatabase::on(postgres, "backstop");
+    let db = database.connect(concert_service::SCHEMA).await;
+    let catalog = concert_service::app::Catalog {
+        db,
+        holds: concert_service::HoldPolicy {
+            hold_ttl_secs: 300,
+            release_grace_secs: 60,
+            sweep_interval_ms: 1000,
+        },
+        clock: ticket_runtime::Clock::off_by(ahead),
+    };
+    (database, catalog)
+}
+
+/// A concert with `schedules` schedules of 50 seats; their ids.
+async fn concert_with(
+    catalog: &concert_service::app::Catalog,
+    schedules: i64,
+) -> Vec<ticket_runtime::ids::ScheduleId> {
+    let first: chrono::DateTime<chrono::Utc> = "2027-01-10T19:00:00Z".parse().unwrap();
+    let plan = concert_service::domain::ConcertPlan {
+        title: "Backstop Live".into(),
+        venue: "Hall B".into(),
+        schedules: (0..schedules)
+            .map(|day| first + chrono::TimeDelta::days(day))
+            .collect(),
+        seat_price: 100_000,
+        grades: vec![],
+    };
+    let concert = concert_service::domain::NewConcert::try_from(plan).unwrap();
+    let (_, schedules) = catalog.create(concert).await.unwrap();
+    schedules.into_iter().map(|s| s.id).collect()
+}
+
+/// Marks seats HELD for `reservation` (none: a seat without one) until
+/// `expires_at`.
+async fn hold(
+    catalog: &concert_service::app::Catalog,
+    schedule: ticket_runtime::ids::ScheduleId,
+    seats: std::ops::RangeInclusive<i32>,
+    reservation: Option<uuid::Uuid>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+) {
+    use diesel::sql_types::{Integer, Nullable, Text, Timestamp};
+    use diesel::RunQueryDsl;
+    catalog
+        .db
+        .run(move |conn| {
+            diesel::sql_query(
+                "UPDATE seats SET status = 'HELD', reservation_id = $1, hold_expires_at = $2 \
+                 WHERE schedule_id = $3 AND seat_no BETWEEN $4 AND $5",
+            )
+            .bind::<Nullable<Text>, _>(reservation.map(|r| r.to_string()))
+            .bind::<Timestamp, _>(expires_at.naive_utc())
+            .bind::<Text, _>(schedule.to_string())
+            .bind::<Integer, _>(*seats.start())
+            .bind::<Integer, _>(*seats.end())
+            .execute(conn)
+            .map_err(ticket_runtime::DbError::from)
+        })
+        .await
+        .unwrap();
+}
+
+/// How many seats of `schedule` are in `status`.
+async fn seats_in(
+    catalog: &concert_service::app::Catalog,
+    schedule: ticket_runtime::ids::ScheduleId,
+    status: concert_service::domain::SeatStatus,
+) -> usize {
+    let seats = catalog.seats(schedule).await.unwrap();
+    seats.iter().filter(|s| s.status == status).count()
+}
+
+/// Events of `event_type` waiting in the concert service's outbox.
+async fn in_outbox(catalog: &concert_service::app::Catalog, event_type: &'static str) -> i64 {
+    use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
+    use ticket_runtime::schema::outbox;
+    catalog
+        .db
+        .run(move |conn| {
+            outbox::table
+                .filter(outbox::event_type.eq(event_type))
+                .count()
+                .get_result(conn)
+                .map_err(ticket_runtime::DbError::from)
+        })
+        .await
+        .unwrap()
+}
+
+/// Defect: the backstop matched a lapsed hold's reservation with
+/// `reservation_id = NULL`, never true, so a HELD seat without a
+/// reservation was never released, and 200 of them, first in line, stopped
+/// it for good: the holds behind them stayed HELD.
+async fn seats_held_for_no_reservation_do_not_stop_the_backstop(postgres: bool) {
+    use concert_service::domain::SeatStatus;
+    let (_database, catalog) = catalog_on(postgres, chrono::TimeDelta::zero()).await;
+    let schedules = concert_with(&catalog, 5).await;
+    let now = chrono::Utc::now();
+    for schedule in &schedules[..4] {
+        hold(
+            &catalog,
+            *schedule,
+            1..=50,
+            None,
+            now - chrono::TimeDelta::hours(2),
+        )
+        .await;
+    }
+    let reservation = uuid::Uuid::now_v7();
+    let behind = schedules[4];
+    hold(
+        &catalog,
+        behind,
+        1..=1,
+        Some(reservation),
+        now - chrono::TimeDelta::hours(1),
+    )
+    .await;
+    for _ in 0..3 {
+        catalog.release_lapsed_holds().await.unwrap();
+    }
+    for schedule in &schedules {
+        assert_eq!(
+            seats_in(&catalog, *schedule, SeatStatus::Held).await,
+            0,
+            "every lapsed hold is released"
+        );
+    }
+    assert_eq!(
+        in_outbox(&catalog, "SeatReleased").await,
+        1,
+        "the reservation behind them is told; nobody else is"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seats_held_for_no_reservation_do_not_stop_the_backstop_sqlite() {
+    seats_held_for_no_reservation_do_not_stop_the_backstop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seats_held_for_no_reservation_do_not_stop_the_backstop_postgres() {
+    seats_held_for_no_reservation_do_not_stop_the_backstop(true).await;
+}
+
+/// Defect: the backstop compared holds with its instance's own clock, so
+/// an instance whose clock ran ahead released seats that the reservation
+/// service still held for their fans. Now the database's clock decides:
+/// a hold still running is left alone however far ahead the instance's
+/// clock is, and one that ran out is released however far behind it is.
+async fn an_instance_clock_off_does_not_move_the_backstop(postgres: bool) {
+    use concert_service::domain::SeatStatus;
+    for ahead in [
+        chrono::TimeDelta::minutes(20),
+        chrono::TimeDelta::minutes(-20),
+    ] {
+        let (_database, catalog) = catalog_on(postgres, ahead).await;
+        let schedule = concert_with(&catalog, 1).await[0];
+        let now = chrono::Utc::now();
+        // Held a minute ago for the policy's five minutes: still running.
+        hold(
+            &catalog,
+            schedule,
+            1..=1,
+            Some(uuid::Uuid::now_v7()),
+            now + chrono::TimeDelta::minutes(4),
+        )
+        .await;
+        // Ran out five minutes ago, past the minute's grace.
+        hold(
+            &catalog,
+            schedule,
+            2..=2,
+            Some(uuid::Uuid::now_v7()),
+            now - chrono::TimeDelta::minutes(5),
+        )
+        .await;
+        catalog.release_lapsed_holds().await.unwrap();
+        let seats = catalog.seats(schedule).await.unwrap();
+        assert_eq!(
+            (seats[0].status, seats[1].status),
+            (SeatStatus::Held, SeatStatus::Available),
+            "instance clock {ahead} off"
+        );
+        assert_eq!(seats_in(&catalog, schedule, SeatStatus::Held).await, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_clock_off_does_not_move_the_backstop_sqlite() {
+    an_instance_clock_off_does_not_move_the_backstop(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_clock_off_does_not_move_the_backstop_postgres() {
+    an_instance_clock_off_does_not_move_the_backstop(true).await;
 }

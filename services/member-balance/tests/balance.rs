@@ -562,3 +562,112 @@ async fn only_the_member_in_the_token_reaches_the_wallet() {
     assert_eq!(balance["balance"], 1_000, "nobody else charged or read it");
     service.app.running.stop().await;
 }
+
+/// Defect: the admin wallet listing (`ticketctl audit`) loaded every ledger
+/// row of its page of wallets (up to 1,000, however long their ledgers)
+/// into the service to add them up. Now the database adds them up: the
+/// ledger is read only through `GROUP BY`, and the sums are the ledgers'
+/// (charges and refunds in, debits out; nothing for a wallet with none).
+async fn wallet_listing_sums_in_the_database(postgres: bool) {
+    use member_balance_service::domain::EntryKind;
+    use member_balance_service::store;
+    use std::sync::{Arc, Mutex};
+    use ticket_runtime::ids::UserId;
+    testkit::init_tracing();
+    let database = testkit::TestDatabase::on(postgres, "wallets");
+    let db = database.connect(member_balance_service::SCHEMA).await;
+    let (long, short, empty) = (
+        UserId::from(Uuid::from_u128(1)),
+        UserId::from(Uuid::from_u128(2)),
+        UserId::from(Uuid::from_u128(3)),
+    );
+    let statements = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = statements.clone();
+    let page = db
+        .run(move |conn| {
+            let now = chrono::Utc::now();
+            let max = i64::MAX;
+            for n in 0..150 {
+                store::apply(conn, long, EntryKind::Charge, 1_000, None, max, now)?;
+                let payment = format!("p{n}");
+                store::apply(
+                    conn,
+                    long,
+                    EntryKind::PaymentDebit,
+                    -400,
+                    Some(&payment),
+                    max,
+                    now,
+                )?;
+                if n % 3 == 0 {
+                    store::apply(conn, long, EntryKind::Refund, 400, Some(&payment), max, now)?;
+                }
+            }
+            store::apply(conn, short, EntryKind::Charge, 700, None, max, now)?;
+            store::apply(
+                conn,
+                short,
+                EntryKind::PaymentDebit,
+                -200,
+                Some("q"),
+                max,
+                now,
+            )?;
+            // A wallet is made with its first entry; one without any (from
+            // a failed apply) still lists, with nothing to add up.
+            store::apply(
+                conn,
+                empty,
+                EntryKind::PaymentDebit,
+                -1,
+                Some("r"),
+                max,
+                now,
+            )?;
+            use diesel::Connection;
+            conn.set_instrumentation(move |event: diesel::connection::InstrumentationEvent<'_>| {
+                if let diesel::connection::InstrumentationEvent::StartQuery { query, .. } = event {
+                    seen.lock().unwrap().push(query.to_string());
+                }
+            });
+            let page = store::wallet_page(conn, None, 1_000);
+            conn.set_instrumentation(None::<Box<dyn diesel::connection::Instrumentation>>);
+            page.map_err(ticket_runtime::DbError::from)
+        })
+        .await
+        .unwrap();
+    let listed: Vec<(UserId, i64, i64)> = page
+        .iter()
+        .map(|w| (w.user_id, w.balance, w.ledger_total))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (long, 150 * 600 + 50 * 400, 150 * 600 + 50 * 400),
+            (short, 500, 500),
+            (empty, 0, 0),
+        ]
+    );
+    let statements = statements.lock().unwrap();
+    let ledger_reads: Vec<&String> = statements
+        .iter()
+        .filter(|s| s.contains("ledger_entries"))
+        .collect();
+    assert!(!ledger_reads.is_empty(), "{statements:?}");
+    for read in ledger_reads {
+        assert!(
+            read.to_ascii_uppercase().contains("GROUP BY"),
+            "the ledger is summed by the database: {read}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallet_listing_sums_ledgers_in_the_database_sqlite() {
+    wallet_listing_sums_in_the_database(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallet_listing_sums_ledgers_in_the_database_postgres() {
+    wallet_listing_sums_in_the_database(true).await;
+}

@@ -5,10 +5,11 @@
 
 pub mod saga;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use shared_events::{ConcertScheduled, Envelope, SeatReleased};
+use ticket_runtime::db::database_now;
 use ticket_runtime::ids::{ConcertId, ScheduleId};
-use ticket_runtime::{Db, DbError, Tx};
+use ticket_runtime::{Clock, Db, DbError, Tx};
 
 use crate::domain::{demo_catalog, InvalidConcert, NewConcert, SEATS_PER_SCHEDULE};
 use crate::store::{self, Concert, Schedule, Seat, TakenSeat};
@@ -42,6 +43,8 @@ impl From<diesel::result::Error> for ConcertError {
 pub struct Catalog {
     pub db: Db,
     pub holds: HoldPolicy,
+    /// This instance's clock: when it added a concert.
+    pub clock: Clock,
 }
 
 impl Catalog {
@@ -86,17 +89,19 @@ impl Catalog {
         &self,
         concert: NewConcert,
     ) -> Result<(Concert, Vec<Schedule>), ConcertError> {
+        let clock = self.clock;
         self.db
-            .transaction(move |tx| Ok(create(tx, &concert)?))
+            .transaction(move |tx| Ok(create(tx, &concert, clock.now())?))
             .await
     }
 
     /// The demo catalog, only into an empty catalog, and once however many
     /// instances start together.
     pub async fn seed_demo(&self) -> Result<(), DbError> {
+        let clock = self.clock;
         self.db
-            .transaction(|tx| {
-                let now = Utc::now();
+            .transaction(move |tx| {
+                let now = clock.now();
                 if !store::claim_seed(tx.conn(), "demo", now)?
                     || store::concert_count(tx.conn())? > 0
                 {
@@ -108,7 +113,7 @@ impl Catalog {
                     .unwrap_or_default()
                     .and_utc();
                 for concert in demo_catalog(first_evening) {
-                    create(tx, &concert)?;
+                    create(tx, &concert, now)?;
                 }
                 tracing::info!("demo catalog created");
                 Ok::<_, DbError>(())
@@ -119,13 +124,15 @@ impl Catalog {
     /// Releases every seat HELD past its expiry and the grace, publishing
     /// `SeatReleased` for each, so that no seat stays HELD forever whatever
     /// happened to the reservation's events. Safe with two instances: each
-    /// release is a conditional update.
+    /// release is a conditional update. Judged on the database's clock,
+    /// which set the expiry: an instance whose own clock runs ahead must not
+    /// release seats still held.
     pub async fn release_lapsed_holds(&self) -> Result<(), DbError> {
         let grace = self.holds.release_grace();
         let released = self
             .db
             .transaction(move |tx| {
-                let now = Utc::now();
+                let now = database_now(tx.conn())?;
                 let cutoff = now - grace;
                 let mut released = 0;
                 for hold in store::lapsed_holds(tx.conn(), cutoff, 200)? {
@@ -157,6 +164,7 @@ impl Catalog {
 fn create(
     tx: &mut Tx<'_>,
     concert: &NewConcert,
+    now: DateTime<Utc>,
 ) -> Result<(Concert, Vec<Schedule>), diesel::result::Error> {
     let id = ConcertId::generate();
     let schedule_ids: Vec<ScheduleId> = concert
@@ -164,7 +172,7 @@ fn create(
         .iter()
         .map(|_| ScheduleId::generate())
         .collect();
-    let created = store::insert_concert(tx.conn(), id, concert, &schedule_ids, Utc::now())?;
+    let created = store::insert_concert(tx.conn(), id, concert, &schedule_ids, now)?;
     let mut schedules = Vec::with_capacity(schedule_ids.len());
     for (schedule_id, starts_at) in schedule_ids.into_iter().zip(&concert.schedules) {
         tx.publish(&Envelope::new(ConcertScheduled {

@@ -7,6 +7,7 @@ use shared_events::{
     Envelope, Event, Reason, ReservationConfirmed, ReservationRequested, SeatHeld,
     SeatHoldRejected, SeatReleased, SeatSaleRejected, SeatSold,
 };
+use ticket_runtime::db::database_now;
 use ticket_runtime::ids::{ReservationId, ScheduleId};
 use ticket_runtime::{HandlerError, Tx};
 
@@ -14,14 +15,15 @@ use crate::store::{self, HoldOutcome};
 use crate::HoldPolicy;
 
 /// Holds the seat for the reservation until the policy's expiry, which
-/// travels with the hold, or says why not.
+/// travels with the hold, or says why not. The expiry is on the database's
+/// clock, the one the backstop judges it by.
 pub fn reservation_requested(
     tx: &mut Tx<'_>,
     event: &Envelope,
     requested: &ReservationRequested,
     holds: &HoldPolicy,
 ) -> Result<(), HandlerError> {
-    let now = Utc::now();
+    let now = database_now(tx.conn())?;
     let outcome = store::hold_seat(
         tx.conn(),
         requested.concert_id.into(),

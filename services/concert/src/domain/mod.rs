@@ -57,6 +57,8 @@ pub struct NewConcert {
 pub enum InvalidConcert {
     #[error("{0} must be 1 to {MAX_TEXT} characters")]
     Text(&'static str),
+    #[error("{0} must not contain control characters (NUL, line breaks, tabs, ...)")]
+    ControlCharacter(&'static str),
     #[error("a concert needs 1 to {MAX_SCHEDULES} schedules")]
     ScheduleCount,
     #[error("schedule start times must be distinct")]
@@ -69,10 +71,16 @@ pub enum InvalidConcert {
     GradeOverlap(u32),
 }
 
+/// A name shown on one line: no control characters. NUL above all, which
+/// PostgreSQL cannot store in text (the insert would fail, a 500) and
+/// SQLite would store, cutting the name short for C readers.
 fn text(field: &'static str, value: String) -> Result<String, InvalidConcert> {
     let trimmed = value.trim();
     if trimmed.is_empty() || trimmed.chars().count() > MAX_TEXT {
         return Err(InvalidConcert::Text(field));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(InvalidConcert::ControlCharacter(field));
     }
     Ok(trimmed.to_string())
 }
@@ -241,6 +249,31 @@ mod tests {
                     ..request(vec![])
                 },
                 InvalidConcert::ScheduleCount,
+            ),
+            (
+                ConcertPlan {
+                    title: "Winter\0Live".into(),
+                    ..request(vec![])
+                },
+                InvalidConcert::ControlCharacter("title"),
+            ),
+            (
+                ConcertPlan {
+                    venue: "Olympic\u{0}Hall".into(),
+                    ..request(vec![])
+                },
+                InvalidConcert::ControlCharacter("venue"),
+            ),
+            (
+                request(vec![grade("V\0IP", 1, 5, 1)]),
+                InvalidConcert::ControlCharacter("grade name"),
+            ),
+            (
+                ConcertPlan {
+                    title: "Winter\nLive".into(),
+                    ..request(vec![])
+                },
+                InvalidConcert::ControlCharacter("title"),
             ),
         ];
         for (input, expected) in cases {

@@ -343,24 +343,39 @@ pub fn lapsed_holds(
         .load(conn)
 }
 
-/// Releases a lapsed hold, unless it changed meanwhile (sold, or released).
+/// Releases a lapsed hold, unless it changed meanwhile (sold, released, or
+/// held again).
 pub fn release_lapsed(
     conn: &mut AnyConnection,
     hold: &LapsedHold,
     cutoff: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> QueryResult<bool> {
-    let released = diesel::update(seats::table.find((hold.schedule_id, hold.seat_no)))
-        .filter(seats::status.eq(SeatStatus::Held))
-        .filter(seats::reservation_id.eq(hold.reservation_id))
-        .filter(ran_out_before(cutoff))
-        .set((
-            seats::status.eq(SeatStatus::Available),
-            seats::reservation_id.eq(None::<ReservationId>),
-            seats::hold_expires_at.eq(None::<NaiveDateTime>),
-            seats::updated_at.eq(now.naive_utc()),
-        ))
-        .execute(conn)?;
+    let lapsed = || {
+        diesel::update(seats::table.find((hold.schedule_id, hold.seat_no)))
+            .filter(seats::status.eq(SeatStatus::Held))
+            .filter(ran_out_before(cutoff))
+    };
+    let available = (
+        seats::status.eq(SeatStatus::Available),
+        seats::reservation_id.eq(None::<ReservationId>),
+        seats::hold_expires_at.eq(None::<NaiveDateTime>),
+        seats::updated_at.eq(now.naive_utc()),
+    );
+    // Still held for the same reservation, or still for none: `= NULL` is
+    // never true, so a seat held for no reservation is matched with
+    // IS NULL (else it is never released, and enough of them first in
+    // line would stop every later release).
+    let released = match hold.reservation_id {
+        Some(reservation) => lapsed()
+            .filter(seats::reservation_id.eq(reservation))
+            .set(available)
+            .execute(conn)?,
+        None => lapsed()
+            .filter(seats::reservation_id.is_null())
+            .set(available)
+            .execute(conn)?,
+    };
     Ok(released == 1)
 }
 

@@ -19,16 +19,6 @@ ticket_runtime::text_enum! {
     }
 }
 
-impl EntryKind {
-    /// What an entry of this kind did to the balance.
-    pub fn signed(self, amount: i64) -> i64 {
-        match self {
-            EntryKind::Charge | EntryKind::Refund => amount,
-            EntryKind::PaymentDebit => -amount,
-        }
-    }
-}
-
 /// A charge amount that passed validation: positive and within the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChargeAmount(i64);

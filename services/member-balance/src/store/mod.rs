@@ -64,20 +64,14 @@ pub fn wallet_page(
     }
     let page: Vec<(UserId, i64)> = query.load(conn)?;
     let users: Vec<UserId> = page.iter().map(|(user, _)| *user).collect();
-    // Summed here rather than in SQL: SUM of a BIGINT is NUMERIC on
-    // PostgreSQL and BIGINT on SQLite.
-    let entries: Vec<(UserId, EntryKind, i64)> = ledger_entries::table
+    // One row per wallet from the database, however long the ledgers.
+    let totals: std::collections::HashMap<UserId, i64> = ledger_entries::table
         .filter(ledger_entries::user_id.eq_any(users))
-        .select((
-            ledger_entries::user_id,
-            ledger_entries::kind,
-            ledger_entries::amount,
-        ))
-        .load(conn)?;
-    let mut totals: std::collections::HashMap<UserId, i64> = std::collections::HashMap::new();
-    for (user, kind, amount) in entries {
-        *totals.entry(user).or_default() += kind.signed(amount);
-    }
+        .group_by(ledger_entries::user_id)
+        .select((ledger_entries::user_id, signed_sum()))
+        .load(conn)?
+        .into_iter()
+        .collect();
     Ok(page
         .into_iter()
         .map(|(user_id, balance)| AuditedWallet {
@@ -86,6 +80,16 @@ pub fn wallet_page(
             ledger_total: totals.get(&user_id).copied().unwrap_or(0),
         })
         .collect())
+}
+
+/// What a wallet's ledger entries add up to: charges and refunds in,
+/// debits out. Cast back to BIGINT because
+/// SUM of a BIGINT is NUMERIC on PostgreSQL (and BIGINT on SQLite).
+fn signed_sum() -> diesel::expression::SqlLiteral<diesel::sql_types::BigInt> {
+    let debit = EntryKind::PaymentDebit.as_str();
+    diesel::dsl::sql(&format!(
+        "CAST(SUM(CASE WHEN kind = '{debit}' THEN -amount ELSE amount END) AS BIGINT)"
+    ))
 }
 
 /// A payment's debit as the audit sees it.

@@ -59,6 +59,9 @@ impl ReservationError {
                 "invalid_seat",
                 self.to_string(),
             ),
+            ReservationError::PassHoldLimit(_) => {
+                ApiError::new(StatusCode::CONFLICT, "pass_hold_limit", self.to_string())
+            }
             ReservationError::ScheduleNotFound(_) => {
                 ApiError::not_found("schedule_not_found", self.to_string())
             }
@@ -150,6 +153,8 @@ pub struct HoldRequest {
         (status = 401, description = "`member_token_*`; `pass_missing`, `_malformed`, `_forged`, `_expired`, `_wrong_concert`, `_ended`", body = ErrorBody),
         (status = 403, description = "`pass_not_yours`", body = ErrorBody),
         (status = 404, description = "`schedule_not_found`", body = ErrorBody),
+        (status = 409, description = "`pass_hold_limit`: the pass already has `reservation.max_live_per_pass` \
+            reservations PENDING or HELD; pay for, cancel or wait out one of them first", body = ErrorBody),
         (status = 422, description = "`invalid_seat`", body = ErrorBody),
     ))]
 async fn request_hold(

@@ -10,12 +10,13 @@ use shared_events::{
     Envelope, Reason, ReservationCancelled, ReservationExpired, ReservationRequested,
 };
 use std::time::Duration;
-use ticket_runtime::ids::{ReservationId, ScheduleId, UserId};
+use ticket_runtime::db::database_now;
+use ticket_runtime::ids::{QueueTokenId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::pass::{Pass, PassError};
 use ticket_runtime::waiters::{wait_for, Waiters};
 use ticket_runtime::{Db, DbError};
 
-use crate::domain::{HoldPolicy, InvalidSeat, SeatNo, Status};
+use crate::domain::{HoldPolicy, InvalidSeat, PassHoldLimit, SeatNo, Status};
 use crate::store::{self, NewReservation, Reservation};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,8 @@ pub enum ReservationError {
     Pass(#[from] PassError),
     #[error(transparent)]
     InvalidSeat(#[from] InvalidSeat),
+    #[error(transparent)]
+    PassHoldLimit(#[from] PassHoldLimit),
     #[error("no schedule {0}")]
     ScheduleNotFound(ScheduleId),
     #[error("no reservation {0}")]
@@ -106,15 +109,24 @@ impl Reservations {
         }
         let new = NewReservation {
             id: ReservationId::generate(),
+            pass_token: QueueTokenId::from(claims.jti),
             user_id: claims.user_id().into(),
             concert_id: concert,
             schedule_id,
             seat_no,
         };
         let (id, user) = (new.id, new.user_id);
+        let policy = self.policy.clone();
         self.db
             .transaction(move |tx| {
-                store::insert_pending(tx.conn(), &new, Utc::now())?;
+                // Counted and written in one turn of the pass: two holds
+                // asked for at once must not both find room under the cap.
+                store::lock_pass(tx.conn(), new.pass_token)?;
+                policy.admit_hold(store::live_for_pass(tx.conn(), new.pass_token)?)?;
+                // On the database's clock, as the sweeper that gives up
+                // stalled requests reads it.
+                let now = database_now(tx.conn())?;
+                store::insert_pending(tx.conn(), &new, now)?;
                 tx.publish(&Envelope::new(ReservationRequested {
                     reservation_id: new.id.get(),
                     user_id: new.user_id.get(),
@@ -198,13 +210,15 @@ impl Reservations {
 
     /// Expires holds whose time ran out, and gives up requests the concert
     /// service never answered. Driven by the database, so a restart loses
-    /// nothing; safe with two instances (conditional updates).
+    /// nothing; safe with two instances (conditional updates); judged on the
+    /// database's clock, so an instance whose own clock runs ahead does not
+    /// expire holds that are still running.
     pub async fn sweep(&self) -> Result<(), DbError> {
         let deadline = self.policy.pending_deadline();
         let changed = self
             .db
             .transaction(move |tx| {
-                let now = Utc::now();
+                let now = database_now(tx.conn())?;
                 let mut changed = Vec::new();
                 for hold in store::due_holds(tx.conn(), now, 200)? {
                     if store::expire(tx.conn(), hold.id, now)? {

@@ -10,6 +10,7 @@ use shared_events::{
     ReservationExpired, ReservationHeld, ReservationRejected, SeatHeld, SeatHoldRejected,
     SeatReleased,
 };
+use ticket_runtime::db::database_now;
 use ticket_runtime::ids::{PaymentId, ReservationId};
 use ticket_runtime::{HandlerError, Tx};
 
@@ -42,8 +43,9 @@ pub fn seat_held(tx: &mut Tx<'_>, event: &Envelope, held: &SeatHeld) -> Result<(
     let id = ReservationId::from(held.reservation_id);
     // Not PENDING any more (timed out or cancelled meanwhile): the
     // ReservationCancelled already published makes the concert service
-    // release the seat it is holding now.
-    let now = Utc::now();
+    // release the seat it is holding now. An event without an expiry gets
+    // one on the database's clock, which the sweeper reads.
+    let now = database_now(tx.conn())?;
     let hold_expires_at = held.expires_at(now);
     if !store::hold(tx.conn(), id, held.price, hold_expires_at, now)? {
         return Ok(());
@@ -94,7 +96,9 @@ pub fn seat_released(
     let Some(found) = store::lock(tx.conn(), released.reservation_id.into())? else {
         return Ok(());
     };
-    if found.status == Status::Held && store::expire(tx.conn(), found.id, Utc::now())? {
+    // Over only if its hold ran out, on the database's clock.
+    let now = database_now(tx.conn())?;
+    if found.status == Status::Held && store::expire(tx.conn(), found.id, now)? {
         tx.reply(
             event,
             ReservationExpired {
@@ -114,13 +118,15 @@ pub fn balance_debited(
     event: &Envelope,
     debit: &BalanceDebited,
 ) -> Result<(), HandlerError> {
-    let now = Utc::now();
     let payment = PaymentId::from(debit.payment_id);
     // Lock first, then read whether the payment failed: a PaymentFailed
     // handled by another instance at the same time waits for this
     // decision, or was committed before it and is seen here.
     let found = store::lock(tx.conn(), debit.reservation_id.into())?;
     let failed = store::payment_failed(tx.conn(), payment)?;
+    // Whether the hold still runs, on the database's clock once the row is
+    // ours: a wait for the lock must not leave `now` behind.
+    let now = database_now(tx.conn())?;
     let decision = match &found {
         None => Confirmation::Reject(Reason::NotHeld),
         Some(r) => decide_confirmation(

@@ -14,12 +14,33 @@ pub struct HoldPolicy {
     pub decision_wait_ms: u64,
     pub max_wait_ms: u64,
     pub sweep_interval_ms: u64,
+    /// Reservations one pass may have PENDING or HELD at once.
+    pub max_live_per_pass: u32,
 }
 
 impl HoldPolicy {
     pub fn pending_deadline(&self) -> TimeDelta {
         TimeDelta::seconds(self.pending_deadline_secs)
     }
+
+    /// Whether a pass that has `live` reservations asked for or held may ask
+    /// for one more: a few at a time, so that one pass cannot take a
+    /// schedule's every seat (nor take them all again once they expire).
+    pub fn admit_hold(&self, live: i64) -> Result<(), PassHoldLimit> {
+        if live < i64::from(self.max_live_per_pass) {
+            Ok(())
+        } else {
+            Err(PassHoldLimit {
+                max: self.max_live_per_pass,
+            })
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("this pass already has {max} reservations asked for or held: pay for or cancel one first")]
+pub struct PassHoldLimit {
+    pub max: u32,
 }
 
 ticket_runtime::text_enum! {
@@ -198,6 +219,23 @@ mod tests {
             decide_confirmation(&confirmed, Q, FAN, 100, false, now),
             Confirmation::Reject(Reason::NotHeld)
         );
+    }
+
+    #[test]
+    fn a_pass_may_have_a_few_holds_at_once() {
+        let policy = HoldPolicy {
+            pending_deadline_secs: 30,
+            decision_wait_ms: 0,
+            max_wait_ms: 0,
+            sweep_interval_ms: 500,
+            max_live_per_pass: 4,
+        };
+        for live in 0..4 {
+            assert_eq!(policy.admit_hold(live), Ok(()));
+        }
+        for live in [4, 5, 50] {
+            assert_eq!(policy.admit_hold(live), Err(PassHoldLimit { max: 4 }));
+        }
     }
 
     #[test]

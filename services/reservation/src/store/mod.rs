@@ -6,7 +6,7 @@ mod schema;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
+use ticket_runtime::ids::{ConcertId, PaymentId, QueueTokenId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::AnyConnection;
 
 use shared_events::Reason;
@@ -28,6 +28,8 @@ pub struct Reservation {
     pub reason: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The pass it was asked for with (none from before passes were recorded).
+    pub pass_token: Option<QueueTokenId>,
 }
 
 impl Reservation {
@@ -43,6 +45,7 @@ impl Reservation {
 
 pub struct NewReservation {
     pub id: ReservationId,
+    pub pass_token: QueueTokenId,
     pub user_id: UserId,
     pub concert_id: ConcertId,
     pub schedule_id: ScheduleId,
@@ -63,10 +66,34 @@ pub fn insert_pending(
             reservations::schedule_id.eq(new.schedule_id),
             reservations::seat_no.eq(new.seat_no.get() as i32),
             reservations::status.eq(Status::Pending),
+            reservations::pass_token.eq(new.pass_token),
             reservations::created_at.eq(at),
             reservations::updated_at.eq(at),
         ))
         .execute(conn)?;
+    Ok(())
+}
+
+/// Reservations asked for with `pass` that are still PENDING or HELD.
+pub fn live_for_pass(conn: &mut AnyConnection, pass: QueueTokenId) -> QueryResult<i64> {
+    reservations::table
+        .filter(reservations::pass_token.eq(pass))
+        .filter(reservations::status.eq_any([Status::Pending, Status::Held]))
+        .count()
+        .get_result(conn)
+}
+
+/// Takes the pass's turn until the transaction ends, so that holds asked
+/// for at once with one pass are counted and written one after the other.
+/// PostgreSQL: a transaction-scoped advisory lock on the token (a hash
+/// collision only makes two passes wait for each other). SQLite: nothing
+/// to do, its transactions here begin IMMEDIATE and write one at a time.
+pub fn lock_pass(conn: &mut AnyConnection, pass: QueueTokenId) -> QueryResult<()> {
+    if let AnyConnection::Postgresql(c) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind::<diesel::sql_types::Text, _>(pass.to_string())
+            .execute(c)?;
+    }
     Ok(())
 }
 

@@ -12,6 +12,7 @@ diesel::table! {
         reason -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        pass_token -> Nullable<Text>,
     }
 }
 

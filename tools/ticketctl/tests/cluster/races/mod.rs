@@ -116,6 +116,7 @@ async fn a_debit_and_a_payment_failure_handled_at_once_never_confirm_a_failed_pa
             tx.conn(),
             &store::NewReservation {
                 id: reservation.into(),
+                pass_token: Uuid::new_v4().into(),
                 user_id: user.into(),
                 concert_id: Uuid::now_v7().into(),
                 schedule_id: schedule.into(),
@@ -341,6 +342,7 @@ async fn two_concert_instances_starting_together_seed_the_demo_catalog_once() {
             release_grace_secs: 60,
             sweep_interval_ms: 1000,
         },
+        clock: ticket_runtime::Clock::system(),
     };
     let mut blocker = Blocker::lock(&database.url, "LOCK TABLE concerts IN SHARE MODE");
     let first = {

@@ -1,0 +1,2 @@
+DROP INDEX reservations_live_by_pass;
+ALTER TABLE reservations DROP COLUMN pass_token;
