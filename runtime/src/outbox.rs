@@ -5,16 +5,22 @@
 //! the mark means the event is published again: consumers deduplicate.
 //!
 //! Order per key: one relay at a time holds the lease, and it publishes in
-//! commit-sequence order through an idempotent producer. Writers must change
-//! their aggregate's row before publishing its event, so that concurrent
-//! transactions on one aggregate get sequence numbers in commit order.
+//! commit-sequence order with at most one unacknowledged event per topic and
+//! key: a key's next event goes to the producer once the broker acknowledged
+//! the previous one, and a key stops at its first failure (its rest goes out
+//! on the next drain, after the failed one). The idempotent producer alone
+//! does not keep that order: after a message of a partition fails (timed
+//! out, refused by the broker), a later one may still land.
+//! Writers must change their aggregate's row before publishing its event, so
+//! that concurrent transactions on one aggregate get sequence numbers in
+//! commit order.
 
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use shared_events::{Decoded, Envelope, EventType, Reason};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -25,6 +31,7 @@ use crate::config::OutboxSettings;
 use crate::db::{AnyConnection, Db, DbError};
 use crate::kafka::{headers, Kafka};
 use crate::metrics::Metrics;
+use crate::producer::EventProducer;
 use crate::schema::{outbox, outbox_relay_lease};
 use crate::telemetry;
 
@@ -313,79 +320,80 @@ impl OutboxRelay {
             .await?)
     }
 
-    /// Sends the batch in sequence order and waits for the broker; returns
-    /// the acknowledged seqs. Once an event cannot even be handed to the
-    /// producer, the later events of its key in this batch are not sent: they
-    /// must not overtake it.
+    /// Publishes the batch with at most one unacknowledged event per topic
+    /// and key: a key's next event goes to the producer only once the
+    /// broker acknowledged the previous one, and none after one that failed.
+    /// Keys go concurrently. Returns the acknowledged seqs.
+    ///
+    /// Why not the whole batch at once: librdkafka sends a key's events in
+    /// several requests when they do not fit one, and after one of them
+    /// fails (timed out, refused by the broker) a later one may still land,
+    /// idempotent producer or not; consumers would apply the later event
+    /// first, and the failed one when it goes out again.
     pub async fn publish(&self, batch: &[PendingEvent]) -> Vec<i64> {
         let producer = self.kafka.producer();
-        let mut held_back: HashSet<(&str, &str)> = HashSet::new();
-        let mut deliveries = Vec::with_capacity(batch.len());
-        for event in batch {
-            let key = (event.topic.as_str(), event.partition_key.as_str());
-            if held_back.contains(&key) {
-                continue;
-            }
-            let topic = self.kafka.prefixed(&event.topic);
-            let span = tracing::info_span!(
-                "outbox.publish",
-                event_id = %event.event_id,
-                event_type = %event.event_type,
-                topic = %event.topic,
-            );
-            if let Some(parent) = &event.traceparent {
-                telemetry::continue_trace(&span, parent);
-            }
-            let traceparent = span.in_scope(telemetry::current_traceparent);
-            let mut message_headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: headers::EVENT_ID,
-                    value: Some(event.event_id.as_str()),
-                })
-                .insert(Header {
-                    key: headers::EVENT_TYPE,
-                    value: Some(event.event_type.as_str()),
-                });
-            if let Some(traceparent) = &traceparent {
-                message_headers = message_headers.insert(Header {
-                    key: headers::TRACEPARENT,
-                    value: Some(traceparent.as_str()),
-                });
-            }
-            let record = FutureRecord::to(&topic)
-                .key(event.partition_key.as_str())
-                .payload(event.payload.as_str())
-                .headers(message_headers);
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    let seq = event.seq;
-                    deliveries.push(async move { (seq, delivery.await) }.instrument(span));
-                }
-                Err(refused) => {
-                    let error = &refused.0;
-                    self.metrics.outbox_failures.inc();
-                    tracing::warn!(parent: &span, seq = event.seq, %error, "the producer refused the event; its key waits");
-                    held_back.insert(key);
-                }
-            }
-        }
-        let mut acked = Vec::with_capacity(deliveries.len());
-        for (seq, result) in futures::future::join_all(deliveries).await {
-            match result {
-                Ok(Ok(_)) => acked.push(seq),
-                Ok(Err(error)) => {
-                    self.metrics.outbox_failures.inc();
-                    tracing::warn!(seq, %error, "broker did not acknowledge event");
-                }
-                Err(_) => {
-                    self.metrics.outbox_failures.inc();
-                    tracing::warn!(seq, "the producer dropped the event before delivery");
-                }
-            }
-        }
+        let acked = one_in_flight_per_key(batch, |event| self.send(&producer, event)).await;
         self.metrics.outbox_published.inc_by(acked.len() as u64);
         self.count_saga_outcomes(batch, &acked);
         acked
+    }
+
+    /// Hands one event to the producer and waits for the broker's
+    /// acknowledgement; says whether it came.
+    async fn send(&self, producer: &EventProducer, event: &PendingEvent) -> bool {
+        let topic = self.kafka.prefixed(&event.topic);
+        let span = tracing::info_span!(
+            "outbox.publish",
+            event_id = %event.event_id,
+            event_type = %event.event_type,
+            topic = %event.topic,
+        );
+        if let Some(parent) = &event.traceparent {
+            telemetry::continue_trace(&span, parent);
+        }
+        let traceparent = span.in_scope(telemetry::current_traceparent);
+        let mut message_headers = OwnedHeaders::new()
+            .insert(Header {
+                key: headers::EVENT_ID,
+                value: Some(event.event_id.as_str()),
+            })
+            .insert(Header {
+                key: headers::EVENT_TYPE,
+                value: Some(event.event_type.as_str()),
+            });
+        if let Some(traceparent) = &traceparent {
+            message_headers = message_headers.insert(Header {
+                key: headers::TRACEPARENT,
+                value: Some(traceparent.as_str()),
+            });
+        }
+        let record = FutureRecord::to(&topic)
+            .key(event.partition_key.as_str())
+            .payload(event.payload.as_str())
+            .headers(message_headers);
+        let seq = event.seq;
+        let delivery = match producer.send_result(record) {
+            Ok(delivery) => delivery,
+            Err(refused) => {
+                let error = &refused.0;
+                self.metrics.outbox_failures.inc();
+                tracing::warn!(parent: &span, seq, %error, "the producer refused the event; its key waits");
+                return false;
+            }
+        };
+        match delivery.instrument(span.clone()).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(error)) => {
+                self.metrics.outbox_failures.inc();
+                tracing::warn!(parent: &span, seq, %error, "broker did not acknowledge event; its key waits");
+                false
+            }
+            Err(_) => {
+                self.metrics.outbox_failures.inc();
+                tracing::warn!(parent: &span, seq, "the producer dropped the event before delivery; its key waits");
+                false
+            }
+        }
     }
 
     /// Counts the saga endings among the acknowledged events. An event
@@ -462,6 +470,50 @@ pub fn acknowledged_prefix(batch: &[PendingEvent], acked: &[i64]) -> Vec<i64> {
     sent
 }
 
+/// Sends each key's events one after another, in commit-sequence order,
+/// the next only once `send` says the previous was acknowledged, and none
+/// after one that was not; different keys are in flight together. Returns
+/// the acknowledged seqs: for each key a prefix of its events, so
+/// [`acknowledged_prefix`] keeps them all.
+async fn one_in_flight_per_key<'a, S, F>(batch: &'a [PendingEvent], send: S) -> Vec<i64>
+where
+    S: Fn(&'a PendingEvent) -> F,
+    F: std::future::Future<Output = bool>,
+{
+    let send = &send;
+    let keys = events_by_key(batch).into_iter().map(|events| async move {
+        let mut acked = Vec::with_capacity(events.len());
+        for event in events {
+            if !send(event).await {
+                break;
+            }
+            acked.push(event.seq);
+        }
+        acked
+    });
+    futures::future::join_all(keys)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The batch's events grouped by topic and key, each group in batch order,
+/// the groups in the order of their first event.
+fn events_by_key(batch: &[PendingEvent]) -> Vec<Vec<&PendingEvent>> {
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut groups: Vec<Vec<&PendingEvent>> = Vec::new();
+    for event in batch {
+        let key = (event.topic.as_str(), event.partition_key.as_str());
+        let group = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[group].push(event);
+    }
+    groups
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error(transparent)]
@@ -504,5 +556,104 @@ mod tests {
         assert_eq!(sent, vec![2, 6]);
         assert_eq!(acknowledged_prefix(&batch, &[1, 2, 3, 4, 5, 6]).len(), 6);
         assert!(acknowledged_prefix(&batch, &[]).is_empty());
+    }
+
+    fn event_on(seq: i64, topic: &str, key: &str) -> PendingEvent {
+        PendingEvent {
+            topic: topic.into(),
+            ..event(seq, key)
+        }
+    }
+
+    #[test]
+    fn events_are_grouped_by_topic_and_key_in_batch_order() {
+        let batch = [
+            event(1, "a"),
+            event(2, "b"),
+            event_on(3, "payment.events", "a"),
+            event(4, "a"),
+            event(5, "b"),
+        ];
+        let seqs: Vec<Vec<i64>> = events_by_key(&batch)
+            .iter()
+            .map(|events| events.iter().map(|e| e.seq).collect())
+            .collect();
+        assert_eq!(seqs, vec![vec![1, 4], vec![2, 5], vec![3]]);
+    }
+
+    /// What a fake producer saw: the order of sends, and how many events
+    /// were unacknowledged at once, per key and in all.
+    #[derive(Default)]
+    struct InFlight {
+        sent: Vec<i64>,
+        now: HashMap<String, usize>,
+        most_per_key: usize,
+        most_in_all: usize,
+    }
+
+    #[tokio::test]
+    async fn a_key_has_one_event_in_flight_and_stops_at_its_first_failure() {
+        let batch = [
+            event(1, "a"),
+            event(2, "b"),
+            event(3, "a"),
+            event(4, "b"),
+            event(5, "a"),
+            event(6, "c"),
+            event(7, "b"),
+        ];
+        // 3 (key a) is never acknowledged: 5 must not even be sent.
+        let failing = [3];
+        let seen = std::cell::RefCell::new(InFlight::default());
+        let acked = one_in_flight_per_key(&batch, |event| {
+            let seen = &seen;
+            async move {
+                {
+                    let mut seen = seen.borrow_mut();
+                    seen.sent.push(event.seq);
+                    let key = seen.now.entry(event.partition_key.clone()).or_default();
+                    *key += 1;
+                    let key = *key;
+                    let in_all = seen.now.values().sum();
+                    seen.most_per_key = seen.most_per_key.max(key);
+                    seen.most_in_all = seen.most_in_all.max(in_all);
+                }
+                // The broker's answer takes a while: the other sends may start.
+                for _ in 0..3 {
+                    tokio::task::yield_now().await;
+                }
+                if let Some(count) = seen.borrow_mut().now.get_mut(&event.partition_key) {
+                    *count -= 1;
+                }
+                !failing.contains(&event.seq)
+            }
+        })
+        .await;
+        let seen = seen.into_inner();
+
+        let mut sorted = acked.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![1, 2, 4, 6, 7]);
+        assert_eq!(acknowledged_prefix(&batch, &acked).len(), acked.len());
+        assert!(
+            !seen.sent.contains(&5),
+            "nothing after a failure of its key"
+        );
+        assert_eq!(seen.most_per_key, 1, "one unacknowledged event per key");
+        assert!(seen.most_in_all > 1, "keys are in flight together");
+        let of_key = |key: &str| -> Vec<i64> {
+            let seqs: Vec<i64> = batch
+                .iter()
+                .filter(|e| e.partition_key == key)
+                .map(|e| e.seq)
+                .collect();
+            seen.sent
+                .iter()
+                .copied()
+                .filter(|s| seqs.contains(s))
+                .collect()
+        };
+        assert_eq!(of_key("a"), vec![1, 3]);
+        assert_eq!(of_key("b"), vec![2, 4, 7], "in commit order");
     }
 }

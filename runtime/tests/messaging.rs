@@ -690,6 +690,104 @@ async fn a_refused_event_holds_back_the_later_events_of_its_key() {
     );
 }
 
+/// Pads an event's payload with `padding` spaces (still the same JSON),
+/// and returns the payload it had.
+async fn pad_payload(db: &Db, event_id: &str, padding: usize) -> String {
+    let id = event_id.to_string();
+    db.run(move |conn| {
+        let original: String = diesel::sql_query("SELECT payload FROM outbox WHERE event_id = $1")
+            .bind::<diesel::sql_types::Text, _>(&id)
+            .get_result::<Payload>(conn)?
+            .payload;
+        diesel::sql_query("UPDATE outbox SET payload = $1 WHERE event_id = $2")
+            .bind::<diesel::sql_types::Text, _>(format!("{original}{}", " ".repeat(padding)))
+            .bind::<diesel::sql_types::Text, _>(&id)
+            .execute(conn)?;
+        Ok::<_, DbError>(original)
+    })
+    .await
+    .unwrap()
+}
+
+/// Defect: the relay handed a whole batch to the producer at once, so a
+/// later event of a key could land while an earlier one failed, idempotent
+/// producer or not. The topic here refuses messages over 500 kB: the first
+/// event (900 kB) passes the producer's own limit but not the broker's, and
+/// the second (150 kB, same key) does not fit the same request, so
+/// librdkafka sent it in one of its own, which the broker stored. The second
+/// must not be sent before the first is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_event_of_a_key_is_not_sent_before_the_earlier_one_is_acknowledged() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    testkit::init_tracing();
+    let db = TestDatabase::sqlite("in-flight");
+    let prefix = testkit::unique_prefix();
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", testkit::broker())
+        .create()
+        .unwrap();
+    let topic = format!("{prefix}{}", Topic::BalanceEvents.name());
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))
+                .set("max.message.bytes", "500000")],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let (store, relay) = standalone_relay(&db, &prefix, |_| {}).await;
+    let tap = testkit::EventTap::new(&prefix, Topic::BalanceEvents);
+    let (first, second, other) = (
+        charge(1, "member-k"),
+        charge(2, "member-k"),
+        charge(3, "member-j"),
+    );
+    let ids = [first.event_id, second.event_id, other.event_id].map(|id| id.to_string());
+    for event in [first, second, other] {
+        charge_in_a(&store, event).await;
+    }
+    let original = pad_payload(&store, &ids[0], 900_000).await;
+    pad_payload(&store, &ids[1], 150_000).await;
+
+    let stop = ticket_runtime::CancellationToken::new();
+    assert!(
+        relay.drain(&stop).await.is_err(),
+        "the broker refuses the first event"
+    );
+    assert!(sent_at_of(&store, &ids[0]).await.is_none());
+    assert!(sent_at_of(&store, &ids[1]).await.is_none());
+    assert!(
+        sent_at_of(&store, &ids[2]).await.is_some(),
+        "other keys go on"
+    );
+    assert_eq!(
+        events_through(&tap, &ids[2]).await,
+        vec![ids[2].clone()],
+        "the second event of the key did not overtake the first"
+    );
+
+    // Fixed: both go out, in commit order, each once.
+    store
+        .run({
+            let id = ids[0].clone();
+            move |conn| {
+                diesel::sql_query("UPDATE outbox SET payload = $1 WHERE event_id = $2")
+                    .bind::<diesel::sql_types::Text, _>(original)
+                    .bind::<diesel::sql_types::Text, _>(id)
+                    .execute(conn)
+                    .map_err(DbError::from)
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(relay.drain(&stop).await.unwrap(), 2);
+    assert_eq!(
+        events_through(&tap, &ids[1]).await,
+        vec![ids[0].clone(), ids[1].clone()]
+    );
+}
+
 #[derive(QueryableByName)]
 struct Payload {
     #[diesel(sql_type = diesel::sql_types::Text)]

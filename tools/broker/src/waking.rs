@@ -10,7 +10,9 @@
 //!
 //! * keeps each partition's offsets (`OffsetStage`) and each topic's metadata
 //!   as last read, and answers from memory until a write could have changed
-//!   them (a produce to that partition, or any other change to the log);
+//!   them (a produce to that partition, or any other change to the log).
+//!   Only partitions and topics that exist are kept, and a bounded number
+//!   of metadata answers: a client naming made-up topics must not grow it;
 //! * answers a read at or past the end of a partition with no batches,
 //!   without a statement;
 //! * lets the first read of a fetch request wait, when every partition the
@@ -79,6 +81,10 @@ const PARTITION_FORGOTTEN_AFTER: Duration = Duration::from_secs(2);
 /// Connections not seen for this long are forgotten (they closed).
 const READER_FORGOTTEN_AFTER: Duration = Duration::from_secs(60);
 
+/// Metadata answers remembered at most: the topic lists the clients of a
+/// cluster ask for are a few dozen, but a client may ask for any list.
+const METADATA_ANSWERS_KEPT: usize = 256;
+
 pub struct WakingStorage<S> {
     inner: S,
     state: Mutex<State>,
@@ -97,8 +103,13 @@ struct State {
     /// Bumped when topics or brokers change (a topic created, a config
     /// altered): remembered metadata is void, partitions' offsets are not.
     topics_epoch: u64,
+    /// Partitions that exist: written or read successfully.
     partitions: BTreeMap<Topition, Partition>,
-    metadata: BTreeMap<Option<Vec<TopicId>>, (Epochs, MetadataResponse)>,
+    /// Bumped by a failed produce to a partition not in `partitions`: it
+    /// may have written before failing, so an offset read beside it is
+    /// not remembered.
+    failed_produces: u64,
+    metadata: MetadataCache,
     readers: BTreeMap<task::Id, Reader>,
     readers_swept_at: Option<Instant>,
 }
@@ -109,6 +120,62 @@ struct Partition {
     version: u64,
     /// The offsets as last read, while neither the version nor the epoch moved.
     stage: Option<(u64, OffsetStage)>,
+}
+
+/// Metadata answers by the topic list asked for, each valid while the
+/// epochs it was read at hold. Only answers naming topics that exist are
+/// kept, and at most [`METADATA_ANSWERS_KEPT`] of them, the least recently
+/// used going first: a client asking for made-up topics must not grow it.
+#[derive(Default)]
+struct MetadataCache {
+    answers: BTreeMap<Option<Vec<TopicId>>, Remembered>,
+    /// Counts lookups, to tell which answer was used least recently.
+    clock: u64,
+}
+
+struct Remembered {
+    epochs: Epochs,
+    metadata: MetadataResponse,
+    used: u64,
+}
+
+impl MetadataCache {
+    fn get(&mut self, topics: &Option<Vec<TopicId>>, epochs: Epochs) -> Option<MetadataResponse> {
+        self.clock += 1;
+        let answer = self.answers.get_mut(topics)?;
+        if answer.epochs != epochs {
+            return None;
+        }
+        answer.used = self.clock;
+        Some(answer.metadata.clone())
+    }
+
+    fn insert(&mut self, topics: Option<Vec<TopicId>>, epochs: Epochs, metadata: MetadataResponse) {
+        let none = i16::from(ErrorCode::None);
+        if metadata.topics.iter().any(|topic| topic.error_code != none) {
+            return;
+        }
+        // Answers read at earlier epochs are never used again.
+        self.answers.retain(|_, answer| answer.epochs == epochs);
+        if self.answers.len() >= METADATA_ANSWERS_KEPT && !self.answers.contains_key(&topics) {
+            let least_used = self
+                .answers
+                .iter()
+                .min_by_key(|(_, answer)| answer.used)
+                .map(|(topics, _)| topics.clone());
+            if let Some(least_used) = least_used {
+                _ = self.answers.remove(&least_used);
+            }
+        }
+        _ = self.answers.insert(
+            topics,
+            Remembered {
+                epochs,
+                metadata,
+                used: self.clock,
+            },
+        );
+    }
 }
 
 /// What one connection reads.
@@ -378,6 +445,10 @@ where
     async fn delete_topic(&self, topic: &TopicId) -> Result<ErrorCode> {
         let result = self.inner.delete_topic(topic).await;
         self.invalidate_all();
+        // The deleted topic's partitions would keep their entries forever.
+        // Once `invalidate_all` moved the epoch no entry holds anything still
+        // valid (a read that began before sees the epoch change): all go.
+        self.state().partitions.clear();
         result
     }
 
@@ -393,11 +464,20 @@ where
     ) -> Result<i64> {
         let result = self.inner.produce(transaction_id, topition, batch).await;
         {
-            // Also after a failed produce: it may have written before failing.
             let mut state = self.state();
-            let partition = state.partitions.entry(topition.clone()).or_default();
-            partition.version += 1;
-            partition.stage = None;
+            if result.is_ok() {
+                let partition = state.partitions.entry(topition.clone()).or_default();
+                partition.version += 1;
+                partition.stage = None;
+            } else if let Some(partition) = state.partitions.get_mut(topition) {
+                // It may have written before failing.
+                partition.version += 1;
+                partition.stage = None;
+            } else {
+                // Most likely a partition that does not exist: no entry for
+                // it, or any client could add one per made-up name.
+                state.failed_produces += 1;
+            }
         }
         self.produced.send_modify(|_| {});
         result
@@ -458,17 +538,20 @@ where
     }
 
     async fn offset_stage(&self, topition: &Topition) -> Result<OffsetStage> {
-        let (epoch, version) = {
+        let (epoch, version, failed_produces) = {
             let state = self.state();
             if let Some(stage) = state.stage(topition) {
                 return Ok(stage);
             }
-            (state.epoch, state.version(topition))
+            (state.epoch, state.version(topition), state.failed_produces)
         };
         let stage = self.inner.offset_stage(topition).await?;
         let mut state = self.state();
         // Remembered only if nothing was written while it was read.
-        if state.epoch == epoch && state.version(topition) == version {
+        if state.epoch == epoch
+            && state.version(topition) == version
+            && state.failed_produces == failed_produces
+        {
             state.partitions.entry(topition.clone()).or_default().stage = Some((epoch, stage));
         }
         Ok(stage)
@@ -511,19 +594,17 @@ where
     async fn metadata(&self, topics: Option<&[TopicId]>) -> Result<MetadataResponse> {
         let key = topics.map(<[TopicId]>::to_vec);
         let epochs = {
-            let state = self.state();
+            let mut state = self.state();
             let now = (state.epoch, state.topics_epoch);
-            if let Some((epochs, metadata)) = state.metadata.get(&key)
-                && *epochs == now
-            {
-                return Ok(metadata.clone());
+            if let Some(metadata) = state.metadata.get(&key, now) {
+                return Ok(metadata);
             }
             now
         };
         let metadata = self.inner.metadata(topics).await?;
         let mut state = self.state();
         if (state.epoch, state.topics_epoch) == epochs {
-            _ = state.metadata.insert(key, (epochs, metadata.clone()));
+            state.metadata.insert(key, epochs, metadata.clone());
         }
         Ok(metadata)
     }
@@ -708,5 +789,179 @@ where
 
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "tests: a panic is a failed test, with its message"
+    )]
+
+    use std::{path::PathBuf, sync::Arc};
+
+    use nisshi_broker::NODE_ID;
+    use nisshi_sans_io::record::{Record, inflated};
+    use nisshi_storage::{ArcDynStorage, StorageContainer};
+
+    use super::*;
+
+    /// The broker's storage as `main` builds it, on a SQLite file of its own.
+    struct Subject {
+        storage: WakingStorage<ArcDynStorage>,
+        dir: PathBuf,
+    }
+
+    impl Drop for Subject {
+        fn drop(&mut self) {
+            _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn subject() -> Subject {
+        let dir = std::env::temp_dir().join(format!("ticket-broker-waking-{}", Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut builder = StorageContainer::builder();
+        builder.with_factory(Arc::new(nisshi_storage_sql::LiteEngineFactory));
+        let engine = builder
+            .cluster_id("waking-test")
+            .node_id(NODE_ID)
+            .advertised_listener(Url::parse("tcp://127.0.0.1:9092").unwrap())
+            .storage(Url::parse(&format!("sqlite:///{}", dir.join("broker.db").display())).unwrap())
+            .silent(true)
+            .build()
+            .await
+            .unwrap();
+        let storage = WakingStorage::new(engine);
+        storage
+            .register_broker(BrokerRegistrationRequest {
+                broker_id: NODE_ID,
+                cluster_id: "waking-test".into(),
+                incarnation_id: Uuid::now_v7(),
+                rack: None,
+            })
+            .await
+            .unwrap();
+        Subject { storage, dir }
+    }
+
+    async fn create_topic(storage: &WakingStorage<ArcDynStorage>, name: &str) {
+        let topic = CreatableTopic::default()
+            .name(name.to_owned())
+            .num_partitions(1)
+            .replication_factor(1)
+            .assignments(Some([].into()))
+            .configs(Some([].into()));
+        _ = storage.create_topic(topic, false).await.unwrap();
+    }
+
+    fn one_record() -> deflated::Batch {
+        inflated::Batch::builder()
+            .record(Record::builder().value(Some(b"seat".to_vec().into())))
+            .build()
+            .and_then(TryInto::try_into)
+            .unwrap()
+    }
+
+    fn names(topics: &[&str]) -> Vec<TopicId> {
+        topics
+            .iter()
+            .map(|name| TopicId::Name((*name).to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn metadata_for_topics_that_do_not_exist_is_not_remembered() {
+        let subject = subject().await;
+        let storage = &subject.storage;
+        create_topic(storage, "seats").await;
+        for n in 0..500 {
+            let asked = names(&["seats", &format!("made-up-{n}")]);
+            let answer = storage.metadata(Some(&asked)).await.unwrap();
+            assert_eq!(answer.topics.len(), 2);
+        }
+        assert_eq!(storage.state().metadata.answers.len(), 0);
+
+        // A topic that exists is remembered, and answered from memory.
+        let asked = names(&["seats"]);
+        let first = storage.metadata(Some(&asked)).await.unwrap();
+        assert_eq!(storage.state().metadata.answers.len(), 1);
+        let second = storage.metadata(Some(&asked)).await.unwrap();
+        assert_eq!(first.topics, second.topics);
+    }
+
+    #[tokio::test]
+    async fn metadata_answers_are_capped_and_the_least_recently_used_goes() {
+        let subject = subject().await;
+        let storage = &subject.storage;
+        create_topic(storage, "seats").await;
+        let kept = names(&["seats"]);
+        _ = storage.metadata(Some(&kept)).await.unwrap();
+        // Every list naming `seats` n times is a list of its own.
+        for n in 2..METADATA_ANSWERS_KEPT + 100 {
+            _ = storage
+                .metadata(Some(&names(&vec!["seats"; n])))
+                .await
+                .unwrap();
+            // The services' own list stays in use.
+            _ = storage.metadata(Some(&kept)).await.unwrap();
+        }
+        let state = storage.state();
+        assert_eq!(state.metadata.answers.len(), METADATA_ANSWERS_KEPT);
+        assert!(state.metadata.answers.contains_key(&Some(kept)));
+        assert!(
+            !state
+                .metadata
+                .answers
+                .contains_key(&Some(names(&["seats", "seats"]))),
+            "the least recently used went first"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_produces_leave_no_partition_entries() {
+        let subject = subject().await;
+        let storage = &subject.storage;
+        create_topic(storage, "seats").await;
+        for n in 0..500 {
+            let made_up = Topition::new(format!("made-up-{n}"), 0);
+            assert!(storage.produce(None, &made_up, one_record()).await.is_err());
+        }
+        let made_up = Topition::new("made-up-0", 0);
+        assert!(storage.offset_stage(&made_up).await.is_err());
+        assert_eq!(storage.state().partitions.len(), 0);
+
+        // A produce that lands is remembered, as before.
+        let seats = Topition::new("seats", 0);
+        assert_eq!(
+            storage.produce(None, &seats, one_record()).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            storage.offset_stage(&seats).await.unwrap().high_watermark(),
+            1
+        );
+        assert_eq!(storage.state().partitions.len(), 1);
+        assert!(
+            storage.state().stage(&seats).is_some(),
+            "its offsets remembered"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_topic_leaves_no_partition_entries() {
+        let subject = subject().await;
+        let storage = &subject.storage;
+        create_topic(storage, "seats").await;
+        let seats = Topition::new("seats", 0);
+        _ = storage.produce(None, &seats, one_record()).await.unwrap();
+        assert_eq!(storage.state().partitions.len(), 1);
+        _ = storage
+            .delete_topic(&TopicId::Name("seats".into()))
+            .await
+            .unwrap();
+        assert_eq!(storage.state().partitions.len(), 0);
     }
 }
