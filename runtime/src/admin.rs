@@ -36,10 +36,11 @@ pub struct AdminKey(Secret);
 
 impl AdminKey {
     pub fn from_settings(settings: &AdminSettings) -> anyhow::Result<AdminKey> {
-        match &settings.key {
-            Some(key) if key.expose().trim().len() >= MIN_ADMIN_KEY_LEN => {
-                Ok(AdminKey(key.clone()))
-            }
+        // Trimmed once, here: the key the length check accepts is the key
+        // callers must send, without the stray spaces of a variable or a
+        // key file (which an HTTP header cannot carry anyway).
+        match settings.key.as_ref().map(|key| key.expose().trim()) {
+            Some(key) if key.len() >= MIN_ADMIN_KEY_LEN => Ok(AdminKey(Secret::new(key))),
             _ => anyhow::bail!(
                 "APP__ADMIN__KEY (or APP__ADMIN__KEY_FILE) must be set to at least \
                  {MIN_ADMIN_KEY_LEN} characters (`ticketctl up` and `ticketctl secrets` make \
@@ -143,5 +144,28 @@ impl<T, K> Page<T, K> {
         let full = i64::try_from(items.len()).is_ok_and(|n| n >= limit);
         let next = if full { items.last().map(key) } else { None };
         Page { items, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(configured: &str) -> anyhow::Result<AdminKey> {
+        AdminKey::from_settings(&AdminSettings {
+            key: Some(Secret::new(configured)),
+        })
+    }
+
+    #[test]
+    fn a_key_configured_with_surrounding_spaces_admits_the_key_itself() {
+        let key = key("  test-admin-key-0123456789 \n").unwrap();
+        assert!(key.admits(b"test-admin-key-0123456789"));
+    }
+
+    #[test]
+    fn a_key_short_once_trimmed_is_refused() {
+        assert!(key("   short-key      ").is_err());
+        assert!(key("0123456789abcdef").is_ok());
     }
 }

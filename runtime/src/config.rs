@@ -23,6 +23,8 @@ const COMMON_DEFAULTS: &str = r#"
 host = "127.0.0.1"
 port = 0
 body_limit_bytes = 65536
+client_request_timeout_ms = 5000
+client_body_timeout_ms = 10000
 
 [database]
 url = "sqlite://data/service.db"
@@ -104,6 +106,13 @@ pub struct HttpSettings {
     pub host: String,
     pub port: u16,
     pub body_limit_bytes: usize,
+    /// How long a new connection has to send its first request's head: a
+    /// slow or silent client is answered 408 (or just disconnected) after
+    /// this. actix-web bounds only the first request of a connection.
+    pub client_request_timeout_ms: u64,
+    /// How long a request's body may take to arrive once its head has: a
+    /// body still trickling in after this is answered 408.
+    pub client_body_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

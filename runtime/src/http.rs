@@ -2,18 +2,21 @@
 //! errors `{code, message}`, body limits, request ids and request spans.
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::{
+    InternalError, JsonPayloadError, PathError, PayloadError, QueryPayloadError,
+};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 use crate::config::HttpSettings;
@@ -116,6 +119,15 @@ fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 error.to_string(),
+            )
+        }
+        JsonPayloadError::Payload(PayloadError::Io(cause))
+            if cause.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
             )
         }
         JsonPayloadError::ContentType => ApiError::new(
@@ -246,8 +258,26 @@ pub(crate) async fn metrics(probes: web::Data<Probes>) -> HttpResponse {
         .body(probes.metrics.render())
 }
 
+/// The method as a metric label and span field: the standard methods by
+/// name, anything else as `other`. A client can send any token as a method,
+/// and each distinct label value would be a series kept forever.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// One span per request, parented on an incoming `traceparent`; a request
-/// id taken from `X-Request-Id` (or made) and echoed on the response.
+/// id taken from `X-Request-Id` (or made) and echoed on the response; the
+/// request counted and timed. Every answer goes through here, also one a
+/// middleware refused with an error (the admin key check).
 async fn trace_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -260,10 +290,10 @@ async fn trace_requests(
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let span = tracing::info_span!(
         "http.request",
-        http.method = %method,
+        http.method = method,
         http.route = %route,
         http.target = %req.path(),
         request_id = %request_id,
@@ -280,26 +310,81 @@ async fn trace_requests(
         .app_data::<web::Data<Probes>>()
         .map(|p| p.metrics.clone());
     let started = Instant::now();
-    let mut response = next.call(req).instrument(span.clone()).await?;
-    let status = response.status();
-    span.record("http.status", status.as_u16());
-    if let Some(metrics) = metrics {
-        metrics
-            .http_requests
-            .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
-            .inc();
-        metrics
-            .http_duration
-            .with_label_values(&[method.as_str(), route.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+    let request_id = HeaderValue::from_str(&request_id).ok();
+    let record = |status: StatusCode| {
+        span.record("http.status", status.as_u16());
+        if let Some(metrics) = &metrics {
+            metrics
+                .http_requests
+                .with_label_values(&[method, route.as_str(), status.as_str()])
+                .inc();
+            metrics
+                .http_duration
+                .with_label_values(&[method, route.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    };
+    match next.call(req).instrument(span.clone()).await {
+        Ok(mut response) => {
+            record(response.status());
+            if let Some(value) = request_id {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(REQUEST_ID), value);
+            }
+            Ok(response)
+        }
+        // The error's answer is made here rather than by the server, so it
+        // is counted and tagged like any other. It still travels as an
+        // error: the request went to the inner service, and a response of
+        // our own needs it back (routing insists on being its only holder).
+        Err(error) => {
+            let mut response = error.error_response();
+            record(response.status());
+            if let Some(value) = request_id {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(REQUEST_ID), value);
+            }
+            Err(InternalError::from_response(error, response).into())
+        }
     }
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID), value);
-    }
-    Ok(response)
 }
+
+/// Gives the request body until `timeout` after its head to arrive: a
+/// client trickling a body would otherwise hold its connection and its
+/// handler for as long as it likes (actix-web bounds only the head, with
+/// `client_request_timeout`). A late body fails to read as `TimedOut`,
+/// which the JSON extractor answers 408.
+async fn bound_body(
+    timeout: web::Data<BodyTimeout>,
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let deadline = tokio::time::Instant::now() + timeout.0;
+    let body = req.take_payload();
+    let bounded = futures::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(body))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(PayloadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request body did not arrive in time",
+                ))),
+                None,
+            )),
+        }
+    });
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(bounded),
+    });
+    next.call(req).await
+}
+
+/// How long a request's body may take to arrive (`http.client_body_timeout_ms`).
+struct BodyTimeout(Duration);
 
 /// Binds the listener (port 0 picks a free port) and starts the server with
 /// the shared endpoints plus the service's own routes from `configure`.
@@ -314,11 +399,16 @@ where
     let listener = TcpListener::bind((settings.host.as_str(), settings.port))?;
     let addr = listener.local_addr()?;
     let body_limit = settings.body_limit_bytes;
+    let body_timeout = web::Data::new(BodyTimeout(Duration::from_millis(
+        settings.client_body_timeout_ms,
+    )));
     let probes = web::Data::new(probes);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(bound_body))
             .wrap(from_fn(trace_requests))
             .app_data(probes.clone())
+            .app_data(body_timeout.clone())
             .app_data(
                 web::JsonConfig::default()
                     .limit(body_limit)
@@ -337,7 +427,15 @@ where
     // (reqwest: 90 s), so the client always closes first: a server closing
     // at the moment a client reuses the connection fails that request
     // (hyper's IncompleteMessage; seen in the test suite).
-    .keep_alive(std::time::Duration::from_secs(120))
+    .keep_alive(Duration::from_secs(120))
+    // A new connection has this long to send its first request's head
+    // (else 408 and the connection is closed): a slow or silent client
+    // cannot hold it without sending a whole request. actix-web times only
+    // a connection's first head; bodies are timed by `bound_body`.
+    .client_request_timeout(Duration::from_millis(settings.client_request_timeout_ms))
+    // After the server closes a connection, how long the client has to
+    // acknowledge before the socket is dropped anyway.
+    .client_disconnect_timeout(Duration::from_secs(1))
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(5)
