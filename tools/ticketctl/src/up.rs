@@ -537,7 +537,7 @@ fn spawn(name: &str, command: &mut Command, output: &Output) -> anyhow::Result<C
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        //.process_group(0)
+        .process_group(0)
         .kill_on_drop(true);
     // SAFETY: prctl is async-signal-safe and touches no Rust state.
     unsafe {
