@@ -3,8 +3,9 @@
 //! (which may publish events through the outbox) and record the pair; only
 //! after that commit is the offset stored, for librdkafka to commit on its
 //! interval (`consumer.commit_interval_ms`). A redelivered event therefore
-//! changes nothing. Messages that cannot be decoded, that the handler
-//! rejects, or that keep failing go to `<topic>.dlq` with the reason.
+//! changes nothing. Messages that break the contract (see `PoisonKind`), that
+//! the handler rejects, or that keep failing go to `<topic>.dlq` with the
+//! reason.
 
 use chrono::Utc;
 use diesel::prelude::*;
@@ -16,7 +17,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
-use shared_events::{Decoded, Envelope, EventType, Topic};
+use shared_events::{DecodeError, Decoded, Envelope, EventType, Topic, MAX_MESSAGE_BYTES};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -277,24 +278,13 @@ impl EventConsumer {
     /// (the offset is then not committed and the message comes again).
     async fn process(&self, message: &BorrowedMessage<'_>, stop: &CancellationToken) -> bool {
         let consumer = self.handler.name().to_string();
-        let payload = message.payload().unwrap_or_default();
-        let envelope = match Envelope::decode(payload) {
-            Ok(Decoded::Known(envelope)) => Arc::new(*envelope),
-            Ok(Decoded::UnknownType {
-                event_type,
-                event_id,
-            }) => {
-                tracing::debug!(%event_type, %event_id, "skipping unknown event type");
-                self.count(&consumer, &event_type, "unknown_type");
-                return true;
-            }
-            Err(error) => {
-                let reason = if payload.is_empty() {
-                    "empty message".to_string()
-                } else {
-                    error.to_string()
-                };
-                return self.dead_letter(message, &reason, 0, stop).await;
+        let envelope = match self.admit(message) {
+            Ok(envelope) => Arc::new(envelope),
+            Err(poison) => {
+                let reason = poison.to_string();
+                return self
+                    .dead_letter(message, &reason, poison.event_type, 0, stop)
+                    .await;
             }
         };
         let event_type = envelope.event_type();
@@ -335,7 +325,10 @@ impl EventConsumer {
                     return true;
                 }
                 Err(HandlerError::Rejected(reason)) => {
-                    return self.dead_letter(message, &reason, attempt + 1, stop).await;
+                    let reason = format!("rejected: {reason}");
+                    return self
+                        .dead_letter(message, &reason, Some(event_type), attempt + 1, stop)
+                        .await;
                 }
                 Err(error) => error,
             };
@@ -346,8 +339,11 @@ impl EventConsumer {
                 attempt += 1;
             }
             if attempt >= self.settings.max_attempts {
-                let reason = format!("failed {attempt} times; last error: {error:#}");
-                return self.dead_letter(message, &reason, attempt, stop).await;
+                let reason =
+                    format!("retries_exhausted: failed {attempt} times; last error: {error:#}");
+                return self
+                    .dead_letter(message, &reason, Some(event_type), attempt, stop)
+                    .await;
             }
             tracing::warn!(parent: &span, attempt, error = %format!("{error:#}"), "event handling failed; retrying");
             if !crate::jobs::pause(stop, backoff).await {
@@ -357,18 +353,87 @@ impl EventConsumer {
         }
     }
 
-    /// Publishes the message unchanged to `<topic>.dlq` with the reason and
-    /// origin in headers, retrying until the broker acknowledges it.
+    /// The message's envelope, if it keeps the contract: within the size
+    /// limit, a known event type from its rightful producer, on that
+    /// producer's topic, keyed by its partition key.
+    fn admit(&self, message: &BorrowedMessage<'_>) -> Result<Envelope, Poison> {
+        let size = message_bytes(message);
+        if size > MAX_MESSAGE_BYTES {
+            return Err(Poison::new(
+                PoisonKind::Oversized,
+                format!(
+                    "{size} bytes, over the {MAX_MESSAGE_BYTES}-byte limit; \
+                     the letter keeps at most {MAX_MESSAGE_BYTES} bytes of its payload"
+                ),
+            ));
+        }
+        let payload = message.payload().unwrap_or_default();
+        if payload.is_empty() {
+            return Err(Poison::new(PoisonKind::Empty, "empty message".into()));
+        }
+        let envelope = match Envelope::decode(payload) {
+            Ok(Decoded::Known(envelope)) => *envelope,
+            // Dead-lettered rather than skipped: once this consumer knows the
+            // type, `ticketctl dlq replay` gives it the events it missed.
+            Ok(Decoded::UnknownType {
+                event_type,
+                event_id,
+            }) => {
+                return Err(Poison::new(
+                    PoisonKind::UnknownEventType,
+                    format!("event {event_id} has the type {event_type:?}, unknown to this build"),
+                ))
+            }
+            Err(error) => return Err(Poison::undecodable(error)),
+        };
+        let event_type = envelope.event_type();
+        let rightful_topic = self.kafka.topic_name(envelope.topic());
+        if message.topic() != rightful_topic {
+            let detail = format!(
+                "{event_type} by {} belongs on {rightful_topic}",
+                envelope.producer
+            );
+            return Err(Poison::new(PoisonKind::WrongTopic, detail).of(event_type));
+        }
+        // The key picks the partition, and the partition is what keeps one
+        // saga's events in order: a message keyed otherwise may overtake.
+        match message.key() {
+            None | Some([]) => {
+                let detail = format!("no key; expected {}", envelope.partition_key);
+                Err(Poison::new(PoisonKind::MissingKey, detail).of(event_type))
+            }
+            Some(key) if key != envelope.partition_key.as_bytes() => {
+                let detail = format!(
+                    "key {:?} is not the partition key {}",
+                    String::from_utf8_lossy(key),
+                    envelope.partition_key
+                );
+                Err(Poison::new(PoisonKind::KeyMismatch, detail).of(event_type))
+            }
+            Some(_) => Ok(envelope),
+        }
+    }
+
+    /// Publishes the message to `<topic>.dlq` with the reason and origin in
+    /// headers, retrying until the broker acknowledges it. The message is
+    /// kept as it was, except that of an oversized one the letter keeps at
+    /// most `MAX_MESSAGE_BYTES` of its payload, and its key and headers only
+    /// if each is within that: a letter the producer refused would stop the
+    /// consumer for good.
     async fn dead_letter(
         &self,
         message: &BorrowedMessage<'_>,
         reason: &str,
+        event_type: Option<EventType>,
         attempts: u32,
         stop: &CancellationToken,
     ) -> bool {
         let consumer = self.handler.name();
         let dlq = self.kafka.dead_letter_name(message.topic());
-        let event_type = header(message, headers::EVENT_TYPE).unwrap_or_else(|| "unknown".into());
+        // A label from a fixed set: poison chooses its own headers.
+        let event_type = event_type
+            .or_else(|| header(message, headers::EVENT_TYPE).and_then(|t| EventType::parse(&t)))
+            .map_or("unknown", EventType::as_str);
         tracing::error!(
             topic = message.topic(),
             partition = message.partition(),
@@ -380,10 +445,16 @@ impl EventConsumer {
         let offset = message.offset().to_string();
         let attempts = attempts.to_string();
         let failed_at = Utc::now().to_rfc3339();
+        let payload = message.payload().unwrap_or_default();
+        let payload = &payload[..payload.len().min(MAX_MESSAGE_BYTES)];
+        let key = message.key().filter(|key| key.len() <= MAX_MESSAGE_BYTES);
+        let original_headers = message
+            .headers()
+            .filter(|original| headers_bytes(original) <= MAX_MESSAGE_BYTES);
         let mut backoff = Duration::from_millis(self.settings.backoff_initial_ms.max(1));
         loop {
             let mut dlq_headers = OwnedHeaders::new();
-            if let Some(original) = message.headers() {
+            if let Some(original) = original_headers {
                 for h in original.iter() {
                     dlq_headers = dlq_headers.insert(Header {
                         key: h.key,
@@ -405,10 +476,9 @@ impl EventConsumer {
                     value: Some(value),
                 });
             }
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq)
-                .payload(message.payload().unwrap_or_default())
-                .headers(dlq_headers);
-            if let Some(key) = message.key() {
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&dlq).payload(payload).headers(dlq_headers);
+            if let Some(key) = key {
                 record = record.key(key);
             }
             match self
@@ -418,7 +488,7 @@ impl EventConsumer {
                 .await
             {
                 Ok(_) => {
-                    self.count(consumer, &event_type, "dead_lettered");
+                    self.count(consumer, event_type, "dead_lettered");
                     self.metrics
                         .dead_letters
                         .with_label_values(&[consumer, message.topic()])
@@ -451,4 +521,108 @@ fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {
             .and_then(|h| h.value)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     })
+}
+
+/// Why a message cannot be an event here. Its code starts the letter's
+/// `dlq.reason` (`<code>: <detail>`); docs/operations.md lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoisonKind {
+    Oversized,
+    Empty,
+    /// Not JSON at all.
+    Malformed,
+    /// JSON cut short.
+    Truncated,
+    /// JSON, but not an envelope.
+    NotAnEnvelope,
+    UnsupportedSchema,
+    /// An envelope whose payload is not its event type's.
+    InvalidPayload,
+    /// The envelope's `producer` does not own its event type.
+    WrongProducer,
+    UnknownEventType,
+    /// A rightful event of one producer on another producer's topic.
+    WrongTopic,
+    MissingKey,
+    KeyMismatch,
+}
+
+impl PoisonKind {
+    fn code(self) -> &'static str {
+        match self {
+            PoisonKind::Oversized => "oversized",
+            PoisonKind::Empty => "empty",
+            PoisonKind::Malformed => "malformed",
+            PoisonKind::Truncated => "truncated",
+            PoisonKind::NotAnEnvelope => "not_an_envelope",
+            PoisonKind::UnsupportedSchema => "unsupported_schema",
+            PoisonKind::InvalidPayload => "invalid_payload",
+            PoisonKind::WrongProducer => "wrong_producer",
+            PoisonKind::UnknownEventType => "unknown_event_type",
+            PoisonKind::WrongTopic => "wrong_topic",
+            PoisonKind::MissingKey => "missing_key",
+            PoisonKind::KeyMismatch => "key_mismatch",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Poison {
+    kind: PoisonKind,
+    detail: String,
+    /// The event's type when it decoded (a metric label).
+    event_type: Option<EventType>,
+}
+
+impl Poison {
+    fn new(kind: PoisonKind, detail: String) -> Poison {
+        Poison {
+            kind,
+            detail,
+            event_type: None,
+        }
+    }
+
+    fn of(self, event_type: EventType) -> Poison {
+        Poison {
+            event_type: Some(event_type),
+            ..self
+        }
+    }
+
+    fn undecodable(error: DecodeError) -> Poison {
+        let kind = match &error {
+            DecodeError::Envelope(json) => match json.classify() {
+                serde_json::error::Category::Eof => PoisonKind::Truncated,
+                serde_json::error::Category::Data => PoisonKind::NotAnEnvelope,
+                serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+                    PoisonKind::Malformed
+                }
+            },
+            DecodeError::UnsupportedSchema { .. } => PoisonKind::UnsupportedSchema,
+            DecodeError::Payload { .. } => PoisonKind::InvalidPayload,
+            DecodeError::WrongProducer { .. } => PoisonKind::WrongProducer,
+        };
+        Poison::new(kind, error.to_string())
+    }
+}
+
+impl std::fmt::Display for Poison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.detail)
+    }
+}
+
+/// What the message weighs on the wire: key, headers and payload.
+fn message_bytes(message: &BorrowedMessage<'_>) -> usize {
+    message.payload().map_or(0, <[u8]>::len)
+        + message.key().map_or(0, <[u8]>::len)
+        + message.headers().map_or(0, headers_bytes)
+}
+
+fn headers_bytes(headers: &rdkafka::message::BorrowedHeaders) -> usize {
+    headers
+        .iter()
+        .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+        .sum()
 }

@@ -388,20 +388,31 @@ async fn garbage_and_poison_go_to_the_dead_letter_topic_and_consumption_goes_on(
         assert!(!header("dlq.origin.offset").is_empty());
         reasons.push((header("dlq.reason"), message.payload().map(<[u8]>::to_vec)));
     }
+    // Sorted by reason, whose code comes first: malformed, retries_exhausted.
     reasons.sort();
     assert!(
-        reasons[0].0.contains("failed 3 times"),
-        "{:?}",
-        reasons[0].0
-    );
-    assert!(reasons[0].0.contains("poison"), "{:?}", reasons[0].0);
-    assert!(
-        reasons[1].0.contains("not a valid event envelope"),
+        reasons[1].0.starts_with("retries_exhausted: "),
         "{:?}",
         reasons[1].0
     );
+    assert!(
+        reasons[1].0.contains("failed 3 times"),
+        "{:?}",
+        reasons[1].0
+    );
+    assert!(reasons[1].0.contains("poison"), "{:?}", reasons[1].0);
+    assert!(
+        reasons[0].0.starts_with("malformed: "),
+        "{:?}",
+        reasons[0].0
+    );
+    assert!(
+        reasons[0].0.contains("not a valid event envelope"),
+        "{:?}",
+        reasons[0].0
+    );
     assert_eq!(
-        reasons[1].1.as_deref(),
+        reasons[0].1.as_deref(),
         Some(&b"{this is not json"[..]),
         "payload kept as is"
     );

@@ -9,6 +9,12 @@ use crate::topics::{Service, Topic};
 /// The envelope version this build writes and understands.
 pub const SCHEMA_VERSION: u16 = 1;
 
+/// The largest event message a consumer accepts: key, headers and envelope
+/// together. Events are a few hundred bytes (no payload carries a list), so
+/// this leaves room for growth while a runaway or hostile message is refused
+/// before it is parsed, and its dead letter stays small enough to publish.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// One event with everything needed to route, deduplicate and trace it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {

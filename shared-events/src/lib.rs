@@ -13,7 +13,7 @@ mod events;
 mod reason;
 mod topics;
 
-pub use envelope::{DecodeError, Decoded, Envelope, SCHEMA_VERSION};
+pub use envelope::{DecodeError, Decoded, Envelope, MAX_MESSAGE_BYTES, SCHEMA_VERSION};
 pub use events::*;
 pub use reason::Reason;
 pub use topics::{dead_letter_topic, Service, Topic};

@@ -256,6 +256,21 @@ fn golden_files_decode_back_to_the_same_envelope() {
     }
 }
 
+/// Consumers dead-letter messages over `MAX_MESSAGE_BYTES`: every event must
+/// fit with a wide margin, or a valid event would be refused as poison.
+#[test]
+fn every_event_fits_the_message_limit_many_times_over() {
+    for event in sample_events() {
+        let event_type = event.event_type();
+        let json = sample_envelope(event).to_json();
+        assert!(
+            json.len() * 32 < MAX_MESSAGE_BYTES,
+            "{event_type} is {} bytes: near the {MAX_MESSAGE_BYTES}-byte limit",
+            json.len()
+        );
+    }
+}
+
 #[test]
 fn unknown_fields_are_tolerated() {
     let json = seat_released_json()
