@@ -85,12 +85,14 @@ impl UpOptions {
     }
 }
 
-/// How to start one process again after it died.
+/// How to start one process again after it died: all of its command,
+/// its working folder too (the broker's data is found through it).
 struct Spec {
     name: String,
     program: OsString,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    current_dir: Option<PathBuf>,
 }
 
 impl Spec {
@@ -103,12 +105,16 @@ impl Spec {
                 .get_envs()
                 .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
                 .collect(),
+            current_dir: command.get_current_dir().map(Path::to_path_buf),
         }
     }
 
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args).envs(self.envs.iter().cloned());
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
         command
     }
 }
@@ -669,4 +675,25 @@ pub fn postgres_database(server: &str, owner: &str) -> anyhow::Result<String> {
         }
     }
     Ok(format!("{scheme}://{authority}/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_process_keeps_its_working_folder() {
+        // The broker finds its data through its working folder: started
+        // again anywhere else, it would come back on other data.
+        let dir = std::env::temp_dir();
+        let mut command = std::process::Command::new("true");
+        command.arg("--flag").env("KEY", "value").current_dir(&dir);
+        let again = Spec::of("broker", &command).command();
+        let again = again.as_std();
+        assert_eq!(again.get_current_dir(), Some(dir.as_path()));
+        assert_eq!(again.get_args().collect::<Vec<_>>(), ["--flag"]);
+        assert!(again
+            .get_envs()
+            .any(|(k, v)| k == "KEY" && v == Some("value".as_ref())));
+    }
 }
