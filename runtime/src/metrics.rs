@@ -11,7 +11,7 @@ pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
-    /// Consumed events by outcome: applied, duplicate, ignored, unknown_type, dead_lettered.
+    /// Consumed events by outcome: applied, duplicate, ignored, dead_lettered.
     pub events_consumed: IntCounterVec,
     pub handler_duration: HistogramVec,
     pub outbox_published: IntCounter,
