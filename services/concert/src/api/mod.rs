@@ -264,7 +264,6 @@ async fn list_seats(
     security(("admin_key" = [])),
     responses(
         (status = 201, description = "Created, with its schedules", body = CreatedConcertBody),
-        (status = 400, description = "`invalid_body`", body = ErrorBody),
         (status = 401, description = "`admin_key_invalid`: missing or wrong X-Admin-Key", body = ErrorBody),
         (status = 422, description = "`invalid_concert`: empty title or venue, a control character (NUL, line break, ...) in a title, venue or grade name, no schedule, overlapping grades, a price below 0, ...", body = ErrorBody),
     ))]

@@ -154,7 +154,7 @@ pub struct ChargeBody {
     responses(
         (status = 201, description = "Charged (or the same charge answered again)", body = ChargeBody,
             headers(("idempotent-replayed" = String, description = "`true` when this key was charged before"))),
-        (status = 400, description = "`invalid_body`, `invalid_idempotency_key`", body = ErrorBody),
+        (status = 400, description = "`invalid_idempotency_key`", body = ErrorBody),
         (status = 401, description = "`member_token_*`", body = ErrorBody),
         (status = 403, description = "`forbidden`: another fan's wallet", body = ErrorBody),
         (status = 409, description = "`idempotency_key_reused` with another amount", body = ErrorBody),

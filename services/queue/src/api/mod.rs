@@ -107,7 +107,6 @@ pub struct JoinRequest {
     responses(
         (status = 201, description = "In the line: ACTIVE with a pass, or WAITING with a position", body = TokenBody),
         (status = 200, description = "Already in the line: the same place", body = TokenBody),
-        (status = 400, description = "`invalid_body`", body = ErrorBody),
         (status = 401, description = "`member_token_*`", body = ErrorBody),
         (status = 404, description = "`concert_not_found`", body = ErrorBody),
     ))]
