@@ -185,15 +185,15 @@ pub struct Document(pub web::Bytes);
 /// `/docs` (Swagger UI), `/docs/openapi.json` and the UI's two files.
 pub fn routes(cfg: &mut web::ServiceConfig, document: Document) {
     cfg.app_data(web::Data::new(document))
-        .route("/docs", web::get().to(page))
-        .route("/docs/openapi.json", web::get().to(openapi_json))
-        .route(
-            "/docs/swagger-ui.css",
-            web::get().to(|| async { asset("text/css; charset=utf-8", SWAGGER_UI_CSS) }),
+        .service(web::resource("/docs").get(page))
+        .service(web::resource("/docs/openapi.json").get(openapi_json))
+        .service(
+            web::resource("/docs/swagger-ui.css")
+                .get(|| async { asset("text/css; charset=utf-8", SWAGGER_UI_CSS) }),
         )
-        .route(
-            "/docs/swagger-ui-bundle.js",
-            web::get().to(|| async { asset("text/javascript; charset=utf-8", SWAGGER_UI_JS) }),
+        .service(
+            web::resource("/docs/swagger-ui-bundle.js")
+                .get(|| async { asset("text/javascript; charset=utf-8", SWAGGER_UI_JS) }),
         );
 }
 

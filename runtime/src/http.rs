@@ -6,9 +6,9 @@ use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::{
     InternalError, JsonPayloadError, PathError, PayloadError, QueryPayloadError,
 };
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::middleware::{from_fn, Next};
+use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers, Next};
 use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -155,6 +155,34 @@ fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("route_not_found", "no such endpoint"))
+}
+
+/// A resource's answer to a method it has no route for (actix-web's
+/// empty 405 with `Allow`), as the JSON error every other answer is. Only
+/// routes registered as one `web::resource` per path get it: a path
+/// registered once per method with `route()` answers other methods 404.
+fn method_not_allowed<B>(
+    response: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let (request, _) = response.into_parts();
+    let mut answer = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this endpoint answers {allowed}"),
+    )
+    .error_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(request, answer).map_into_right_body(),
+    ))
 }
 
 /// What the shared endpoints need.
@@ -387,7 +415,8 @@ async fn bound_body(
 struct BodyTimeout(Duration);
 
 /// Binds the listener (port 0 picks a free port) and starts the server with
-/// the shared endpoints plus the service's own routes from `configure`.
+/// the shared endpoints plus the service's own routes from `configure`
+/// (one `web::resource` per path, so that another method is 405).
 pub fn serve<F>(
     settings: &HttpSettings,
     probes: Probes,
@@ -405,6 +434,7 @@ where
     let probes = web::Data::new(probes);
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
             .wrap(from_fn(bound_body))
             .wrap(from_fn(trace_requests))
             .app_data(probes.clone())
@@ -417,9 +447,9 @@ where
             .app_data(web::PayloadConfig::new(body_limit))
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::QueryConfig::default().error_handler(query_error))
-            .route("/health/live", web::get().to(live))
-            .route("/health/ready", web::get().to(ready))
-            .route("/metrics", web::get().to(metrics))
+            .service(web::resource("/health/live").get(live))
+            .service(web::resource("/health/ready").get(ready))
+            .service(web::resource("/metrics").get(metrics))
             .configure(configure.clone())
             .default_service(web::to(not_found))
     })

@@ -42,20 +42,19 @@ impl Server {
         let runtime = ServiceRuntime::start(Service::Concert, settings, SCHEMA)
             .await
             .expect("service starts");
-        let running = runtime
-            .serve(|cfg: &mut web::ServiceConfig| {
-                cfg.route(
-                    "/echo",
-                    web::post().to(|body: web::Json<serde_json::Value>| async move {
-                        HttpResponse::Ok().json(body.into_inner())
-                    }),
-                )
-                .service(ticket_runtime::admin::scope("/admin").route(
-                    "/ping",
-                    web::get().to(|| async { HttpResponse::Ok().finish() }),
-                ));
-            })
-            .expect("server starts");
+        let running =
+            runtime
+                .serve(|cfg: &mut web::ServiceConfig| {
+                    cfg.service(web::resource("/echo").post(
+                        |body: web::Json<serde_json::Value>| async move {
+                            HttpResponse::Ok().json(body.into_inner())
+                        },
+                    ))
+                    .service(ticket_runtime::admin::scope("/admin").service(
+                        web::resource("/ping").get(|| async { HttpResponse::Ok().finish() }),
+                    ));
+                })
+                .expect("server starts");
         Server { running, _db: db }
     }
 
@@ -146,6 +145,39 @@ async fn invented_methods_share_one_metric_label() {
             .any(|line| line.contains("method=\"GET\"") && line.contains("/health/live")),
         "{metrics}"
     );
+    server.running.stop().await;
+}
+
+/// A path that exists but not for this method is 405 with `Allow` (RFC
+/// 9110), as a JSON error like every other; behind the admin key only for
+/// a caller with the key. An unknown path stays 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_method_on_a_known_path_is_405_naming_the_allowed_one() {
+    let server = Server::start("").await;
+    let http = reqwest::Client::new();
+    let trace = reqwest::Method::from_bytes(b"TRACE").unwrap();
+    for (method, path, key, allowed) in [
+        (reqwest::Method::POST, "/health/live", None, "GET"),
+        (reqwest::Method::DELETE, "/metrics", None, "GET"),
+        (trace, "/echo", None, "POST"),
+        (reqwest::Method::PUT, "/admin/ping", Some(ADMIN_KEY), "GET"),
+    ] {
+        let mut request = http.request(method.clone(), server.url(path));
+        if let Some(key) = key {
+            request = request.header("x-admin-key", key);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 405, "{method} {path}");
+        assert_eq!(answer.headers()["allow"], allowed, "{method} {path}");
+        let error: ErrorBody = answer.json().await.unwrap();
+        assert_eq!(error.code, "method_not_allowed", "{method} {path}");
+    }
+    let refused = http.put(server.url("/admin/ping")).send().await.unwrap();
+    assert_eq!(refused.status(), 401, "the key is checked first");
+    let missing = http.post(server.url("/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let error: ErrorBody = missing.json().await.unwrap();
+    assert_eq!(error.code, "route_not_found");
     server.running.stop().await;
 }
 

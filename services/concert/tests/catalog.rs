@@ -150,6 +150,62 @@ async fn the_demo_catalog_exists_on_first_start() {
     service.app.running.stop().await;
 }
 
+/// Another method on an endpoint is 405 with `Allow`, also behind the
+/// admin key; without the key it is still 401 first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_method_is_405_naming_the_allowed_one() {
+    let service = spawn(false, false).await;
+    let schedule = uuid::Uuid::new_v4();
+    for (method, path, key, status, allow) in [
+        ("PUT", "/v1/concerts".to_string(), None, 405, Some("GET")),
+        (
+            "POST",
+            format!("/v1/schedules/{schedule}/seats"),
+            None,
+            405,
+            Some("GET"),
+        ),
+        (
+            "GET",
+            "/v1/admin/concerts".to_string(),
+            Some(ADMIN_KEY),
+            405,
+            Some("POST"),
+        ),
+        (
+            "DELETE",
+            "/v1/admin/seats".to_string(),
+            Some(ADMIN_KEY),
+            405,
+            Some("GET"),
+        ),
+        ("GET", "/v1/admin/concerts".to_string(), None, 401, None),
+    ] {
+        let mut request = service.app.http.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            service.app.url(&path),
+        );
+        if let Some(key) = key {
+            request = request.header("X-Admin-Key", key);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        let allowed = response
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(allowed.as_deref(), allow, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        let code = if status == 405 {
+            "method_not_allowed"
+        } else {
+            "admin_key_invalid"
+        };
+        assert_eq!(body["code"], code, "{method} {path}");
+    }
+    service.app.running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_4xx_and_a_code() {
     let service = spawn(false, false).await;

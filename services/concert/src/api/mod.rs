@@ -38,19 +38,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Catalog) {
     cfg.app_data(web::Data::new(app))
-        .route("/v1/concerts", web::get().to(list_concerts))
-        .route(
-            "/v1/concerts/{concert_id}/schedules",
-            web::get().to(list_schedules),
-        )
-        .route(
-            "/v1/schedules/{schedule_id}/seats",
-            web::get().to(list_seats),
-        )
+        .service(web::resource("/v1/concerts").get(list_concerts))
+        .service(web::resource("/v1/concerts/{concert_id}/schedules").get(list_schedules))
+        .service(web::resource("/v1/schedules/{schedule_id}/seats").get(list_seats))
         .service(
             ticket_runtime::admin::scope("/v1/admin")
-                .route("/concerts", web::post().to(create_concert))
-                .route("/seats", web::get().to(list_taken_seats)),
+                .service(web::resource("/concerts").post(create_concert))
+                .service(web::resource("/seats").get(list_taken_seats)),
         );
 }
 

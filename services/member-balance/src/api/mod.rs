@@ -37,13 +37,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Wallets) {
     cfg.app_data(web::Data::new(app))
-        .route("/v1/members/{user_id}/balance", web::get().to(balance))
-        .route("/v1/members/{user_id}/charges", web::post().to(charge))
-        .route("/v1/members/{user_id}/ledger", web::get().to(ledger))
+        .service(web::resource("/v1/members/{user_id}/balance").get(balance))
+        .service(web::resource("/v1/members/{user_id}/charges").post(charge))
+        .service(web::resource("/v1/members/{user_id}/ledger").get(ledger))
         .service(
             ticket_runtime::admin::scope("/v1/admin")
-                .route("/wallets", web::get().to(list_wallets))
-                .route("/debits", web::get().to(list_debits)),
+                .service(web::resource("/wallets").get(list_wallets))
+                .service(web::resource("/debits").get(list_debits)),
         );
 }
 

@@ -39,11 +39,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Payments) {
     cfg.app_data(web::Data::new(app))
-        .route("/v1/payments", web::post().to(pay))
-        .route("/v1/payments/{id}", web::get().to(get_payment))
+        .service(web::resource("/v1/payments").post(pay))
+        .service(web::resource("/v1/payments/{id}").get(get_payment))
         .service(
             ticket_runtime::admin::scope("/v1/admin")
-                .route("/payments", web::get().to(list_payments)),
+                .service(web::resource("/payments").get(list_payments)),
         );
 }
 

@@ -31,8 +31,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Queue) {
     cfg.app_data(web::Data::new(app))
-        .route("/v1/queue/tokens", web::post().to(join))
-        .route("/v1/queue/tokens/{token}", web::get().to(poll));
+        .service(web::resource("/v1/queue/tokens").post(join))
+        .service(web::resource("/v1/queue/tokens/{token}").get(poll));
 }
 
 impl QueueError {

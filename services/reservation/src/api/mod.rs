@@ -38,15 +38,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn routes(cfg: &mut web::ServiceConfig, app: Reservations) {
     cfg.app_data(web::Data::new(app))
-        .route("/v1/reservations", web::post().to(request_hold))
-        .route("/v1/reservations/{id}", web::get().to(get_reservation))
-        .route(
-            "/v1/reservations/{id}",
-            web::delete().to(cancel_reservation),
+        .service(web::resource("/v1/reservations").post(request_hold))
+        .service(
+            web::resource("/v1/reservations/{id}")
+                .get(get_reservation)
+                .delete(cancel_reservation),
         )
         .service(
             ticket_runtime::admin::scope("/v1/admin")
-                .route("/reservations", web::get().to(list_reservations)),
+                .service(web::resource("/reservations").get(list_reservations)),
         );
 }
 
