@@ -12,6 +12,10 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, Error};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::Required;
+use utoipa::{IntoParams, PartialSchema};
 
 use crate::config::Secret;
 use crate::http::ApiError;
@@ -104,18 +108,48 @@ async fn require_admin_key(
 
 /// One page of an admin listing, in the order of its key: `after` is the
 /// `next` of the previous page (absent for the first).
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Deserialize)]
 pub struct PageQuery<K> {
-    /// The `next` of the previous page; absent for the first.
-    #[param(value_type = Option<String>)]
     pub after: Option<K>,
-    /// Items per page, 1 to 1000 (default 500).
     pub limit: Option<i64>,
 }
 
 pub const MAX_PAGE: i64 = 1000;
 const DEFAULT_PAGE: i64 = 500;
+
+/// By hand, as utoipa's derive cannot take the key's type parameter: the
+/// document shows `after` as the key's own schema (a UUID, or the seat
+/// listing's `SCHEDULE_ID/SEAT_NO`) and `limit` with its bounds, which is
+/// what the handlers accept.
+impl<K: PartialSchema> IntoParams for PageQuery<K> {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let limit = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(1))
+            .maximum(Some(MAX_PAGE));
+        vec![
+            ParameterBuilder::new()
+                .name("after")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "The `next` of the previous page; absent for the first.",
+                ))
+                .schema(Some(K::schema()))
+                .build(),
+            ParameterBuilder::new()
+                .name("limit")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(format!(
+                    "Items per page, 1 to {MAX_PAGE} (default {DEFAULT_PAGE})."
+                )))
+                .schema(Some(limit))
+                .build(),
+        ]
+    }
+}
 
 impl<K> PageQuery<K> {
     pub fn limit(&self) -> Result<i64, ApiError> {

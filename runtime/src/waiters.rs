@@ -19,6 +19,11 @@ use crate::http::ApiError;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
 use serde::Serialize;
+use std::marker::PhantomData;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::Required;
+use utoipa::{IntoParams, PartialSchema};
 
 /// How often a waiter re-reads on its own (for changes from other instances).
 pub const RECHECK: Duration = Duration::from_millis(500);
@@ -111,26 +116,74 @@ where
 }
 
 /// `?wait_ms=&seen_status=` of a long-poll: how long the caller will wait
-/// for a change, and the status it last saw (by default, the current one).
+/// for a change, and the status it last saw (by default, the current one),
+/// one of the statuses `S`.
 /// A client that names the version it has (`If-None-Match` with the
 /// `ETag` of its last answer) gets an answer at once when the resource
 /// already differs, and `304 Not Modified` when it still has not changed
 /// after the wait; see [`Poll`].
-#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct WatchQuery {
-    /// How long to wait for a change before answering, in milliseconds
-    /// (0, the default, answers at once; at most the service's
-    /// `max_wait_ms`, 30000 by default).
+#[derive(Debug, serde::Deserialize)]
+pub struct WatchQuery<S> {
     pub wait_ms: Option<u64>,
-    /// The status the client last saw: the wait ends when the status
-    /// differs (default: the current status). `If-None-Match` with the
-    /// last `ETag` does the same for any change, and answers at once
-    /// when the client's version is already out of date.
+    /// Read as text, so that a name `S` does not have is 400
+    /// `invalid_seen_status` naming the ones it has (see [`WatchQuery::seen`]).
     pub seen_status: Option<String>,
+    #[serde(skip)]
+    status: PhantomData<S>,
 }
 
-impl WatchQuery {
+impl<S> Default for WatchQuery<S> {
+    fn default() -> WatchQuery<S> {
+        WatchQuery {
+            wait_ms: None,
+            seen_status: None,
+            status: PhantomData,
+        }
+    }
+}
+
+/// The wait's bound as the services ship it (`max_wait_ms`); a deployment
+/// may set another, which its 400 `invalid_wait` names.
+const DOCUMENTED_MAX_WAIT_MS: u64 = 30_000;
+
+/// By hand, as utoipa's derive cannot take the status type: the document
+/// lists `seen_status` as `S`'s names and `wait_ms` with its bounds.
+impl<S: PartialSchema> IntoParams for WatchQuery<S> {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let wait = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(0))
+            .maximum(Some(DOCUMENTED_MAX_WAIT_MS));
+        vec![
+            ParameterBuilder::new()
+                .name("wait_ms")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(format!(
+                    "How long to wait for a change before answering, in milliseconds \
+                     (0, the default, answers at once; at most the service's \
+                     `max_wait_ms`, {DOCUMENTED_MAX_WAIT_MS} by default)."
+                )))
+                .schema(Some(wait))
+                .build(),
+            ParameterBuilder::new()
+                .name("seen_status")
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(
+                    "The status the client last saw: the wait ends when the status \
+                     differs (default: the current status). `If-None-Match` with the \
+                     last `ETag` does the same for any change, and answers at once \
+                     when the client's version is already out of date.",
+                ))
+                .schema(Some(S::schema()))
+                .build(),
+        ]
+    }
+}
+
+impl<S> WatchQuery<S> {
     /// The wait asked for; beyond `max_ms`, 400 `invalid_wait`.
     pub fn wait(&self, max_ms: u64) -> Result<Duration, ApiError> {
         let wait_ms = self.wait_ms.unwrap_or(0);
@@ -161,7 +214,10 @@ impl WatchQuery {
 
     /// The status the caller saw, as `S`; a name `S` does not have is 400
     /// `invalid_seen_status`, naming the accepted ones.
-    pub fn seen<S: FromStr>(&self, names: &str) -> Result<Option<S>, ApiError> {
+    pub fn seen(&self, names: &str) -> Result<Option<S>, ApiError>
+    where
+        S: FromStr,
+    {
         self.seen_status
             .as_deref()
             .map(|seen| {
@@ -287,7 +343,9 @@ mod tests {
         let request = actix_web::test::TestRequest::default()
             .insert_header((header::IF_NONE_MATCH, format!("\"old\", W/{current}")))
             .to_http_request();
-        let poll = WatchQuery::default().poll(&request, 1000).unwrap();
+        let poll = WatchQuery::<String>::default()
+            .poll(&request, 1000)
+            .unwrap();
         assert!(
             !poll.is_news(|| &body, true),
             "its version: not news, whatever the status"
@@ -298,7 +356,7 @@ mod tests {
         assert_eq!(poll.respond(&changed).status(), 200);
 
         let bare = actix_web::test::TestRequest::default().to_http_request();
-        let poll = WatchQuery::default().poll(&bare, 1000).unwrap();
+        let poll = WatchQuery::<String>::default().poll(&bare, 1000).unwrap();
         assert!(poll.is_news(|| &body, true) && !poll.is_news(|| &body, false));
         let response = poll.respond(&body);
         assert_eq!(response.status(), 200);

@@ -11,6 +11,8 @@ use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId};
 use ticket_runtime::ApiError;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 
 use crate::app::{Catalog, ConcertError};
 use crate::domain::{ConcertPlan, Grade, NewConcert, SeatStatus};
@@ -157,11 +159,23 @@ pub struct CreatedConcertBody {
 /// The body of `POST /v1/admin/concerts`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ConcertRequest {
+    /// One line of 1 to 200 characters once trimmed (kept trimmed).
+    #[schema(
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\x00-\x1F\x7F-\x9F]{0,198}[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub title: String,
+    /// One line of 1 to 200 characters once trimmed (kept trimmed).
+    #[schema(
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\x00-\x1F\x7F-\x9F]{0,198}[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub venue: String,
+    /// 1 to 100, each starting at another time.
+    #[schema(min_items = 1, max_items = 100)]
     pub schedules: Vec<ScheduleRequest>,
     /// Price of every seat no grade covers.
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub seat_price: i64,
+    /// Blocks of seats at their own price; no seat in two.
     #[serde(default)]
     pub grades: Vec<GradeRequest>,
 }
@@ -173,9 +187,17 @@ pub struct ScheduleRequest {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct GradeRequest {
+    /// One line of 1 to 200 characters once trimmed (kept trimmed).
+    #[schema(
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000](?:[^\x00-\x1F\x7F-\x9F]{0,198}[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub name: String,
+    #[schema(minimum = 1, maximum = 50)]
     pub first_seat: u32,
+    /// At least `first_seat`.
+    #[schema(minimum = 1, maximum = 50)]
     pub last_seat: u32,
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub price: i64,
 }
 
@@ -259,7 +281,7 @@ async fn list_seats(
     responses(
         (status = 201, description = "Created, with its schedules", body = CreatedConcertBody),
         (status = 401, description = "`admin_key_invalid`: missing or wrong X-Admin-Key", body = ErrorBody),
-        (status = 422, description = "`invalid_concert`: empty title or venue, a control character (NUL, line break, ...) in a title, venue or grade name, no schedule, overlapping grades, a price below 0, ...", body = ErrorBody),
+        (status = 422, description = "`invalid_concert`: empty title or venue, a control character (NUL, line break, ...) in a title, venue or grade name, no schedule, a grade with first_seat after last_seat, overlapping grades, two schedules at one time, ...", body = ErrorBody),
     ))]
 async fn create_concert(
     app: web::Data<Catalog>,
@@ -309,6 +331,19 @@ impl Serialize for SeatKey {
     }
 }
 
+/// What the listing hands out as `next`, and all `after` needs to be.
+impl utoipa::PartialSchema for SeatKey {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(
+                "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/[0-9]{1,9}$",
+            ))
+            .description(Some("`SCHEDULE_ID/SEAT_NO`"))
+            .into()
+    }
+}
+
 impl<'de> Deserialize<'de> for SeatKey {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SeatKey, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -343,4 +378,77 @@ async fn list_taken_seats(
             SeatKey(s.schedule_id, s.seat_no)
         })),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "tests: a panic is a failed test, with its message"
+    )]
+
+    use super::*;
+    use utoipa::PartialSchema;
+
+    /// The pattern the document gives titles, venues and grade names.
+    fn documented_pattern() -> regex_lite::Regex {
+        let schema = serde_json::to_value(ConcertRequest::schema()).unwrap();
+        let pattern = schema["properties"]["title"]["pattern"].as_str().unwrap();
+        assert_eq!(schema["properties"]["venue"]["pattern"], pattern);
+        let grade = serde_json::to_value(GradeRequest::schema()).unwrap();
+        assert_eq!(grade["properties"]["name"]["pattern"], pattern);
+        regex_lite::Regex::new(pattern).unwrap()
+    }
+
+    fn catalog_accepts(title: &str) -> bool {
+        let plan = ConcertPlan {
+            title: title.to_string(),
+            venue: "Hall".into(),
+            schedules: vec![DateTime::<Utc>::UNIX_EPOCH],
+            seat_price: 1,
+            grades: vec![],
+        };
+        NewConcert::try_from(plan).is_ok()
+    }
+
+    /// A client can tell from the document which names the catalog takes:
+    /// trimmed of white space, one line of 1 to 200 characters without a
+    /// control character.
+    #[test]
+    fn the_documented_name_pattern_is_the_catalogs_rule() {
+        let pattern = documented_pattern();
+        let long = "a".repeat(200);
+        let names = [
+            "Indie Night".to_string(),
+            " Indie Night\t\n".to_string(),
+            "\u{85}\u{3000}Night\u{a0}".to_string(),
+            "a b".to_string(),
+            "a\u{2003}b".to_string(),
+            format!("  {long}  "),
+            format!("{long}a"),
+            String::new(),
+            "   ".to_string(),
+            "\u{3000}\t".to_string(),
+            "Night\u{0}".to_string(),
+            "\u{0}Night".to_string(),
+            "a\nb".to_string(),
+            "a\tb".to_string(),
+            "\u{1c}Night".to_string(),
+            "Night\u{7f}".to_string(),
+            "a\u{85}b".to_string(),
+            "\u{feff}".to_string(),
+            "\u{200b}".to_string(),
+            "夜".to_string(),
+            "🎸".repeat(200),
+            "🎸".repeat(201),
+        ];
+        for name in names {
+            assert_eq!(
+                pattern.is_match(&name),
+                catalog_accepts(&name),
+                "{name:?}: the document and the catalog disagree"
+            );
+        }
+    }
 }

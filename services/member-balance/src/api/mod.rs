@@ -132,7 +132,9 @@ async fn balance(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct ChargeRequest {
-    /// Positive, in minor units.
+    /// In minor units: 1 to the service's `balance.max_charge` (10000000 by
+    /// default; the 422 `invalid_amount` names a deployment's own).
+    #[schema(minimum = 1, maximum = 10_000_000)]
     pub amount: i64,
 }
 
@@ -148,8 +150,8 @@ pub struct ChargeBody {
 #[utoipa::path(post, path = "/v1/members/{user_id}/charges", tag = "wallets",
     request_body = ChargeRequest,
     params(("user_id" = UserId, Path, description = "The calling fan's own id (the member token's subject)"),
-        ("Idempotency-Key" = String, Header,
-            description = "Chosen by the client per charge (1-128 visible ASCII characters)")),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$",
+            description = "Chosen by the client per charge (1-128 visible ASCII characters); retried with it, the first answer comes again. Without one, every request is a new charge")),
     security(("member_token" = [])),
     responses(
         (status = 201, description = "Charged (or the same charge answered again)", body = ChargeBody,
@@ -185,9 +187,11 @@ async fn charge(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LedgerQuery {
-    /// Entries per page, newest first (default and maximum: the service's settings).
+    /// Entries per page, newest first (20 by default).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 

@@ -144,8 +144,8 @@ pub struct PayRequest {
 /// payment for a reservation being paid is refused.
 #[utoipa::path(post, path = "/v1/payments", tag = "payments",
     request_body = PayRequest,
-    params(("Idempotency-Key" = String, Header,
-        description = "Chosen by the client per payment (1-128 visible ASCII characters)")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, pattern = "^[!-~]+$",
+            description = "Chosen by the client per payment (1-128 visible ASCII characters); retried with it, the first answer comes again. Without one, a retry is a new request")),
     security(("member_token" = [], "queue_pass" = [])),
     responses(
         (status = 201, description = "Decided: COMPLETED or FAILED with a reason", body = PaymentBody,
@@ -176,7 +176,7 @@ async fn pay(
 /// nobody else's business.
 /// The fan's payment; with `wait_ms`, a long poll that answers when it changes.
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
-    params(("id" = PaymentId, Path), WatchQuery,
+    params(("id" = PaymentId, Path), WatchQuery<Status>,
         ("If-None-Match" = Option<String>, Header,
             description = "ETags the client has: answered at once when the payment differs, else after the wait with 304")),
     security(("member_token" = [])),
@@ -193,12 +193,12 @@ async fn get_payment(
     app: web::Data<Payments>,
     member: Member,
     id: web::Path<PaymentId>,
-    query: web::Query<WatchQuery>,
+    query: web::Query<WatchQuery<Status>>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = (id.into_inner(), UserId::from(member.user_id));
     let poll = query.poll(&request, app.policy.max_wait_ms)?;
-    let seen_status = query.seen::<Status>(Status::NAMES)?;
+    let seen_status = query.seen(Status::NAMES)?;
     let current = app.view(id, user).await?;
     let seen = seen_status.unwrap_or(current.payment.status);
     let view = if poll.wait.is_zero() {

@@ -185,7 +185,7 @@ async fn request_hold(
 /// The fan's reservation; with `wait_ms`, a long poll that answers when it
 /// changes. Another fan's reservation is 404.
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations",
-    params(("id" = ReservationId, Path), WatchQuery,
+    params(("id" = ReservationId, Path), WatchQuery<Status>,
         ("If-None-Match" = Option<String>, Header,
             description = "ETags the client has: answered at once when the reservation differs, else after the wait with 304")),
     security(("member_token" = [])),
@@ -202,12 +202,12 @@ async fn get_reservation(
     app: web::Data<Reservations>,
     member: Member,
     id: web::Path<ReservationId>,
-    query: web::Query<WatchQuery>,
+    query: web::Query<WatchQuery<Status>>,
     request: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let (id, user) = (id.into_inner(), UserId::from(member.user_id));
     let poll = query.poll(&request, app.policy.max_wait_ms)?;
-    let seen_status = query.seen::<Status>(Status::NAMES)?;
+    let seen_status = query.seen(Status::NAMES)?;
     let current = app.own(id, user).await?;
     let seen = seen_status.unwrap_or(current.status);
     let reservation = if poll.wait.is_zero() {
