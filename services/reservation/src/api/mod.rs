@@ -136,6 +136,7 @@ impl From<Reservation> for ReservationBody {
 pub struct HoldRequest {
     pub schedule_id: ScheduleId,
     /// 1 to 50.
+    #[schema(minimum = 1, maximum = 50)]
     pub seat_no: i64,
 }
 
