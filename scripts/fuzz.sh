@@ -14,7 +14,7 @@
 #
 # It starts a cluster (`ticketctl up`, SQLite, in a temporary folder, on free
 # ports) and stops it at the end. Environment:
-#   FUZZ_EXAMPLES    cases per operation and phase (default 500)
+#   FUZZ_EXAMPLES    cases per operation and phase (default 600)
 #   FUZZ_SEED        schemathesis' seed, to repeat a run (printed by each run)
 #   FUZZ_SERVICES    which services, comma-separated (default all five)
 #   FUZZ_DATABASE    postgres://USER@HOST:5432/NAME: the cluster on PostgreSQL
@@ -53,7 +53,7 @@ if [ "${1:-}" = "--install" ]; then
   exit 0
 fi
 
-examples="${FUZZ_EXAMPLES:-500}"
+examples="${FUZZ_EXAMPLES:-600}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/fuzz.XXXXXX")"
 reports="${FUZZ_REPORTS:-$work/reports}"
 cluster_pid=""
