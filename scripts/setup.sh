@@ -29,6 +29,10 @@ if [ ! -x "$cargo_home/bin/ticket-broker" ] || [ "$(cat "$broker_stamp" 2>/dev/n
   echo "$broker_sources" >"$broker_stamp"
 fi
 
+# schemathesis for scripts/fuzz.sh, at the version pinned there: the one
+# python3 has, else a virtualenv of its own in ~/.cache/ticketing.
+bash scripts/fuzz.sh --install
+
 if command -v pg_isready >/dev/null 2>&1; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432; then
     say "starting PostgreSQL"
