@@ -2,8 +2,8 @@
 """HTTP fuzzing of the five services with schemathesis (driven by scripts/fuzz.sh).
 
 Against a running cluster (`ticketctl up`), for each service: makes a fan
-with real credentials (member token, queue pass, a topped-up wallet, a held
-seat and a payment), writes a schemathesis configuration that authenticates
+with real credentials (member token, a live queue pass, a held seat and a
+failed payment), writes a schemathesis configuration that authenticates
 with them and the admin key, runs `st run` against the service's served
 document (`/docs/openapi.json`), and reads its JSON report. Prints per
 service the cases run and the failures by code; exits 1 on any failure
@@ -171,10 +171,11 @@ def configuration(cluster, fan, service):
     and why), the three security schemes of the documents, and dictionaries
     that put the fan's own identifiers in path and body fields half of the
     time (the other half stays generated: unknown and malformed ids,
-    another fan's wallet). A hold or payment of an unknown schedule or
-    reservation waits 2-3 s before its 404 (the service may not have heard
-    of it yet, docs/saga.md), so those bodies carry the fan's own ids four
-    times in five, else such cases would take most of the run."""
+    another fan's wallet). A hold or payment naming an unknown schedule or
+    reservation waits `decision_wait_ms` (2-3 s) before its 404, as the
+    service may not have heard of a new one yet, so those bodies carry the
+    fan's own ids four times in five, else such cases would take most of
+    the run."""
     lines = [
         f"hooks = {toml_string(HOOKS)}",
         "",

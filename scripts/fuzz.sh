@@ -15,7 +15,8 @@
 # It starts a cluster (`ticketctl up`, SQLite, in a temporary folder, on free
 # ports) and stops it at the end. Environment:
 #   FUZZ_EXAMPLES    cases per operation and phase (default 600)
-#   FUZZ_SEED        schemathesis' seed, to repeat a run (printed by each run)
+#   FUZZ_SEED        schemathesis' seed for every service (each service's own is
+#                    in its output: with FUZZ_SERVICES, that run again)
 #   FUZZ_SERVICES    which services, comma-separated (default all five)
 #   FUZZ_DATABASE    postgres://USER@HOST:5432/NAME: the cluster on PostgreSQL
 #   FUZZ_DATA_DIR, FUZZ_PORT_BASE: fuzz the running cluster of
