@@ -135,6 +135,6 @@ fi
 
 args=(--data-dir "$data_dir" --port-base "$port_base" --ticketctl "$ticketctl"
   --st "$st_python -m schemathesis.cli" --examples "$examples" --work-dir "$reports")
-[ -n "${FUZZ_SEED:-}" ] && args+=(--seed "$FUZZ_SEED")
-[ -n "${FUZZ_SERVICES:-}" ] && args+=(--services "$FUZZ_SERVICES")
+if [ -n "${FUZZ_SEED:-}" ]; then args+=(--seed "$FUZZ_SEED"); fi
+if [ -n "${FUZZ_SERVICES:-}" ]; then args+=(--services "$FUZZ_SERVICES"); fi
 python3 scripts/fuzz.py "${args[@]}"
