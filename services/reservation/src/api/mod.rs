@@ -150,7 +150,6 @@ pub struct HoldRequest {
                     ("etag" = String, description = "Its version, for If-None-Match"))),
         (status = 202, description = "PENDING: poll the location with ?wait_ms= and If-None-Match", body = ReservationBody,
             headers(("location" = String), ("etag" = String))),
-        (status = 400, description = "`invalid_body`", body = ErrorBody),
         (status = 401, description = "`member_token_*`; `pass_missing`, `_malformed`, `_forged`, `_expired`, `_wrong_concert`, `_ended`", body = ErrorBody),
         (status = 403, description = "`pass_not_yours`", body = ErrorBody),
         (status = 404, description = "`schedule_not_found`", body = ErrorBody),
