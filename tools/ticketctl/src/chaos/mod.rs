@@ -108,7 +108,7 @@ pub async fn run(options: ChaosOptions) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let postgres = match &options.database {
-        Some(url) => Some(fresh_databases(url)?),
+        Some(url) => Some(tokio::task::block_in_place(|| fresh_databases(url))?),
         None => None,
     };
     let log = data_dir.join("cluster.log");
@@ -254,7 +254,10 @@ async fn under_fire(
         if firing && Instant::now() >= next_fault {
             let fault = schedule.next_fault(&injector.paused());
             let at = started.elapsed().as_secs_f64();
-            match injector.inject(cluster, fault) {
+            // A connection fault talks to PostgreSQL synchronously: off
+            // the executor's own threads.
+            let injected = tokio::task::block_in_place(|| injector.inject(cluster, fault));
+            match injected {
                 Ok(true) => eprintln!(
                     "chaos: {at:>7.1}s {} {}",
                     fault.kind(),

@@ -6,19 +6,7 @@
 use serde_json::Value;
 use std::process::Command;
 
-/// Free ports: base+1..=base+5 for the services, base+10 for the data
-/// platform, base+11 for the broker.
-fn free_ports() -> (u16, u16) {
-    for _ in 0..50 {
-        let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 30_000) as u16;
-        let all_free = (0..=11)
-            .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());
-        if all_free {
-            return (base, base + 11);
-        }
-    }
-    panic!("no free port range");
-}
+use crate::up::free_ports;
 
 /// Runs a one-minute chaos run and returns its JSON report after checking
 /// what every run must show.

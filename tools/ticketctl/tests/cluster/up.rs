@@ -17,7 +17,7 @@ const SERVICES: [(&str, u16); 5] = [
 
 /// Free ports: base+1..=base+5 for the services, base+10 for the data
 /// platform, base+11 for the broker.
-fn free_ports() -> (u16, u16) {
+pub(crate) fn free_ports() -> (u16, u16) {
     for _ in 0..50 {
         let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 30_000) as u16;
         let all_free = (0..=11)
