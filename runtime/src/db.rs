@@ -19,6 +19,7 @@ use crate::config::DatabaseSettings;
 pub mod column;
 pub mod outbox;
 pub mod passes;
+pub mod postgres;
 pub mod processed;
 pub mod schema;
 
@@ -54,6 +55,9 @@ const RUNTIME_MIGRATIONS: Migrations = Migrations {
     sqlite: diesel_migrations::embed_migrations!("migrations/sqlite"),
     postgres: diesel_migrations::embed_migrations!("migrations/postgres"),
 };
+
+/// What the runtime's and the services' storage functions return.
+pub type DbResult<T> = Result<T, DbError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -130,7 +134,7 @@ impl Tx<'_> {
     }
 
     /// Stores `envelope` in the outbox; it leaves only if this transaction commits.
-    pub fn publish(&mut self, envelope: &Envelope) -> Result<(), DieselError> {
+    pub fn publish(&mut self, envelope: &Envelope) -> DbResult<()> {
         outbox::enqueue(self.conn, envelope)?;
         self.published += 1;
         Ok(())
@@ -142,7 +146,7 @@ impl Tx<'_> {
         &mut self,
         cause: &Envelope,
         event: impl Into<shared_events::Event>,
-    ) -> Result<(), DieselError> {
+    ) -> DbResult<()> {
         self.publish(&Envelope::caused_by(cause, event))
     }
 }
@@ -269,7 +273,7 @@ impl Db {
     pub async fn transaction<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
-        E: From<DbError> + From<DieselError> + Transient + Send + 'static,
+        E: From<DbError> + Transient + Send + 'static,
         F: FnMut(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
         let signal = self.outbox_signal.clone();
@@ -316,14 +320,14 @@ fn retry_backoff(attempt: u32) -> Duration {
 
 fn transaction_with_retry<T, E, F>(conn: &mut AnyConnection, mut f: F) -> Result<(T, usize), E>
 where
-    E: From<DbError> + From<DieselError> + Transient,
+    E: From<DbError> + Transient,
     F: FnMut(&mut Tx<'_>) -> Result<T, E>,
 {
     let mut attempt = 1;
     loop {
         let error = match run_in_transaction(conn, &mut f) {
             Ok(done) => return Ok(done),
-            Err(TxFailure::Database(e)) => E::from(e),
+            Err(TxFailure::Database(e)) => E::from(DbError::from(e)),
             Err(TxFailure::Body(e)) => e,
         };
         if !error.is_transient() || attempt >= TRANSACTION_ATTEMPTS {
@@ -390,7 +394,7 @@ where
 /// their `now`. SQLite's clock is its host's, to the millisecond, in UTC
 /// (the `YYYY-MM-DD HH:MM:SS.SSS` text diesel stores timestamps as);
 /// PostgreSQL's is the server's, at the moment of the call.
-pub fn database_now(conn: &mut AnyConnection) -> QueryResult<DateTime<Utc>> {
+pub fn database_now(conn: &mut AnyConnection) -> DbResult<DateTime<Utc>> {
     use diesel::dsl::sql;
     use diesel::sql_types::Timestamp;
     let now: NaiveDateTime = match conn {

@@ -10,5 +10,5 @@ pub mod server;
 pub mod utc_millis;
 pub mod waiters;
 
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, IntoApiError};
 pub use server::{serve, Probes, REQUEST_ID};

@@ -23,8 +23,8 @@ pub mod service;
 
 pub use clock::Clock;
 pub use config::{NoServiceSettings, Secret, Settings};
-pub use db::{AnyConnection, Backend, Db, DbError, Migrations, Transient, Tx};
-pub use http::{ApiError, ErrorBody};
+pub use db::{AnyConnection, Backend, Db, DbError, DbResult, Migrations, Transient, Tx};
+pub use http::{ApiError, ErrorBody, IntoApiError};
 pub use messaging::consumer::{EventHandler, HandlerError};
 pub use messaging::kafka::Kafka;
 pub use ops::metrics::Metrics;

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::keys::KeyError;
-use crate::http::ApiError;
+use crate::http::{ApiError, IntoApiError};
 
 /// The `[member_auth]` section of services that act for fans.
 #[derive(Debug, Clone, Deserialize)]
@@ -101,9 +101,9 @@ impl MemberError {
     }
 }
 
-impl From<MemberError> for ApiError {
-    fn from(error: MemberError) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, error.code(), error.to_string())
+impl IntoApiError for MemberError {
+    fn api_error(&self) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, self.code(), self.to_string())
     }
 }
 

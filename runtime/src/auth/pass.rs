@@ -21,7 +21,7 @@ use std::future::{ready, Ready};
 use uuid::Uuid;
 
 use super::keys::{key_bytes, sign_eddsa_jwt, KeyError};
-use crate::http::ApiError;
+use crate::http::{ApiError, IntoApiError};
 
 const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
 
@@ -75,15 +75,15 @@ impl PassError {
     }
 }
 
-impl From<PassError> for ApiError {
-    fn from(error: PassError) -> ApiError {
+impl IntoApiError for PassError {
+    fn api_error(&self) -> ApiError {
         // A valid pass of another member: the caller is known, and refused.
         let status = if error == PassError::NotYours {
             StatusCode::FORBIDDEN
         } else {
             StatusCode::UNAUTHORIZED
         };
-        ApiError::new(status, error.code(), error.to_string())
+        ApiError::new(status, self.code(), self.to_string())
     }
 }
 

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use shared_events::Envelope;
 
 use super::schema::{outbox, outbox_relay_lease};
-use super::AnyConnection;
+use super::{AnyConnection, DbError, DbResult};
 use crate::ops::telemetry;
 
 #[derive(Insertable)]
@@ -57,7 +57,7 @@ pub(crate) fn enqueue(conn: &mut AnyConnection, envelope: &Envelope) -> QueryRes
 
 /// Rows not yet acknowledged by the broker: how many, and when the oldest
 /// was written.
-pub fn backlog(conn: &mut AnyConnection) -> QueryResult<(i64, Option<NaiveDateTime>)> {
+pub fn backlog(conn: &mut AnyConnection) -> DbResult<(i64, Option<NaiveDateTime>)> {
     outbox::table
         .filter(outbox::sent_at.is_null())
         .select((
@@ -65,10 +65,11 @@ pub fn backlog(conn: &mut AnyConnection) -> QueryResult<(i64, Option<NaiveDateTi
             diesel::dsl::min(outbox::created_at),
         ))
         .get_result(conn)
+        .map_err(DbError::from)
 }
 
 /// Rows not yet acknowledged by the broker.
-pub fn pending_count(conn: &mut AnyConnection) -> QueryResult<i64> {
+pub fn pending_count(conn: &mut AnyConnection) -> DbResult<i64> {
     backlog(conn).map(|(count, _)| count)
 }
 

@@ -6,10 +6,10 @@ use diesel::prelude::*;
 use uuid::Uuid;
 
 use super::schema::ended_passes;
-use super::{AnyConnection, Db, DbError};
+use super::{AnyConnection, Db, DbError, DbResult};
 
 /// Records that the pass `token` ended early.
-pub fn record_ended(conn: &mut AnyConnection, token: Uuid) -> QueryResult<()> {
+pub fn record_ended(conn: &mut AnyConnection, token: Uuid) -> DbResult<()> {
     let row = (
         ended_passes::token.eq(token.to_string()),
         ended_passes::ended_at.eq(Utc::now().naive_utc()),

@@ -8,8 +8,6 @@
     reason = "test support: a failure here is a failed test, with its message"
 )]
 
-use diesel::connection::SimpleConnection;
-use diesel::Connection;
 use serde::de::DeserializeOwned;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -133,10 +131,7 @@ impl TestDatabase {
             .replace('-', "_")
             .to_ascii_lowercase();
         let admin = postgres_admin_url();
-        let mut conn = diesel::PgConnection::establish(&admin)
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin}: {e}"));
-        conn.batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .expect("create test database");
+        crate::db::postgres::create_database(&admin, &name).expect("create test database");
         let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
         TestDatabase {
             url: format!("{base}/{name}"),
@@ -164,10 +159,7 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         match &self.name {
             Some(name) => {
-                if let Ok(mut conn) = diesel::PgConnection::establish(&postgres_admin_url()) {
-                    let _ = conn
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
-                }
+                let _ = crate::db::postgres::drop_database(&postgres_admin_url(), name);
             }
             // The file sits alone in its own scratch folder.
             None => {

@@ -80,6 +80,20 @@ impl ApiError {
     }
 }
 
+/// A service's error as its HTTP answer. Each error enum implements it
+/// once, in its service's `api` room (the runtime's own: passes, member
+/// tokens); every handler returns `Result<_, ApiError>` and `?` maps any
+/// of them through this one path.
+pub trait IntoApiError: std::error::Error {
+    fn api_error(&self) -> ApiError;
+}
+
+impl<E: IntoApiError> From<E> for ApiError {
+    fn from(error: E) -> ApiError {
+        error.api_error()
+    }
+}
+
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.code, self.message)

@@ -8,7 +8,6 @@
 //! reason.
 
 use chrono::Utc;
-use diesel::result::Error as DieselError;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -61,18 +60,13 @@ impl crate::db::Transient for HandlerError {
         match self {
             HandlerError::Db(e) => e.is_transient(),
             HandlerError::Other(e) => e
-                .downcast_ref::<DieselError>()
+                .downcast_ref::<DbError>()
                 .is_some_and(crate::db::Transient::is_transient),
             HandlerError::Rejected(_) => false,
         }
     }
 }
 
-impl From<DieselError> for HandlerError {
-    fn from(error: DieselError) -> HandlerError {
-        HandlerError::Db(DbError::Query(error))
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

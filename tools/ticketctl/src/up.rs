@@ -667,13 +667,8 @@ pub fn postgres_database(server: &str, owner: &str) -> anyhow::Result<String> {
     let prefix = if path.is_empty() { "ticketing" } else { path };
     let name = format!("{prefix}_{}", owner.replace('-', "_"));
     let admin_url = format!("{scheme}://{authority}/postgres");
-    let mut admin = PgConnection::establish(&admin_url)
-        .with_context(|| format!("cannot connect to {admin_url}"))?;
-    if let Err(error) = admin.batch_execute(&format!("CREATE DATABASE \"{name}\"")) {
-        if !error.to_string().contains("already exists") {
-            return Err(error).with_context(|| format!("cannot create database {name}"));
-        }
-    }
+    ticket_runtime::db::postgres::create_database(&admin_url, &name)
+        .with_context(|| format!("cannot create database {name}"))?;
     Ok(format!("{scheme}://{authority}/{name}"))
 }
 

@@ -457,16 +457,11 @@ fn database_url(url: &str) -> String {
 /// Drops the services' databases of a previous run: chaos starts from
 /// nothing, so that every check is about this run alone.
 fn fresh_databases(url: &str) -> anyhow::Result<(String, String)> {
-    use diesel::connection::SimpleConnection;
-    use diesel::{Connection, PgConnection};
     let (server, prefix) = database_parts(url);
     let admin_url = format!("{server}/postgres");
-    let mut admin = PgConnection::establish(&admin_url)
-        .with_context(|| format!("cannot connect to {admin_url}"))?;
     for service in shared_events::Service::ALL {
         let name = format!("{prefix}_{}", service.as_str().replace('-', "_"));
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        ticket_runtime::db::postgres::drop_database(&admin_url, &name)
             .with_context(|| format!("dropping {name}"))?;
     }
     Ok((server, prefix))
