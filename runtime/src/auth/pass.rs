@@ -21,6 +21,7 @@ use std::future::{ready, Ready};
 use uuid::Uuid;
 
 use super::keys::{key_bytes, sign_eddsa_jwt, KeyError};
+use crate::db::{passes, Db, DbError};
 use crate::http::{ApiError, IntoApiError};
 
 const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
@@ -196,6 +197,29 @@ impl Pass {
             Ok(self)
         } else {
             Err(PassError::NotYours)
+        }
+    }
+
+    /// The gate of every use case that takes a pass, before it reads what
+    /// the pass is used on: the queue has not ended the pass early (a valid
+    /// signature does not outlive that).
+    pub async fn check_not_ended<E>(&self, db: &Db) -> Result<(), E>
+    where
+        E: From<DbError> + From<PassError>,
+    {
+        if passes::is_ended(db, self.0.jti).await? {
+            return Err(PassError::Ended.into());
+        }
+        Ok(())
+    }
+
+    /// The second half of the gate: what the pass is used on belongs to the
+    /// concert the pass admits to.
+    pub fn check_concert(&self, concert: impl Into<Uuid>) -> Result<(), PassError> {
+        if concert.into() == self.0.concert_id {
+            Ok(())
+        } else {
+            Err(PassError::WrongConcert)
         }
     }
 }

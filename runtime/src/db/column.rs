@@ -286,9 +286,9 @@ macro_rules! text_enum {
 
 #[cfg(test)]
 mod tests {
+    use crate::db::AnyConnection;
     use crate::dev::testkit::TestDatabase;
     use crate::ids::ReservationId;
-    use crate::db::AnyConnection;
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
 

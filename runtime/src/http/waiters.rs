@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::db::{AnyConnection, Db, DbResult};
 use crate::http::ApiError;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
@@ -113,6 +114,24 @@ where
         }
         waiter.changed_or(left).await;
     }
+}
+
+/// The row `query` reads, waiting up to `wait` for it to appear: another
+/// service's event may have told the fan about it a moment before it
+/// reached this service's projection. `None` if it did not come in time.
+/// The code that projects the row wakes `waiters` under `id`.
+pub async fn wait_for_row<T, Q>(
+    waiters: &Waiters,
+    db: &Db,
+    id: Uuid,
+    wait: Duration,
+    query: Q,
+) -> DbResult<Option<T>>
+where
+    T: Send + 'static,
+    Q: Fn(&mut AnyConnection) -> DbResult<Option<T>> + Clone + Send + 'static,
+{
+    wait_for(waiters, id, wait, || db.run(query.clone()), Option::is_some).await
 }
 
 /// `?wait_ms=&seen_status=` of a long-poll: how long the caller will wait

@@ -67,7 +67,6 @@ impl crate::db::Transient for HandlerError {
     }
 }
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Applied,

@@ -20,9 +20,11 @@ use ticket_runtime::http::waiters::Waiters;
 use ticket_runtime::{Migrations, RunningService, ServiceRuntime, Settings};
 use tokio::sync::Notify;
 
-use app::delivery::DataPlatform;
+use api::data_platform::{DataPlatformClient, DataPlatformSettings};
+use app::delivery::Deliveries;
+use app::saga::Wakers;
 use app::Payments;
-use domain::{DataPlatformSettings, PaymentPolicy};
+use domain::PaymentPolicy;
 
 pub const SERVICE: Service = Service::Payment;
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
@@ -54,8 +56,10 @@ pub async fn start(settings: Settings<PaymentSettings>) -> anyhow::Result<Runnin
     };
     let deliveries = Arc::new(Notify::new());
     runtime.consume(Arc::new(events::PaymentEvents {
-        waiters: app.waiters.clone(),
-        deliveries: deliveries.clone(),
+        wakers: Wakers {
+            waiters: app.waiters.clone(),
+            deliveries: deliveries.clone(),
+        },
     }));
 
     let interval = Duration::from_millis(app.policy.sweep_interval_ms);
@@ -65,7 +69,11 @@ pub async fn start(settings: Settings<PaymentSettings>) -> anyhow::Result<Runnin
         app.clone(),
         |app| async move { app.fail_stalled().await.map(drop) },
     );
-    let platform = DataPlatform::new(runtime.db.clone(), platform, &runtime.metrics)?;
+    let platform = Deliveries {
+        db: runtime.db.clone(),
+        platform: DataPlatformClient::new(&platform, &runtime.metrics)?,
+        retry: platform.retry,
+    };
     let every = Duration::from_millis(500);
     runtime.every_or_woken(
         "data-platform-delivery",

@@ -49,7 +49,9 @@ pub async fn start(settings: Settings<ReservationSettings>) -> anyhow::Result<Ru
         waiters: Waiters::default(),
     };
     runtime.consume(Arc::new(events::ReservationEvents {
-        waiters: app.waiters.clone(),
+        wakers: app::saga::Wakers {
+            waiters: app.waiters.clone(),
+        },
     }));
     let interval = Duration::from_millis(app.policy.sweep_interval_ms);
     runtime.every(

@@ -1,8 +1,11 @@
 //! HTTP: pay for a held reservation, watch the payment. Every call needs the
 //! fan's member token; paying also needs their own pass from the line.
+//! HTTP out: the data platform ([`data_platform`]).
+
+pub mod data_platform;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::auth::member::Member;
@@ -13,11 +16,10 @@ use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::waiters::{etag, WatchQuery};
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
-use ticket_runtime::ApiError;
+use ticket_runtime::{ApiError, IntoApiError};
 
 use crate::app::{PaymentError, PaymentView, Payments};
-use crate::domain::Status;
-use crate::store::Payment;
+use crate::domain::{Payment, Status};
 
 /// The service's API document (served at /docs, checked in as docs/api/payment.json).
 #[derive(utoipa::OpenApi)]
@@ -47,11 +49,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Payments) {
         );
 }
 
-impl PaymentError {
-    fn api(&self) -> ApiError {
+impl IntoApiError for PaymentError {
+    fn api_error(&self) -> ApiError {
         let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, self.to_string());
         match self {
-            PaymentError::Pass(e) => ApiError::from(*e),
+            PaymentError::Pass(e) => e.api_error(),
             PaymentError::InvalidKey(_) => {
                 ApiError::bad_request("invalid_idempotency_key", self.to_string())
             }
@@ -64,22 +66,6 @@ impl PaymentError {
             PaymentError::NotFound(_) => ApiError::not_found("payment_not_found", self.to_string()),
             PaymentError::Unexpected(e) => ApiError::unexpected(e),
         }
-    }
-}
-
-impl From<PaymentError> for ApiError {
-    fn from(error: PaymentError) -> ApiError {
-        error.api()
-    }
-}
-
-impl ResponseError for PaymentError {
-    fn status_code(&self) -> StatusCode {
-        self.api().status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        self.api().error_response()
     }
 }
 
@@ -165,7 +151,7 @@ async fn pay(
     member: Member,
     pass: Pass,
     body: web::Json<PayRequest>,
-) -> Result<HttpResponse, PaymentError> {
+) -> Result<HttpResponse, ApiError> {
     let pass = pass.of(&member)?;
     let key = IdempotencyKey::of(&request)?;
     let view = app.pay(&pass, body.reservation_id, key).await?;

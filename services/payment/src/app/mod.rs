@@ -11,12 +11,12 @@ use shared_events::{Envelope, PaymentRequested, Reason};
 use std::time::Duration;
 use ticket_runtime::auth::pass::{Pass, PassError};
 use ticket_runtime::http::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
-use ticket_runtime::http::waiters::{wait_for, Waiters};
+use ticket_runtime::http::waiters::{wait_for, wait_for_row, Waiters};
 use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
 use ticket_runtime::{Db, DbError};
 
-use crate::domain::{check_payable, NotPayable, PaymentPolicy, Status};
-use crate::store::{self, Payment, Step};
+use crate::domain::{check_payable, NotPayable, Payment, PaymentPolicy, Status, Step};
+use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
@@ -44,12 +44,6 @@ impl ticket_runtime::Transient for PaymentError {
     /// loser's transaction, run again, finds the winner's payment.
     fn is_transient(&self) -> bool {
         matches!(self, PaymentError::Unexpected(e) if e.is_transient() || e.is_unique_violation())
-    }
-}
-
-impl From<diesel::result::Error> for PaymentError {
-    fn from(error: diesel::result::Error) -> PaymentError {
-        PaymentError::Unexpected(DbError::Query(error))
     }
 }
 
@@ -138,34 +132,20 @@ impl Payments {
         wait: Duration,
     ) -> Result<Payment, PaymentError> {
         let user = UserId::from(pass.0.user_id());
-        if ticket_runtime::db::passes::is_ended(&self.db, pass.0.jti).await? {
-            return Err(PassError::Ended.into());
-        }
-
+        pass.check_not_ended::<PaymentError>(&self.db).await?;
         // The hold may have been reported to the fan a moment before its
         // event reached this service's projection: wait for it briefly.
-        let db = self.db.clone();
-        let projected = wait_for(
+        let projected = wait_for_row(
             &self.waiters,
+            &self.db,
             reservation_id.get(),
             wait,
-            || {
-                let db = db.clone();
-                async move {
-                    db.run(move |conn| {
-                        Ok::<_, PaymentError>(store::projected(conn, reservation_id)?)
-                    })
-                    .await
-                }
-            },
-            Option::is_some,
+            move |conn| store::projected(conn, reservation_id),
         )
         .await?
         .filter(|r| r.user_id == user)
         .ok_or(PaymentError::ReservationNotFound(reservation_id))?;
-        if projected.concert_id != pass.0.concert_id {
-            return Err(PassError::WrongConcert.into());
-        }
+        pass.check_concert(projected.concert_id)?;
         check_payable(
             projected.status,
             projected.hold_expires_at.and_utc(),

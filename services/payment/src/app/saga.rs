@@ -4,14 +4,57 @@
 
 use chrono::Utc;
 use shared_events::{
-    BalanceRefunded, Envelope, Event, PaymentCompleted, PaymentFailed, Reason, ReservationHeld,
-    SeatSold,
+    BalanceRefunded, Envelope, Event, PaymentCompleted, PaymentFailed, QueuePassEnded, Reason,
+    ReservationCancelled, ReservationConfirmed, ReservationExpired, ReservationHeld, SeatSold,
 };
+use std::sync::Arc;
+use ticket_runtime::http::waiters::Waiters;
 use ticket_runtime::ids::{PaymentId, ReservationId};
-use ticket_runtime::{HandlerError, Tx};
+use ticket_runtime::{DbResult, HandlerError, Tx};
+use tokio::sync::Notify;
+use uuid::Uuid;
 
-use crate::domain::{ReservationState, Status};
-use crate::store::{self, HeldReservation, Payment};
+use crate::domain::{Payment, ReservationState, Status};
+use crate::store::{self, HeldReservation};
+
+/// Who waits for what a consumed event changed: long-polls of a payment
+/// or a reservation, and the data-platform delivery job.
+#[derive(Clone)]
+pub struct Wakers {
+    pub waiters: Waiters,
+    /// Woken when a completed payment queued a data-platform delivery.
+    pub deliveries: Arc<Notify>,
+}
+
+impl Wakers {
+    /// After the transaction that applied `event` committed.
+    pub fn committed(&self, event: &Envelope) {
+        if let Event::ReservationHeld(e) = &event.event {
+            self.waiters.wake(e.reservation_id);
+        }
+        if let Some(payment_id) = payment_of(&event.event) {
+            self.waiters.wake(payment_id);
+        }
+        if matches!(event.event, Event::SeatSold(_)) {
+            self.deliveries.notify_one();
+        }
+    }
+}
+
+/// The payment an event is a step of, if any.
+fn payment_of(event: &Event) -> Option<Uuid> {
+    match event {
+        Event::BalanceDebited(e) => Some(e.payment_id),
+        Event::BalanceDebitRejected(e) => Some(e.payment_id),
+        Event::BalanceRefunded(e) => Some(e.payment_id),
+        Event::ReservationConfirmed(e) => Some(e.payment_id),
+        Event::ReservationConfirmationRejected(e) => Some(e.payment_id),
+        Event::ReservationCancelled(e) => e.payment_id,
+        Event::SeatSold(e) => Some(e.payment_id),
+        Event::SeatSaleRejected(e) => Some(e.payment_id),
+        _ => None,
+    }
+}
 
 pub fn reservation_held(tx: &mut Tx<'_>, held: &ReservationHeld) -> Result<(), HandlerError> {
     store::project_held(
@@ -31,19 +74,49 @@ pub fn reservation_held(tx: &mut Tx<'_>, held: &ReservationHeld) -> Result<(), H
     Ok(())
 }
 
-pub fn reservation_became(
+pub fn reservation_confirmed(
     tx: &mut Tx<'_>,
-    reservation: ReservationId,
+    confirmed: &ReservationConfirmed,
+) -> Result<(), HandlerError> {
+    reservation_became(tx, confirmed.reservation_id, ReservationState::Confirmed)
+}
+
+pub fn reservation_expired(
+    tx: &mut Tx<'_>,
+    expired: &ReservationExpired,
+) -> Result<(), HandlerError> {
+    reservation_became(tx, expired.reservation_id, ReservationState::Expired)
+}
+
+pub fn reservation_cancelled(
+    tx: &mut Tx<'_>,
+    cancelled: &ReservationCancelled,
+) -> Result<(), HandlerError> {
+    reservation_became(tx, cancelled.reservation_id, ReservationState::Cancelled)
+}
+
+fn reservation_became(
+    tx: &mut Tx<'_>,
+    reservation: Uuid,
     state: ReservationState,
 ) -> Result<(), HandlerError> {
-    store::project_status(tx.conn(), reservation, state)?;
+    store::project_status(tx.conn(), ReservationId::from(reservation), state)?;
     Ok(())
 }
 
-/// Another step of `payment`'s saga: recorded on the payment, and the
-/// payment ended where the step decides it.
-pub fn step(tx: &mut Tx<'_>, event: &Envelope, payment: PaymentId) -> Result<(), HandlerError> {
-    let Some(payment) = store::lock(tx.conn(), payment)? else {
+/// The queue ended a pass early: payments on it are refused from now on.
+pub fn pass_ended(tx: &mut Tx<'_>, ended: &QueuePassEnded) -> Result<(), HandlerError> {
+    ticket_runtime::db::passes::record_ended(tx.conn(), ended.token)?;
+    Ok(())
+}
+
+/// If `event` is a step of a payment's saga: recorded on the payment, and
+/// the payment ended where the step decides it.
+pub fn payment_step(tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+    let Some(payment) = payment_of(&event.event) else {
+        return Ok(());
+    };
+    let Some(payment) = store::lock(tx.conn(), PaymentId::from(payment))? else {
         return Ok(());
     };
     let now = Utc::now();
@@ -151,7 +224,7 @@ pub fn fail(
     payment: &Payment,
     why: &Reason,
     refunded: bool,
-) -> Result<(), diesel::result::Error> {
+) -> DbResult<()> {
     let now = Utc::now();
     if store::finish(
         tx.conn(),

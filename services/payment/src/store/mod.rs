@@ -7,32 +7,79 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use shared_events::Reason;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
-use ticket_runtime::AnyConnection;
+use ticket_runtime::{AnyConnection, DbResult};
 use uuid::Uuid;
 
-use crate::domain::{ReservationState, Status};
+use crate::domain::{Payment, ReservationState, Status, Step};
 use schema::{data_platform_deliveries, payment_steps, payments, reservation_projection};
 
-#[derive(Debug, Clone, Queryable)]
-pub struct Payment {
-    pub id: PaymentId,
-    pub reservation_id: ReservationId,
-    pub user_id: UserId,
-    pub amount: i64,
-    pub status: Status,
-    pub reason: Option<String>,
-    pub refunded: bool,
-    pub idempotency_key: Option<String>,
-    pub created_at: NaiveDateTime,
-    pub updated_at: NaiveDateTime,
+// The domain's payment and step, read straight from their rows.
+impl<ST, DB> Queryable<ST, DB> for Payment
+where
+    DB: diesel::backend::Backend,
+    PaymentRow: diesel::deserialize::FromStaticSqlRow<ST, DB>,
+{
+    type Row = PaymentRow;
+
+    fn build(
+        (
+            id,
+            reservation_id,
+            user_id,
+            amount,
+            status,
+            reason,
+            refunded,
+            idempotency_key,
+            created_at,
+            updated_at,
+        ): PaymentRow,
+    ) -> diesel::deserialize::Result<Payment> {
+        Ok(Payment {
+            id,
+            reservation_id,
+            user_id,
+            amount,
+            status,
+            reason,
+            refunded,
+            idempotency_key,
+            created_at,
+            updated_at,
+        })
+    }
 }
 
-#[derive(Debug, Clone, Queryable)]
-pub struct Step {
-    pub event_type: String,
-    pub detail: Option<String>,
-    pub at: NaiveDateTime,
+type PaymentRow = (
+    PaymentId,
+    ReservationId,
+    UserId,
+    i64,
+    Status,
+    Option<String>,
+    bool,
+    Option<String>,
+    NaiveDateTime,
+    NaiveDateTime,
+);
+
+impl<ST, DB> Queryable<ST, DB> for Step
+where
+    DB: diesel::backend::Backend,
+    StepRow: diesel::deserialize::FromStaticSqlRow<ST, DB>,
+{
+    type Row = StepRow;
+
+    fn build((event_type, detail, at): StepRow) -> diesel::deserialize::Result<Step> {
+        Ok(Step {
+            event_type,
+            detail,
+            at,
+        })
+    }
 }
+
+type StepRow = (String, Option<String>, NaiveDateTime);
 
 /// A reservation as projected from the reservation service's events.
 #[derive(Debug, Clone, Queryable)]
@@ -60,7 +107,7 @@ pub fn page(
     conn: &mut AnyConnection,
     after: Option<PaymentId>,
     limit: i64,
-) -> QueryResult<Vec<Payment>> {
+) -> DbResult<Vec<Payment>> {
     let mut query = payments::table
         .order(payments::id)
         .limit(limit)
@@ -68,42 +115,45 @@ pub fn page(
     if let Some(after) = after {
         query = query.filter(payments::id.gt(after));
     }
-    query.load(conn)
+    Ok(query.load(conn)?)
 }
 
-pub fn find(conn: &mut AnyConnection, id: PaymentId) -> QueryResult<Option<Payment>> {
-    payments::table.find(id).first(conn).optional()
+pub fn find(conn: &mut AnyConnection, id: PaymentId) -> DbResult<Option<Payment>> {
+    Ok(payments::table.find(id).first(conn).optional()?)
 }
 
 /// The payment, locked until the transaction ends, so that the deadline
 /// sweeper and a consumer handling the payment's events (on any instance)
 /// decide one after the other, each seeing the other's outcome.
-pub fn lock(conn: &mut AnyConnection, id: PaymentId) -> QueryResult<Option<Payment>> {
-    ticket_runtime::first_for_update!(conn, payments::table.find(id))
+pub fn lock(conn: &mut AnyConnection, id: PaymentId) -> DbResult<Option<Payment>> {
+    Ok(ticket_runtime::first_for_update!(
+        conn,
+        payments::table.find(id)
+    )?)
 }
 
 pub fn find_by_key(
     conn: &mut AnyConnection,
     user_id: UserId,
     key: &str,
-) -> QueryResult<Option<Payment>> {
-    payments::table
+) -> DbResult<Option<Payment>> {
+    Ok(payments::table
         .filter(payments::user_id.eq(user_id))
         .filter(payments::idempotency_key.eq(key))
         .first(conn)
-        .optional()
+        .optional()?)
 }
 
 /// The payment in flight or completed for a reservation, if any.
 pub fn live_for_reservation(
     conn: &mut AnyConnection,
     reservation_id: ReservationId,
-) -> QueryResult<Option<Payment>> {
-    payments::table
+) -> DbResult<Option<Payment>> {
+    Ok(payments::table
         .filter(payments::reservation_id.eq(reservation_id))
         .filter(payments::status.eq_any([Status::Pending, Status::Completed]))
         .first(conn)
-        .optional()
+        .optional()?)
 }
 
 pub fn insert_pending(
@@ -112,7 +162,7 @@ pub fn insert_pending(
     reservation: &HeldReservation,
     key: Option<&str>,
     now: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     let at = now.naive_utc();
     diesel::insert_into(payments::table)
         .values((
@@ -138,7 +188,7 @@ pub fn finish(
     reason: Option<&Reason>,
     refunded: bool,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let changed = diesel::update(payments::table.find(id))
         .filter(payments::status.eq(Status::Pending))
         .set((
@@ -157,7 +207,7 @@ pub fn note_reason(
     id: PaymentId,
     reason: &Reason,
     now: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     diesel::update(payments::table.find(id))
         .filter(payments::status.eq(Status::Pending))
         .set((
@@ -168,11 +218,7 @@ pub fn note_reason(
     Ok(())
 }
 
-pub fn mark_refunded(
-    conn: &mut AnyConnection,
-    id: PaymentId,
-    now: DateTime<Utc>,
-) -> QueryResult<()> {
+pub fn mark_refunded(conn: &mut AnyConnection, id: PaymentId, now: DateTime<Utc>) -> DbResult<()> {
     diesel::update(payments::table.find(id))
         .set((
             payments::refunded.eq(true),
@@ -186,13 +232,13 @@ pub fn stalled(
     conn: &mut AnyConnection,
     before: DateTime<Utc>,
     limit: i64,
-) -> QueryResult<Vec<Payment>> {
-    payments::table
+) -> DbResult<Vec<Payment>> {
+    Ok(payments::table
         .filter(payments::status.eq(Status::Pending))
         .filter(payments::created_at.le(before.naive_utc()))
         .order(payments::created_at)
         .limit(limit)
-        .load(conn)
+        .load(conn)?)
 }
 
 pub fn record_step(
@@ -202,7 +248,7 @@ pub fn record_step(
     event_type: &str,
     detail: Option<&str>,
     now: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     let row = (
         payment_steps::payment_id.eq(payment_id),
         payment_steps::event_id.eq(event_id.to_string()),
@@ -217,8 +263,8 @@ pub fn record_step(
     Ok(())
 }
 
-pub fn steps(conn: &mut AnyConnection, payment_id: PaymentId) -> QueryResult<Vec<Step>> {
-    payment_steps::table
+pub fn steps(conn: &mut AnyConnection, payment_id: PaymentId) -> DbResult<Vec<Step>> {
+    Ok(payment_steps::table
         .filter(payment_steps::payment_id.eq(payment_id))
         .order((payment_steps::at, payment_steps::event_id))
         .select((
@@ -226,10 +272,10 @@ pub fn steps(conn: &mut AnyConnection, payment_id: PaymentId) -> QueryResult<Vec
             payment_steps::detail,
             payment_steps::at,
         ))
-        .load(conn)
+        .load(conn)?)
 }
 
-pub fn project_held(conn: &mut AnyConnection, held: &HeldReservation) -> QueryResult<()> {
+pub fn project_held(conn: &mut AnyConnection, held: &HeldReservation) -> DbResult<()> {
     let row = (
         reservation_projection::reservation_id.eq(held.reservation_id),
         reservation_projection::user_id.eq(held.user_id),
@@ -251,7 +297,7 @@ pub fn project_status(
     conn: &mut AnyConnection,
     reservation_id: ReservationId,
     status: ReservationState,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     diesel::update(reservation_projection::table.find(reservation_id))
         .set(reservation_projection::status.eq(status))
         .execute(conn)?;
@@ -261,11 +307,11 @@ pub fn project_status(
 pub fn projected(
     conn: &mut AnyConnection,
     reservation_id: ReservationId,
-) -> QueryResult<Option<HeldReservation>> {
-    reservation_projection::table
+) -> DbResult<Option<HeldReservation>> {
+    Ok(reservation_projection::table
         .find(reservation_id)
         .first(conn)
-        .optional()
+        .optional()?)
 }
 
 /// Queues the completed reservation for the data platform, in the same
@@ -275,7 +321,7 @@ pub fn enqueue_delivery(
     payment_id: PaymentId,
     body: &serde_json::Value,
     now: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     let row = (
         data_platform_deliveries::payment_id.eq(payment_id),
         data_platform_deliveries::body.eq(body.to_string()),
@@ -295,8 +341,8 @@ pub fn due_deliveries(
     conn: &mut AnyConnection,
     now: DateTime<Utc>,
     limit: i64,
-) -> QueryResult<Vec<Delivery>> {
-    data_platform_deliveries::table
+) -> DbResult<Vec<Delivery>> {
+    Ok(data_platform_deliveries::table
         .filter(data_platform_deliveries::delivered_at.is_null())
         .filter(data_platform_deliveries::next_attempt_at.le(now.naive_utc()))
         .order(data_platform_deliveries::next_attempt_at)
@@ -306,22 +352,22 @@ pub fn due_deliveries(
             data_platform_deliveries::body,
             data_platform_deliveries::attempts,
         ))
-        .load(conn)
+        .load(conn)?)
 }
 
 /// Completed reservations the data platform has not acknowledged yet.
-pub fn undelivered_count(conn: &mut AnyConnection) -> QueryResult<i64> {
-    data_platform_deliveries::table
+pub fn undelivered_count(conn: &mut AnyConnection) -> DbResult<i64> {
+    Ok(data_platform_deliveries::table
         .filter(data_platform_deliveries::delivered_at.is_null())
         .count()
-        .get_result(conn)
+        .get_result(conn)?)
 }
 
 pub fn delivered(
     conn: &mut AnyConnection,
     payment_id: PaymentId,
     now: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     diesel::update(data_platform_deliveries::table.find(payment_id))
         .set(data_platform_deliveries::delivered_at.eq(now.naive_utc()))
         .execute(conn)?;
@@ -333,7 +379,7 @@ pub fn delivery_failed(
     payment_id: PaymentId,
     retry_at: DateTime<Utc>,
     error: &str,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     diesel::update(data_platform_deliveries::table.find(payment_id))
         .set((
             data_platform_deliveries::attempts.eq(data_platform_deliveries::attempts + 1),

@@ -12,12 +12,12 @@ use shared_events::{
 use std::time::Duration;
 use ticket_runtime::auth::pass::{Pass, PassError};
 use ticket_runtime::db::database_now;
-use ticket_runtime::http::waiters::{wait_for, Waiters};
+use ticket_runtime::http::waiters::{wait_for, wait_for_row, Waiters};
 use ticket_runtime::ids::{QueueTokenId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::{Db, DbError};
 
-use crate::domain::{HoldPolicy, InvalidSeat, PassHoldLimit, SeatNo, Status};
-use crate::store::{self, NewReservation, Reservation};
+use crate::domain::{HoldPolicy, InvalidSeat, PassHoldLimit, Reservation, SeatNo, Status};
+use crate::store::{self, NewReservation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReservationError {
@@ -40,12 +40,6 @@ pub enum ReservationError {
 impl ticket_runtime::Transient for ReservationError {
     fn is_transient(&self) -> bool {
         matches!(self, ReservationError::Unexpected(e) if e.is_transient())
-    }
-}
-
-impl From<diesel::result::Error> for ReservationError {
-    fn from(error: diesel::result::Error) -> ReservationError {
-        ReservationError::Unexpected(DbError::Query(error))
     }
 }
 
@@ -78,35 +72,22 @@ impl Reservations {
         schedule_id: ScheduleId,
         seat_no: i64,
     ) -> Result<Reservation, ReservationError> {
-        if ticket_runtime::db::passes::is_ended(&self.db, pass.0.jti).await? {
-            return Err(PassError::Ended.into());
-        }
+        pass.check_not_ended::<ReservationError>(&self.db).await?;
         let seat_no = SeatNo::try_from(seat_no)?;
         let claims = pass.0.clone();
         let wait = Duration::from_millis(self.policy.decision_wait_ms);
         // A schedule created a moment ago may not have reached this
         // service's catalog yet: wait for it briefly rather than refuse it.
-        let db = self.db.clone();
-        let concert = wait_for(
+        let concert = wait_for_row(
             &self.waiters,
+            &self.db,
             schedule_id.get(),
             wait,
-            || {
-                let db = db.clone();
-                async move {
-                    db.run(move |conn| {
-                        Ok::<_, ReservationError>(store::concert_of_schedule(conn, schedule_id)?)
-                    })
-                    .await
-                }
-            },
-            Option::is_some,
+            move |conn| store::concert_of_schedule(conn, schedule_id),
         )
         .await?
         .ok_or(ReservationError::ScheduleNotFound(schedule_id))?;
-        if concert != claims.concert_id {
-            return Err(PassError::WrongConcert.into());
-        }
+        pass.check_concert(concert)?;
         let new = NewReservation {
             id: ReservationId::generate(),
             pass_token: QueueTokenId::from(claims.jti),

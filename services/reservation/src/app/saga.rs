@@ -5,17 +5,49 @@
 
 use chrono::Utc;
 use shared_events::{
-    BalanceDebited, ConcertScheduled, Envelope, PaymentFailed, QueuePassEnded, Reason,
+    BalanceDebited, ConcertScheduled, Envelope, Event, PaymentFailed, QueuePassEnded, Reason,
     ReservationCancelled, ReservationConfirmationRejected, ReservationConfirmed,
     ReservationExpired, ReservationHeld, ReservationRejected, SeatHeld, SeatHoldRejected,
     SeatReleased,
 };
 use ticket_runtime::db::database_now;
+use ticket_runtime::http::waiters::Waiters;
 use ticket_runtime::ids::{PaymentId, ReservationId};
 use ticket_runtime::{HandlerError, Tx};
+use uuid::Uuid;
 
 use crate::domain::{decide_confirmation, Confirmation, Hold, Status};
 use crate::store;
+
+/// Who waits for what a consumed event changed: long-polls of a
+/// reservation, or of a schedule a hold waits to hear of.
+#[derive(Clone)]
+pub struct Wakers {
+    pub waiters: Waiters,
+}
+
+impl Wakers {
+    /// After the transaction that applied `event` committed.
+    pub fn committed(&self, event: &Envelope) {
+        if let Some(id) = changed_by(&event.event) {
+            self.waiters.wake(id);
+        }
+    }
+}
+
+/// The reservation (or schedule) an event changes, whose long-polls to wake.
+fn changed_by(event: &Event) -> Option<Uuid> {
+    match event {
+        Event::SeatHeld(e) => Some(e.reservation_id),
+        Event::SeatHoldRejected(e) => Some(e.reservation_id),
+        Event::SeatSaleRejected(e) => Some(e.reservation_id),
+        Event::BalanceDebited(e) => Some(e.reservation_id),
+        Event::PaymentFailed(e) => Some(e.reservation_id),
+        Event::SeatReleased(e) => Some(e.reservation_id),
+        Event::ConcertScheduled(e) => Some(e.schedule_id),
+        _ => None,
+    }
+}
 
 /// The schedules this service knows, to check that a pass is for the
 /// schedule's concert.

@@ -7,41 +7,71 @@ mod schema;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use ticket_runtime::ids::{ConcertId, PaymentId, QueueTokenId, ReservationId, ScheduleId, UserId};
-use ticket_runtime::AnyConnection;
+use ticket_runtime::{AnyConnection, DbResult};
 
 use shared_events::Reason;
 
-use crate::domain::{SeatNo, Status};
+use crate::domain::{Reservation, SeatNo, Status};
 use schema::{failed_payments, reservations, schedule_catalog};
 
-#[derive(Debug, Clone, Queryable)]
-pub struct Reservation {
-    pub id: ReservationId,
-    pub user_id: UserId,
-    pub concert_id: ConcertId,
-    pub schedule_id: ScheduleId,
-    pub seat_no: i32,
-    pub status: Status,
-    pub price: Option<i64>,
-    pub hold_expires_at: Option<NaiveDateTime>,
-    pub payment_id: Option<PaymentId>,
-    pub reason: Option<String>,
-    pub created_at: NaiveDateTime,
-    pub updated_at: NaiveDateTime,
-    /// The pass it was asked for with (none from before passes were recorded).
-    pub pass_token: Option<QueueTokenId>,
+// The domain's reservation, read straight from its row.
+impl<ST, DB> Queryable<ST, DB> for Reservation
+where
+    DB: diesel::backend::Backend,
+    ReservationRow: diesel::deserialize::FromStaticSqlRow<ST, DB>,
+{
+    type Row = ReservationRow;
+
+    fn build(
+        (
+            id,
+            user_id,
+            concert_id,
+            schedule_id,
+            seat_no,
+            status,
+            price,
+            hold_expires_at,
+            payment_id,
+            reason,
+            created_at,
+            updated_at,
+            pass_token,
+        ): ReservationRow,
+    ) -> diesel::deserialize::Result<Reservation> {
+        Ok(Reservation {
+            id,
+            user_id,
+            concert_id,
+            schedule_id,
+            seat_no,
+            status,
+            price,
+            hold_expires_at,
+            payment_id,
+            reason,
+            created_at,
+            updated_at,
+            pass_token,
+        })
+    }
 }
 
-impl Reservation {
-    pub fn seat(&self) -> u32 {
-        // Written from a `SeatNo` (1 to 50); a negative number cannot be stored.
-        self.seat_no.unsigned_abs()
-    }
-
-    pub fn hold_expires_at(&self) -> Option<DateTime<Utc>> {
-        self.hold_expires_at.map(|at| at.and_utc())
-    }
-}
+type ReservationRow = (
+    ReservationId,
+    UserId,
+    ConcertId,
+    ScheduleId,
+    i32,
+    Status,
+    Option<i64>,
+    Option<NaiveDateTime>,
+    Option<PaymentId>,
+    Option<String>,
+    NaiveDateTime,
+    NaiveDateTime,
+    Option<QueueTokenId>,
+);
 
 pub struct NewReservation {
     pub id: ReservationId,
@@ -56,7 +86,7 @@ pub fn insert_pending(
     conn: &mut AnyConnection,
     new: &NewReservation,
     now: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     let at = now.naive_utc();
     diesel::insert_into(reservations::table)
         .values((
@@ -75,12 +105,12 @@ pub fn insert_pending(
 }
 
 /// Reservations asked for with `pass` that are still PENDING or HELD.
-pub fn live_for_pass(conn: &mut AnyConnection, pass: QueueTokenId) -> QueryResult<i64> {
-    reservations::table
+pub fn live_for_pass(conn: &mut AnyConnection, pass: QueueTokenId) -> DbResult<i64> {
+    Ok(reservations::table
         .filter(reservations::pass_token.eq(pass))
         .filter(reservations::status.eq_any([Status::Pending, Status::Held]))
         .count()
-        .get_result(conn)
+        .get_result(conn)?)
 }
 
 /// Takes the pass's turn until the transaction ends, so that holds asked
@@ -88,7 +118,7 @@ pub fn live_for_pass(conn: &mut AnyConnection, pass: QueueTokenId) -> QueryResul
 /// PostgreSQL: a transaction-scoped advisory lock on the token (a hash
 /// collision only makes two passes wait for each other). SQLite: nothing
 /// to do, its transactions here begin IMMEDIATE and write one at a time.
-pub fn lock_pass(conn: &mut AnyConnection, pass: QueueTokenId) -> QueryResult<()> {
+pub fn lock_pass(conn: &mut AnyConnection, pass: QueueTokenId) -> DbResult<()> {
     if let AnyConnection::Postgresql(c) = conn {
         diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind::<diesel::sql_types::Text, _>(pass.to_string())
@@ -97,8 +127,8 @@ pub fn lock_pass(conn: &mut AnyConnection, pass: QueueTokenId) -> QueryResult<()
     Ok(())
 }
 
-pub fn find(conn: &mut AnyConnection, id: ReservationId) -> QueryResult<Option<Reservation>> {
-    reservations::table.find(id).first(conn).optional()
+pub fn find(conn: &mut AnyConnection, id: ReservationId) -> DbResult<Option<Reservation>> {
+    Ok(reservations::table.find(id).first(conn).optional()?)
 }
 
 /// Every reservation in id order, a page after `after`: the admin audit.
@@ -106,7 +136,7 @@ pub fn page(
     conn: &mut AnyConnection,
     after: Option<ReservationId>,
     limit: i64,
-) -> QueryResult<Vec<Reservation>> {
+) -> DbResult<Vec<Reservation>> {
     let mut query = reservations::table
         .order(reservations::id)
         .limit(limit)
@@ -114,14 +144,17 @@ pub fn page(
     if let Some(after) = after {
         query = query.filter(reservations::id.gt(after));
     }
-    query.load(conn)
+    Ok(query.load(conn)?)
 }
 
 /// The reservation, locked until the transaction ends: every decision
 /// about one reservation (confirm, cancel, record a failed payment) is
 /// taken on its row, one instance after the other.
-pub fn lock(conn: &mut AnyConnection, id: ReservationId) -> QueryResult<Option<Reservation>> {
-    ticket_runtime::first_for_update!(conn, reservations::table.find(id))
+pub fn lock(conn: &mut AnyConnection, id: ReservationId) -> DbResult<Option<Reservation>> {
+    Ok(ticket_runtime::first_for_update!(
+        conn,
+        reservations::table.find(id)
+    )?)
 }
 
 /// Moves `id` from `from` to `to` with a reason; false if it was no longer
@@ -133,7 +166,7 @@ fn transition(
     to: Status,
     reason: &Reason,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let changed = diesel::update(reservations::table.find(id))
         .filter(reservations::status.eq(from))
         .set((
@@ -151,7 +184,7 @@ pub fn hold(
     price: i64,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let changed = diesel::update(reservations::table.find(id))
         .filter(reservations::status.eq(Status::Pending))
         .set((
@@ -169,8 +202,15 @@ pub fn reject(
     id: ReservationId,
     reason: &Reason,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
-    transition(conn, id, Status::Pending, Status::Rejected, reason, now)
+) -> DbResult<bool> {
+    Ok(transition(
+        conn,
+        id,
+        Status::Pending,
+        Status::Rejected,
+        reason,
+        now,
+    )?)
 }
 
 pub fn cancel(
@@ -179,8 +219,8 @@ pub fn cancel(
     from: Status,
     reason: &Reason,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
-    transition(conn, id, from, Status::Cancelled, reason, now)
+) -> DbResult<bool> {
+    Ok(transition(conn, id, from, Status::Cancelled, reason, now)?)
 }
 
 pub fn confirm(
@@ -188,7 +228,7 @@ pub fn confirm(
     id: ReservationId,
     payment_id: PaymentId,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let changed = diesel::update(reservations::table.find(id))
         .filter(reservations::status.eq(Status::Held))
         .filter(reservations::hold_expires_at.gt(now.naive_utc()))
@@ -201,11 +241,7 @@ pub fn confirm(
     Ok(changed == 1)
 }
 
-pub fn expire(
-    conn: &mut AnyConnection,
-    id: ReservationId,
-    now: DateTime<Utc>,
-) -> QueryResult<bool> {
+pub fn expire(conn: &mut AnyConnection, id: ReservationId, now: DateTime<Utc>) -> DbResult<bool> {
     let changed = diesel::update(reservations::table.find(id))
         .filter(reservations::status.eq(Status::Held))
         .filter(reservations::hold_expires_at.le(now.naive_utc()))
@@ -223,13 +259,13 @@ pub fn due_holds(
     conn: &mut AnyConnection,
     now: DateTime<Utc>,
     limit: i64,
-) -> QueryResult<Vec<Reservation>> {
-    reservations::table
+) -> DbResult<Vec<Reservation>> {
+    Ok(reservations::table
         .filter(reservations::status.eq(Status::Held))
         .filter(reservations::hold_expires_at.le(now.naive_utc()))
         .order(reservations::hold_expires_at)
         .limit(limit)
-        .load(conn)
+        .load(conn)?)
 }
 
 /// Requests the concert service has not answered since `before`.
@@ -237,20 +273,20 @@ pub fn stalled_requests(
     conn: &mut AnyConnection,
     before: DateTime<Utc>,
     limit: i64,
-) -> QueryResult<Vec<Reservation>> {
-    reservations::table
+) -> DbResult<Vec<Reservation>> {
+    Ok(reservations::table
         .filter(reservations::status.eq(Status::Pending))
         .filter(reservations::created_at.le(before.naive_utc()))
         .order(reservations::created_at)
         .limit(limit)
-        .load(conn)
+        .load(conn)?)
 }
 
 pub fn remember_schedule(
     conn: &mut AnyConnection,
     schedule_id: ScheduleId,
     concert_id: ConcertId,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     let row = (
         schedule_catalog::schedule_id.eq(schedule_id),
         schedule_catalog::concert_id.eq(concert_id),
@@ -265,15 +301,15 @@ pub fn remember_schedule(
 pub fn concert_of_schedule(
     conn: &mut AnyConnection,
     schedule_id: ScheduleId,
-) -> QueryResult<Option<ConcertId>> {
-    schedule_catalog::table
+) -> DbResult<Option<ConcertId>> {
+    Ok(schedule_catalog::table
         .find(schedule_id)
         .select(schedule_catalog::concert_id)
         .first(conn)
-        .optional()
+        .optional()?)
 }
 
-pub fn remember_failed_payment(conn: &mut AnyConnection, payment_id: PaymentId) -> QueryResult<()> {
+pub fn remember_failed_payment(conn: &mut AnyConnection, payment_id: PaymentId) -> DbResult<()> {
     let row = failed_payments::payment_id.eq(payment_id);
     ticket_runtime::on_backend!(conn, |c| diesel::insert_into(failed_payments::table)
         .values(row)
@@ -282,7 +318,7 @@ pub fn remember_failed_payment(conn: &mut AnyConnection, payment_id: PaymentId) 
     Ok(())
 }
 
-pub fn payment_failed(conn: &mut AnyConnection, payment_id: PaymentId) -> QueryResult<bool> {
+pub fn payment_failed(conn: &mut AnyConnection, payment_id: PaymentId) -> DbResult<bool> {
     let found: i64 = failed_payments::table
         .find(payment_id)
         .count()

@@ -1,28 +1,12 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
 use shared_events::{Envelope, Event, EventType, Service, Topic};
-use ticket_runtime::http::waiters::Waiters;
 use ticket_runtime::{EventHandler, HandlerError, Tx};
-use uuid::Uuid;
 
 use crate::app::saga;
 
 pub struct ReservationEvents {
-    pub waiters: Waiters,
-}
-
-/// The reservation (or schedule) an event changes, whose long-polls to wake.
-fn changed_by(event: &Event) -> Option<Uuid> {
-    match event {
-        Event::SeatHeld(e) => Some(e.reservation_id),
-        Event::SeatHoldRejected(e) => Some(e.reservation_id),
-        Event::SeatSaleRejected(e) => Some(e.reservation_id),
-        Event::BalanceDebited(e) => Some(e.reservation_id),
-        Event::PaymentFailed(e) => Some(e.reservation_id),
-        Event::SeatReleased(e) => Some(e.reservation_id),
-        Event::ConcertScheduled(e) => Some(e.schedule_id),
-        _ => None,
-    }
+    pub wakers: saga::Wakers,
 }
 
 impl EventHandler for ReservationEvents {
@@ -56,8 +40,6 @@ impl EventHandler for ReservationEvents {
     }
 
     fn committed(&self, event: &Envelope) {
-        if let Some(id) = changed_by(&event.event) {
-            self.waiters.wake(id);
-        }
+        self.wakers.committed(event);
     }
 }

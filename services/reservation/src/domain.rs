@@ -1,10 +1,10 @@
 //! The reservation state machine:
 //! `PENDING → HELD → CONFIRMED`, or `REJECTED`, `EXPIRED`, `CANCELLED`.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use shared_events::Reason;
-use ticket_runtime::ids::{PaymentId, UserId};
+use ticket_runtime::ids::{ConcertId, PaymentId, QueueTokenId, ReservationId, ScheduleId, UserId};
 
 pub const SEATS_PER_SCHEDULE: u32 = 50;
 
@@ -138,6 +138,36 @@ pub fn decide_confirmation(
         return Confirmation::Reject(Reason::AmountMismatch);
     }
     Confirmation::Confirm
+}
+
+/// A fan's reservation of one seat, from request to confirmation or end.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub id: ReservationId,
+    pub user_id: UserId,
+    pub concert_id: ConcertId,
+    pub schedule_id: ScheduleId,
+    pub seat_no: i32,
+    pub status: Status,
+    pub price: Option<i64>,
+    pub hold_expires_at: Option<NaiveDateTime>,
+    pub payment_id: Option<PaymentId>,
+    pub reason: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    /// The pass it was asked for with (none from before passes were recorded).
+    pub pass_token: Option<QueueTokenId>,
+}
+
+impl Reservation {
+    pub fn seat(&self) -> u32 {
+        // Written from a `SeatNo` (1 to 50); a negative number cannot be stored.
+        self.seat_no.unsigned_abs()
+    }
+
+    pub fn hold_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.hold_expires_at.map(|at| at.and_utc())
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Payment rules: `PENDING → COMPLETED`, or `FAILED` with a reason.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use std::time::Duration;
+use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct PaymentPolicy {
@@ -18,14 +19,13 @@ impl PaymentPolicy {
     }
 }
 
+/// How deliveries to the data platform are retried.
 #[derive(Debug, Clone, Deserialize)]
-pub struct DataPlatformSettings {
-    pub url: String,
-    pub timeout_ms: u64,
+pub struct DeliveryRetry {
     pub max_backoff_secs: u64,
 }
 
-impl DataPlatformSettings {
+impl DeliveryRetry {
     /// Exponential: 0.5 s, 1 s, 2 s, … up to the maximum.
     pub fn backoff(&self, attempts: i32) -> Duration {
         let exponent = attempts.clamp(0, 20) as u32;
@@ -41,6 +41,29 @@ ticket_runtime::text_enum! {
         Completed = "COMPLETED",
         Failed = "FAILED",
     }
+}
+
+/// A payment: one attempt to pay for one reservation.
+#[derive(Debug, Clone)]
+pub struct Payment {
+    pub id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
+    pub amount: i64,
+    pub status: Status,
+    pub reason: Option<String>,
+    pub refunded: bool,
+    pub idempotency_key: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A saga event this service heard about a payment.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub event_type: String,
+    pub detail: Option<String>,
+    pub at: NaiveDateTime,
 }
 
 ticket_runtime::text_enum! {
@@ -83,9 +106,7 @@ mod tests {
 
     #[test]
     fn delivery_backoff_doubles_up_to_the_cap() {
-        let settings = DataPlatformSettings {
-            url: String::new(),
-            timeout_ms: 1,
+        let settings = DeliveryRetry {
             max_backoff_secs: 5,
         };
         assert_eq!(settings.backoff(0), Duration::from_millis(500));

@@ -2,7 +2,7 @@
 //! member token; asking for a hold also needs their own pass from the line.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::auth::member::Member;
@@ -12,11 +12,10 @@ use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::waiters::{etag, WatchQuery};
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
-use ticket_runtime::ApiError;
+use ticket_runtime::{ApiError, IntoApiError};
 
 use crate::app::{ReservationError, Reservations};
-use crate::domain::Status;
-use crate::store::Reservation;
+use crate::domain::{Reservation, Status};
 
 /// The service's API document (served at /docs, checked in as docs/api/reservation.json).
 #[derive(utoipa::OpenApi)]
@@ -50,10 +49,10 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Reservations) {
         );
 }
 
-impl ReservationError {
-    fn api(&self) -> ApiError {
+impl IntoApiError for ReservationError {
+    fn api_error(&self) -> ApiError {
         match self {
-            ReservationError::Pass(e) => ApiError::from(*e),
+            ReservationError::Pass(e) => e.api_error(),
             ReservationError::InvalidSeat(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_seat",
@@ -73,22 +72,6 @@ impl ReservationError {
             }
             ReservationError::Unexpected(e) => ApiError::unexpected(e),
         }
-    }
-}
-
-impl From<ReservationError> for ApiError {
-    fn from(error: ReservationError) -> ApiError {
-        error.api()
-    }
-}
-
-impl ResponseError for ReservationError {
-    fn status_code(&self) -> StatusCode {
-        self.api().status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        self.api().error_response()
     }
 }
 
@@ -162,7 +145,7 @@ async fn request_hold(
     member: Member,
     pass: Pass,
     body: web::Json<HoldRequest>,
-) -> Result<HttpResponse, ReservationError> {
+) -> Result<HttpResponse, ApiError> {
     let pass = pass.of(&member)?;
     let reservation = app
         .request_hold(&pass, body.schedule_id, body.seat_no)
@@ -234,7 +217,7 @@ async fn cancel_reservation(
     app: web::Data<Reservations>,
     member: Member,
     id: web::Path<ReservationId>,
-) -> Result<HttpResponse, ReservationError> {
+) -> Result<HttpResponse, ApiError> {
     let cancelled = app.cancel(id.into_inner(), member.user_id.into()).await?;
     Ok(HttpResponse::Ok().json(ReservationBody::from(cancelled)))
 }
