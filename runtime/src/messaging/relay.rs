@@ -176,7 +176,7 @@ impl OutboxRelay {
     async fn pending(&self) -> Result<i64, RelayError> {
         Ok(self
             .db
-            .run(|conn| outbox::pending_count(conn).map_err(DbError::from))
+            .run(outbox::pending_count)
             .await?)
     }
 
