@@ -338,7 +338,7 @@ async fn two_concert_instances_starting_together_seed_the_demo_catalog_once() {
     // have looked at an empty catalog before either writes.
     let catalog = concert_service::app::Catalog {
         db: db.clone(),
-        holds: concert_service::HoldPolicy {
+        holds: concert_service::domain::HoldPolicy {
             hold_ttl_secs: 300,
             release_grace_secs: 60,
             sweep_interval_ms: 1000,
