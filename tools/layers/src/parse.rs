@@ -19,6 +19,9 @@ pub(crate) struct Reference {
     pub scope: Vec<String>,
     /// Only compiled for tests: under `#[cfg(test)]` or the `testkit` feature.
     pub gated: bool,
+    /// In a `pub use` (any `pub(..)` too): a re-export, passed through
+    /// rather than used by the file's own code.
+    pub reexport: bool,
     /// An attribute's own name (`#[diesel(..)]`, `#[schema(..)]`): a crate
     /// or a derive's helper, never a module of this crate.
     pub attribute: bool,
@@ -300,6 +303,7 @@ impl Collector {
             line,
             scope: self.scope.clone(),
             gated: self.gated_depth > 0,
+            reexport: false,
             attribute,
         });
     }
@@ -393,8 +397,12 @@ impl<'ast> Visit<'ast> for Collector {
     fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
         let mut leaves = Vec::new();
         use_leaves(&u.tree, Vec::new(), &mut leaves);
+        let reexport = !matches!(u.vis, syn::Visibility::Inherited);
         for leaf in leaves {
             self.record(leaf.segments, u.leading_colon.is_some(), leaf.line);
+            if let Some(last) = self.references.last_mut() {
+                last.reexport = reexport;
+            }
         }
     }
 
