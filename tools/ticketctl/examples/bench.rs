@@ -368,11 +368,9 @@ async fn hop(postgres: bool) {
             }
             if acked.is_none() {
                 let pending =
-                    a.db.run(|conn| {
-                        ticket_runtime::db::outbox::pending_count(conn).map_err(DbError::from)
-                    })
-                    .await
-                    .unwrap();
+                    a.db.run(ticket_runtime::db::outbox::pending_count)
+                        .await
+                        .unwrap();
                 if pending == 0 {
                     acked = Some(Instant::now());
                 }
