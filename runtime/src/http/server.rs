@@ -101,10 +101,7 @@ pub(crate) async fn ready(probes: web::Data<Probes>) -> HttpResponse {
 
 /// The outbox's backlog: how many events wait, and the oldest one's age.
 async fn outbox_backlog(db: &Db) -> Option<(i64, f64)> {
-    let (pending, oldest) = db
-        .run(outbox::backlog)
-        .await
-        .ok()?;
+    let (pending, oldest) = db.run(outbox::backlog).await.ok()?;
     let age = oldest.map_or(0.0, |at| {
         (chrono::Utc::now().naive_utc() - at)
             .as_seconds_f64()
