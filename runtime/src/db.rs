@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::{QueryResult, RunQueryDsl};
+use diesel::RunQueryDsl;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use shared_events::Envelope;
 use std::panic::AssertUnwindSafe;

@@ -79,7 +79,7 @@ impl PassError {
 impl IntoApiError for PassError {
     fn api_error(&self) -> ApiError {
         // A valid pass of another member: the caller is known, and refused.
-        let status = if error == PassError::NotYours {
+        let status = if matches!(self, PassError::NotYours) {
             StatusCode::FORBIDDEN
         } else {
             StatusCode::UNAUTHORIZED

@@ -5,13 +5,13 @@ use diesel::prelude::*;
 
 use super::outbox::now;
 use super::schema::processed_events;
-use super::AnyConnection;
+use super::{AnyConnection, DbResult};
 
 pub(crate) fn already_applied(
     conn: &mut AnyConnection,
     consumer: &str,
     event_id: &str,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let seen: i64 = processed_events::table
         .filter(processed_events::consumer.eq(consumer))
         .filter(processed_events::event_id.eq(event_id))
@@ -24,13 +24,13 @@ pub(crate) fn record_applied(
     conn: &mut AnyConnection,
     consumer: &str,
     event_id: &str,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     diesel::insert_into(processed_events::table)
         .values((
             processed_events::consumer.eq(consumer),
             processed_events::event_id.eq(event_id),
             processed_events::processed_at.eq(now()),
         ))
-        .execute(conn)
-        .map(|_| ())
+        .execute(conn)?;
+    Ok(())
 }

@@ -18,7 +18,7 @@ use tracing::Instrument;
 use super::error::{json_error, method_not_allowed, not_found, path_error, query_error};
 use crate::config::HttpSettings;
 use crate::db::outbox;
-use crate::db::{Db, DbError};
+use crate::db::Db;
 use crate::messaging::kafka::Kafka;
 use crate::ops::metrics::Metrics;
 use crate::ops::telemetry;
@@ -101,10 +101,7 @@ pub(crate) async fn ready(probes: web::Data<Probes>) -> HttpResponse {
 
 /// The outbox's backlog: how many events wait, and the oldest one's age.
 async fn outbox_backlog(db: &Db) -> Option<(i64, f64)> {
-    let (pending, oldest) = db
-        .run(|conn| outbox::backlog(conn).map_err(DbError::from))
-        .await
-        .ok()?;
+    let (pending, oldest) = db.run(outbox::backlog).await.ok()?;
     let age = oldest.map_or(0.0, |at| {
         (chrono::Utc::now().naive_utc() - at)
             .as_seconds_f64()

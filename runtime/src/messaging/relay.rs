@@ -174,10 +174,7 @@ impl OutboxRelay {
     }
 
     async fn pending(&self) -> Result<i64, RelayError> {
-        Ok(self
-            .db
-            .run(|conn| outbox::pending_count(conn).map_err(DbError::from))
-            .await?)
+        Ok(self.db.run(outbox::pending_count).await?)
     }
 
     /// Takes the lease if it is free, ours, or ran out, and sets it to run

@@ -11,13 +11,14 @@ pub mod domain;
 pub mod events;
 pub mod store;
 
-use chrono::TimeDelta;
 use serde::Deserialize;
 use shared_events::Service;
 use std::time::Duration;
 use ticket_runtime::{Migrations, RunningService, ServiceRuntime, Settings};
 
+use app::saga::SeatSaga;
 use app::Catalog;
+use domain::HoldPolicy;
 
 pub const SERVICE: Service = Service::Concert;
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
@@ -38,36 +39,15 @@ pub struct ConcertSection {
     pub holds: HoldPolicy,
 }
 
-/// How long the concert service keeps a seat HELD for a reservation.
-#[derive(Debug, Clone, Deserialize)]
-pub struct HoldPolicy {
-    /// How long a held seat waits for its payment; travels in `SeatHeld`.
-    pub hold_ttl_secs: i64,
-    /// A hold is released on the concert's own data this long after it
-    /// expired, unless the seat was sold: room for a confirmation that was
-    /// decided in time and is still on its way.
-    pub release_grace_secs: i64,
-    /// How often lapsed holds are looked for.
-    pub sweep_interval_ms: u64,
-}
-
-impl HoldPolicy {
-    pub fn hold_ttl(&self) -> TimeDelta {
-        TimeDelta::seconds(self.hold_ttl_secs)
-    }
-
-    pub fn release_grace(&self) -> TimeDelta {
-        TimeDelta::seconds(self.release_grace_secs)
-    }
-}
-
 pub async fn start(settings: Settings<ConcertSettings>) -> anyhow::Result<RunningService> {
     let holds = settings.service.concert.holds.clone();
     let demo_data = settings.service.concert.demo_data;
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
     runtime.document(api::openapi());
     runtime.consume(std::sync::Arc::new(events::ConcertEvents {
-        holds: holds.clone(),
+        saga: SeatSaga {
+            holds: holds.clone(),
+        },
     }));
     let app = Catalog {
         db: runtime.db.clone(),

@@ -402,7 +402,7 @@ async fn a_hold_from_before_expiries_were_stored_is_released_too() {
     }
     let catalog = concert_service::app::Catalog {
         db,
-        holds: concert_service::HoldPolicy {
+        holds: concert_service::domain::HoldPolicy {
             hold_ttl_secs: 300,
             release_grace_secs: 60,
             sweep_interval_ms: 1000,
@@ -476,7 +476,7 @@ async fn catalog_on(
     let db = database.connect(concert_service::SCHEMA).await;
     let catalog = concert_service::app::Catalog {
         db,
-        holds: concert_service::HoldPolicy {
+        holds: concert_service::domain::HoldPolicy {
             hold_ttl_secs: 300,
             release_grace_secs: 60,
             sweep_interval_ms: 1000,

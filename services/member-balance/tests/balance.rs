@@ -632,7 +632,7 @@ async fn wallet_listing_sums_in_the_database(postgres: bool) {
             });
             let page = store::wallet_page(conn, None, 1_000);
             conn.set_instrumentation(None::<Box<dyn diesel::connection::Instrumentation>>);
-            page.map_err(ticket_runtime::DbError::from)
+            page
         })
         .await
         .unwrap();

@@ -86,7 +86,6 @@ async fn fill_line(db: &Db, concert: Uuid, n: i64) {
             queue_service::domain::Ended::Dropped,
             i64::MAX,
         )
-        .map_err(DbError::from)
     })
     .await
     .unwrap();
@@ -148,7 +147,7 @@ async fn queue_positions(postgres: bool) {
             let started = Instant::now();
             db.run(move |conn| {
                 let found = queue_service::store::find(conn, token.into())?.expect("token");
-                queue_service::store::position(conn, &found).map_err(DbError::from)
+                queue_service::store::position(conn, &found)
             })
             .await
             .unwrap();
@@ -369,11 +368,9 @@ async fn hop(postgres: bool) {
             }
             if acked.is_none() {
                 let pending =
-                    a.db.run(|conn| {
-                        ticket_runtime::db::outbox::pending_count(conn).map_err(DbError::from)
-                    })
-                    .await
-                    .unwrap();
+                    a.db.run(ticket_runtime::db::outbox::pending_count)
+                        .await
+                        .unwrap();
                 if pending == 0 {
                     acked = Some(Instant::now());
                 }

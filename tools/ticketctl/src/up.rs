@@ -2,8 +2,6 @@
 
 use crate::secrets::{local_secrets, LocalSecrets};
 use anyhow::{bail, Context};
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
 use shared_events::Service;
 use std::ffi::OsString;
 use std::io::Write as _;

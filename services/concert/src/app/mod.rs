@@ -9,11 +9,13 @@ use chrono::{DateTime, Utc};
 use shared_events::{ConcertScheduled, Envelope, SeatReleased};
 use ticket_runtime::db::database_now;
 use ticket_runtime::ids::{ConcertId, ScheduleId};
-use ticket_runtime::{Clock, Db, DbError, Tx};
+use ticket_runtime::{Clock, Db, DbError, DbResult, Tx};
 
-use crate::domain::{demo_catalog, InvalidConcert, NewConcert, SEATS_PER_SCHEDULE};
-use crate::store::{self, Concert, Schedule, Seat, TakenSeat};
-use crate::HoldPolicy;
+use crate::domain::{
+    demo_catalog, Concert, HoldPolicy, InvalidConcert, NewConcert, Schedule, Seat, TakenSeat,
+    SEATS_PER_SCHEDULE,
+};
+use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConcertError {
@@ -30,12 +32,6 @@ pub enum ConcertError {
 impl ticket_runtime::Transient for ConcertError {
     fn is_transient(&self) -> bool {
         matches!(self, ConcertError::Unexpected(e) if e.is_transient())
-    }
-}
-
-impl From<diesel::result::Error> for ConcertError {
-    fn from(error: diesel::result::Error) -> ConcertError {
-        ConcertError::Unexpected(DbError::Query(error))
     }
 }
 
@@ -165,7 +161,7 @@ fn create(
     tx: &mut Tx<'_>,
     concert: &NewConcert,
     now: DateTime<Utc>,
-) -> Result<(Concert, Vec<Schedule>), diesel::result::Error> {
+) -> DbResult<(Concert, Vec<Schedule>)> {
     let id = ConcertId::generate();
     let schedule_ids: Vec<ScheduleId> = concert
         .schedules

@@ -7,45 +7,69 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use shared_events::{Reason, SeatHeld};
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId};
-use ticket_runtime::AnyConnection;
+use ticket_runtime::{AnyConnection, DbResult};
 
-use crate::domain::{NewConcert, SeatPlanEntry, SeatStatus};
+use crate::domain::{Concert, NewConcert, Schedule, Seat, SeatPlanEntry, SeatStatus, TakenSeat};
 use schema::{catalog_seeds, concerts, schedules, seats};
 
-#[derive(Debug, Clone, Queryable)]
-pub struct Concert {
-    pub id: ConcertId,
-    pub title: String,
-    pub venue: String,
-    pub created_at: NaiveDateTime,
+/// A concert's row; the catalog shows it as a [`Concert`].
+#[derive(Queryable)]
+struct ConcertRow {
+    id: ConcertId,
+    title: String,
+    venue: String,
+    created_at: NaiveDateTime,
 }
 
-/// A schedule with how many of its seats are still AVAILABLE.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    pub id: ScheduleId,
-    pub concert_id: ConcertId,
-    pub starts_at: DateTime<Utc>,
-    pub available_seats: i64,
+impl From<ConcertRow> for Concert {
+    fn from(row: ConcertRow) -> Concert {
+        Concert {
+            id: row.id,
+            title: row.title,
+            venue: row.venue,
+            created_at: row.created_at.and_utc(),
+        }
+    }
 }
 
-#[derive(Debug, Clone, Queryable)]
-pub struct Seat {
-    pub seat_no: i32,
-    pub grade: String,
-    pub price: i64,
-    pub status: SeatStatus,
+#[derive(Queryable)]
+struct SeatRow {
+    seat_no: i32,
+    grade: String,
+    price: i64,
+    status: SeatStatus,
 }
 
-/// A seat that is HELD or SOLD, with the reservation holding it (none
-/// only if the data is broken: the audit reports that).
-#[derive(Debug, Clone, Queryable)]
-pub struct TakenSeat {
-    pub reservation_id: Option<ReservationId>,
-    pub schedule_id: ScheduleId,
-    pub seat_no: i32,
-    pub status: SeatStatus,
-    pub payment_id: Option<PaymentId>,
+impl From<SeatRow> for Seat {
+    fn from(row: SeatRow) -> Seat {
+        Seat {
+            seat_no: row.seat_no,
+            grade: row.grade,
+            price: row.price,
+            status: row.status,
+        }
+    }
+}
+
+#[derive(Queryable)]
+struct TakenSeatRow {
+    reservation_id: Option<ReservationId>,
+    schedule_id: ScheduleId,
+    seat_no: i32,
+    status: SeatStatus,
+    payment_id: Option<PaymentId>,
+}
+
+impl From<TakenSeatRow> for TakenSeat {
+    fn from(row: TakenSeatRow) -> TakenSeat {
+        TakenSeat {
+            reservation_id: row.reservation_id,
+            schedule_id: row.schedule_id,
+            seat_no: row.seat_no,
+            status: row.status,
+            payment_id: row.payment_id,
+        }
+    }
 }
 
 /// Every taken seat in (schedule, seat) order, a page after `after`: the
@@ -54,7 +78,7 @@ pub fn taken_seat_page(
     conn: &mut AnyConnection,
     after: Option<(ScheduleId, i32)>,
     limit: i64,
-) -> QueryResult<Vec<TakenSeat>> {
+) -> DbResult<Vec<TakenSeat>> {
     let mut query = seats::table
         .filter(seats::status.ne(SeatStatus::Available))
         .order((seats::schedule_id, seats::seat_no))
@@ -74,7 +98,8 @@ pub fn taken_seat_page(
                 .and(seats::seat_no.gt(seat_no))),
         );
     }
-    query.load(conn)
+    let rows: Vec<TakenSeatRow> = query.load(conn)?;
+    Ok(rows.into_iter().map(TakenSeat::from).collect())
 }
 
 /// Stores the concert with its schedules (ids given, in the order of
@@ -85,19 +110,19 @@ pub fn insert_concert(
     concert: &NewConcert,
     schedule_ids: &[ScheduleId],
     now: DateTime<Utc>,
-) -> QueryResult<Concert> {
+) -> DbResult<Concert> {
     let created = Concert {
         id,
         title: concert.title.clone(),
         venue: concert.venue.clone(),
-        created_at: now.naive_utc(),
+        created_at: now,
     };
     diesel::insert_into(concerts::table)
         .values((
             concerts::id.eq(created.id),
             concerts::title.eq(&created.title),
             concerts::venue.eq(&created.venue),
-            concerts::created_at.eq(created.created_at),
+            concerts::created_at.eq(created.created_at.naive_utc()),
         ))
         .execute(conn)?;
     for (schedule_id, starts_at) in schedule_ids.iter().zip(&concert.schedules) {
@@ -118,7 +143,7 @@ fn insert_seats(
     schedule_id: ScheduleId,
     plan: &[SeatPlanEntry],
     now: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     // One statement per seat: diesel's multi-backend connection has no batch insert.
     for seat in plan {
         diesel::insert_into(seats::table)
@@ -135,17 +160,18 @@ fn insert_seats(
     Ok(())
 }
 
-pub fn list_concerts(conn: &mut AnyConnection) -> QueryResult<Vec<Concert>> {
-    concerts::table
+pub fn list_concerts(conn: &mut AnyConnection) -> DbResult<Vec<Concert>> {
+    let rows: Vec<ConcertRow> = concerts::table
         .order((concerts::created_at, concerts::id))
-        .load(conn)
+        .load(conn)?;
+    Ok(rows.into_iter().map(Concert::from).collect())
 }
 
-pub fn concert_count(conn: &mut AnyConnection) -> QueryResult<i64> {
-    concerts::table.count().get_result(conn)
+pub fn concert_count(conn: &mut AnyConnection) -> DbResult<i64> {
+    Ok(concerts::table.count().get_result(conn)?)
 }
 
-pub fn concert_exists(conn: &mut AnyConnection, concert_id: ConcertId) -> QueryResult<bool> {
+pub fn concert_exists(conn: &mut AnyConnection, concert_id: ConcertId) -> DbResult<bool> {
     let found: i64 = concerts::table
         .filter(concerts::id.eq(concert_id))
         .count()
@@ -154,7 +180,7 @@ pub fn concert_exists(conn: &mut AnyConnection, concert_id: ConcertId) -> QueryR
 }
 
 /// A concert's schedules with how many seats are still AVAILABLE.
-pub fn schedules_of(conn: &mut AnyConnection, concert_id: ConcertId) -> QueryResult<Vec<Schedule>> {
+pub fn schedules_of(conn: &mut AnyConnection, concert_id: ConcertId) -> DbResult<Vec<Schedule>> {
     let rows: Vec<(ScheduleId, NaiveDateTime)> = schedules::table
         .filter(schedules::concert_id.eq(concert_id))
         .order(schedules::starts_at)
@@ -182,22 +208,19 @@ pub fn schedules_of(conn: &mut AnyConnection, concert_id: ConcertId) -> QueryRes
 }
 
 /// The seats of a schedule, or `None` when there is no such schedule.
-pub fn seats_of(
-    conn: &mut AnyConnection,
-    schedule_id: ScheduleId,
-) -> QueryResult<Option<Vec<Seat>>> {
-    let seats: Vec<Seat> = seats::table
+pub fn seats_of(conn: &mut AnyConnection, schedule_id: ScheduleId) -> DbResult<Option<Vec<Seat>>> {
+    let rows: Vec<SeatRow> = seats::table
         .filter(seats::schedule_id.eq(schedule_id))
         .order(seats::seat_no)
         .select((seats::seat_no, seats::grade, seats::price, seats::status))
         .load(conn)?;
-    Ok((!seats.is_empty()).then_some(seats))
+    Ok((!rows.is_empty()).then(|| rows.into_iter().map(Seat::from).collect()))
 }
 
 /// Claims a one-time seed: true for the one transaction that records it
 /// first. Two instances starting together both try; the second waits on
 /// the first's row and then finds it taken.
-pub fn claim_seed(conn: &mut AnyConnection, name: &str, now: DateTime<Utc>) -> QueryResult<bool> {
+pub fn claim_seed(conn: &mut AnyConnection, name: &str, now: DateTime<Utc>) -> DbResult<bool> {
     let row = (
         catalog_seeds::name.eq(name),
         catalog_seeds::seeded_at.eq(now.naive_utc()),
@@ -230,7 +253,7 @@ pub fn hold_seat(
     reservation_id: ReservationId,
     hold_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> QueryResult<HoldOutcome> {
+) -> DbResult<HoldOutcome> {
     let schedule_concert: Option<ConcertId> = schedules::table
         .find(schedule_id)
         .select(schedules::concert_id)
@@ -288,7 +311,7 @@ pub fn release_seat(
     seat_no: i32,
     reservation_id: ReservationId,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let released = diesel::update(seats::table.find((schedule_id, seat_no)))
         .filter(seats::reservation_id.eq(reservation_id))
         .filter(seats::status.eq_any([SeatStatus::Held, SeatStatus::Sold]))
@@ -333,14 +356,14 @@ pub fn lapsed_holds(
     conn: &mut AnyConnection,
     cutoff: DateTime<Utc>,
     limit: i64,
-) -> QueryResult<Vec<LapsedHold>> {
-    seats::table
+) -> DbResult<Vec<LapsedHold>> {
+    Ok(seats::table
         .filter(seats::status.eq(SeatStatus::Held))
         .filter(ran_out_before(cutoff))
         .order(seats::hold_expires_at)
         .limit(limit)
         .select((seats::schedule_id, seats::seat_no, seats::reservation_id))
-        .load(conn)
+        .load(conn)?)
 }
 
 /// Releases a lapsed hold, unless it changed meanwhile (sold, released, or
@@ -350,7 +373,7 @@ pub fn release_lapsed(
     hold: &LapsedHold,
     cutoff: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let lapsed = || {
         diesel::update(seats::table.find((hold.schedule_id, hold.seat_no)))
             .filter(seats::status.eq(SeatStatus::Held))
@@ -388,7 +411,7 @@ pub fn sell_seat(
     reservation_id: ReservationId,
     payment_id: PaymentId,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let seat = seats::table.find((schedule_id, seat_no));
     let sold = diesel::update(seat)
         .filter(seats::reservation_id.eq(reservation_id))

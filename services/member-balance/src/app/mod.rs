@@ -10,8 +10,10 @@ use ticket_runtime::http::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
 use ticket_runtime::ids::{LedgerEntryId, PaymentId, UserId};
 use ticket_runtime::{Db, DbError};
 
-use crate::domain::{ChargeAmount, EntryKind, InvalidAmount, Limits};
-use crate::store::{self, AuditedDebit, AuditedWallet, LedgerEntry};
+use crate::domain::{
+    AuditedDebit, AuditedWallet, ChargeAmount, EntryKind, InvalidAmount, LedgerEntry, Limits,
+};
+use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BalanceError {
@@ -39,12 +41,6 @@ impl ticket_runtime::Transient for BalanceError {
     /// transaction, run again, replays the winner's charge.
     fn is_transient(&self) -> bool {
         matches!(self, BalanceError::Unexpected(e) if e.is_transient() || e.is_unique_violation())
-    }
-}
-
-impl From<diesel::result::Error> for BalanceError {
-    fn from(error: diesel::result::Error) -> BalanceError {
-        BalanceError::Unexpected(DbError::Query(error))
     }
 }
 

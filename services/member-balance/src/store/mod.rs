@@ -7,20 +7,35 @@ mod schema;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use ticket_runtime::ids::{LedgerEntryId, PaymentId, ReservationId, UserId};
-use ticket_runtime::AnyConnection;
+use ticket_runtime::{AnyConnection, DbResult};
 
-use crate::domain::EntryKind;
+use crate::domain::{AuditedDebit, AuditedWallet, EntryKind, LedgerEntry};
 use schema::{charge_requests, ledger_entries, payment_debits, wallets};
 
-#[derive(Debug, Clone, Queryable)]
-pub struct LedgerEntry {
-    pub id: LedgerEntryId,
-    pub entry_no: i64,
-    pub kind: EntryKind,
-    pub amount: i64,
-    pub balance_after: i64,
-    pub reference: Option<String>,
-    pub created_at: NaiveDateTime,
+/// A ledger row; the service shows it as a [`LedgerEntry`].
+#[derive(Queryable)]
+struct LedgerRow {
+    id: LedgerEntryId,
+    entry_no: i64,
+    kind: EntryKind,
+    amount: i64,
+    balance_after: i64,
+    reference: Option<String>,
+    created_at: NaiveDateTime,
+}
+
+impl From<LedgerRow> for LedgerEntry {
+    fn from(row: LedgerRow) -> LedgerEntry {
+        LedgerEntry {
+            id: row.id,
+            entry_no: row.entry_no,
+            kind: row.kind,
+            amount: row.amount,
+            balance_after: row.balance_after,
+            reference: row.reference,
+            created_at: row.created_at.and_utc(),
+        }
+    }
 }
 
 /// The first charge made with an Idempotency-Key.
@@ -39,21 +54,13 @@ pub struct PaymentDebit {
     pub amount: i64,
 }
 
-/// A wallet as the audit sees it: its balance and what its ledger adds up to.
-#[derive(Debug, Clone)]
-pub struct AuditedWallet {
-    pub user_id: UserId,
-    pub balance: i64,
-    pub ledger_total: i64,
-}
-
 /// Every wallet in member order, a page after `after`, each with the sum
 /// of its ledger: the admin audit.
 pub fn wallet_page(
     conn: &mut AnyConnection,
     after: Option<UserId>,
     limit: i64,
-) -> QueryResult<Vec<AuditedWallet>> {
+) -> DbResult<Vec<AuditedWallet>> {
     let mut query = wallets::table
         .order(wallets::user_id)
         .limit(limit)
@@ -92,14 +99,25 @@ fn signed_sum() -> diesel::expression::SqlLiteral<diesel::sql_types::BigInt> {
     ))
 }
 
-/// A payment's debit as the audit sees it.
-#[derive(Debug, Clone, Queryable)]
-pub struct AuditedDebit {
-    pub payment_id: PaymentId,
-    pub reservation_id: ReservationId,
-    pub user_id: UserId,
-    pub amount: i64,
-    pub refund_entry_id: Option<LedgerEntryId>,
+#[derive(Queryable)]
+struct DebitRow {
+    payment_id: PaymentId,
+    reservation_id: ReservationId,
+    user_id: UserId,
+    amount: i64,
+    refund_entry_id: Option<LedgerEntryId>,
+}
+
+impl From<DebitRow> for AuditedDebit {
+    fn from(row: DebitRow) -> AuditedDebit {
+        AuditedDebit {
+            payment_id: row.payment_id,
+            reservation_id: row.reservation_id,
+            user_id: row.user_id,
+            amount: row.amount,
+            refund_entry_id: row.refund_entry_id,
+        }
+    }
 }
 
 /// Every payment debit in payment order, a page after `after`: the admin audit.
@@ -107,7 +125,7 @@ pub fn debit_page(
     conn: &mut AnyConnection,
     after: Option<PaymentId>,
     limit: i64,
-) -> QueryResult<Vec<AuditedDebit>> {
+) -> DbResult<Vec<AuditedDebit>> {
     let mut query = payment_debits::table
         .order(payment_debits::payment_id)
         .limit(limit)
@@ -122,10 +140,11 @@ pub fn debit_page(
     if let Some(after) = after {
         query = query.filter(payment_debits::payment_id.gt(after));
     }
-    query.load(conn)
+    let rows: Vec<DebitRow> = query.load(conn)?;
+    Ok(rows.into_iter().map(AuditedDebit::from).collect())
 }
 
-pub fn balance_of(conn: &mut AnyConnection, user_id: UserId) -> QueryResult<i64> {
+pub fn balance_of(conn: &mut AnyConnection, user_id: UserId) -> DbResult<i64> {
     Ok(wallets::table
         .find(user_id)
         .select(wallets::balance)
@@ -134,7 +153,7 @@ pub fn balance_of(conn: &mut AnyConnection, user_id: UserId) -> QueryResult<i64>
         .unwrap_or(0))
 }
 
-fn ensure_wallet(conn: &mut AnyConnection, user_id: UserId, now: DateTime<Utc>) -> QueryResult<()> {
+fn ensure_wallet(conn: &mut AnyConnection, user_id: UserId, now: DateTime<Utc>) -> DbResult<()> {
     let wallet = (
         wallets::user_id.eq(user_id),
         wallets::balance.eq(0),
@@ -158,7 +177,7 @@ pub fn apply(
     reference: Option<&str>,
     max_balance: i64,
     now: DateTime<Utc>,
-) -> QueryResult<Option<LedgerEntry>> {
+) -> DbResult<Option<LedgerEntry>> {
     ensure_wallet(conn, user_id, now)?;
     let updated = diesel::update(wallets::table.find(user_id))
         .filter((wallets::balance + delta).ge(0))
@@ -183,7 +202,7 @@ pub fn apply(
         amount: delta.abs(),
         balance_after: balance,
         reference: reference.map(str::to_string),
-        created_at: now.naive_utc(),
+        created_at: now,
     };
     diesel::insert_into(ledger_entries::table)
         .values((
@@ -194,7 +213,7 @@ pub fn apply(
             ledger_entries::amount.eq(entry.amount),
             ledger_entries::balance_after.eq(entry.balance_after),
             ledger_entries::reference.eq(&entry.reference),
-            ledger_entries::created_at.eq(entry.created_at),
+            ledger_entries::created_at.eq(entry.created_at.naive_utc()),
         ))
         .execute(conn)?;
     Ok(Some(entry))
@@ -204,8 +223,8 @@ pub fn charge_request(
     conn: &mut AnyConnection,
     user_id: UserId,
     key: &str,
-) -> QueryResult<Option<ChargeRequest>> {
-    charge_requests::table
+) -> DbResult<Option<ChargeRequest>> {
+    Ok(charge_requests::table
         .find((user_id, key))
         .select((
             charge_requests::amount,
@@ -213,7 +232,7 @@ pub fn charge_request(
             charge_requests::balance_after,
         ))
         .first(conn)
-        .optional()
+        .optional()?)
 }
 
 /// Remembers the charge a key made; a second first request with the same
@@ -223,7 +242,7 @@ pub fn record_charge_request(
     user_id: UserId,
     key: &str,
     entry: &LedgerEntry,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     diesel::insert_into(charge_requests::table)
         .values((
             charge_requests::user_id.eq(user_id),
@@ -231,7 +250,7 @@ pub fn record_charge_request(
             charge_requests::amount.eq(entry.amount),
             charge_requests::entry_id.eq(entry.id),
             charge_requests::balance_after.eq(entry.balance_after),
-            charge_requests::created_at.eq(entry.created_at),
+            charge_requests::created_at.eq(entry.created_at.naive_utc()),
         ))
         .execute(conn)?;
     Ok(())
@@ -243,7 +262,7 @@ pub fn ledger_page(
     user_id: UserId,
     before: Option<i64>,
     limit: i64,
-) -> QueryResult<Vec<LedgerEntry>> {
+) -> DbResult<Vec<LedgerEntry>> {
     let mut query = ledger_entries::table
         .filter(ledger_entries::user_id.eq(user_id))
         .order(ledger_entries::entry_no.desc())
@@ -261,10 +280,11 @@ pub fn ledger_page(
     if let Some(before) = before {
         query = query.filter(ledger_entries::entry_no.lt(before));
     }
-    query.load(conn)
+    let rows: Vec<LedgerRow> = query.load(conn)?;
+    Ok(rows.into_iter().map(LedgerEntry::from).collect())
 }
 
-pub fn was_debited(conn: &mut AnyConnection, payment_id: PaymentId) -> QueryResult<bool> {
+pub fn was_debited(conn: &mut AnyConnection, payment_id: PaymentId) -> DbResult<bool> {
     let seen: i64 = payment_debits::table
         .find(payment_id)
         .count()
@@ -277,7 +297,7 @@ pub fn record_debit(
     payment_id: PaymentId,
     debit: &PaymentDebit,
     entry: LedgerEntryId,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     diesel::insert_into(payment_debits::table)
         .values((
             payment_debits::payment_id.eq(payment_id),
@@ -298,7 +318,7 @@ pub fn record_debit(
 pub fn lock_unrefunded_debit(
     conn: &mut AnyConnection,
     payment_id: PaymentId,
-) -> QueryResult<Option<PaymentDebit>> {
+) -> DbResult<Option<PaymentDebit>> {
     let Some((debit, refund)): Option<(PaymentDebit, Option<LedgerEntryId>)> = ticket_runtime::first_for_update!(
         conn,
         payment_debits::table.find(payment_id).select((
@@ -320,7 +340,7 @@ pub fn record_refund(
     conn: &mut AnyConnection,
     payment_id: PaymentId,
     entry: LedgerEntryId,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     diesel::update(payment_debits::table.find(payment_id))
         .set(payment_debits::refund_entry_id.eq(entry))
         .execute(conn)?;

@@ -10,10 +10,10 @@ use shared_events::{Envelope, QueueTokenAdmitted};
 use std::sync::Arc;
 use ticket_runtime::auth::pass::{PassClaims, PassSigner};
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
-use ticket_runtime::{AnyConnection, Db, DbError, Tx};
+use ticket_runtime::{AnyConnection, Db, DbError, DbResult, Tx};
 
-use crate::domain::{AdmissionBudget, Ended, QueuePolicy, TokenStatus};
-use crate::store::{self, QueueToken};
+use crate::domain::{AdmissionBudget, Ended, QueuePolicy, QueueToken, TokenStatus};
+use crate::store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -31,12 +31,6 @@ impl ticket_runtime::Transient for QueueError {
     /// again, finds the winner's token.
     fn is_transient(&self) -> bool {
         matches!(self, QueueError::Unexpected(e) if e.is_transient() || e.is_unique_violation())
-    }
-}
-
-impl From<diesel::result::Error> for QueueError {
-    fn from(error: diesel::result::Error) -> QueueError {
-        QueueError::Unexpected(DbError::Query(error))
     }
 }
 
@@ -129,7 +123,7 @@ impl Queue {
         now: DateTime<Utc>,
     ) -> Result<(), QueueError> {
         if token.status == TokenStatus::Waiting
-            && token.last_seen_at.and_utc() <= now - self.policy.seen_refresh()
+            && token.last_seen_at <= now - self.policy.seen_refresh()
         {
             store::seen(conn, token.token, now)?;
         }
@@ -139,17 +133,12 @@ impl Queue {
     /// One admission round over every line with fans waiting. Safe with two
     /// instances: each line is admitted in one transaction on its row.
     pub async fn admit_all(&self) -> Result<(), DbError> {
-        let lines = self
-            .db
-            .run(|conn| store::lines_with_waiting(conn).map_err(DbError::from))
-            .await?;
+        let lines = self.db.run(store::lines_with_waiting).await?;
         for concert in lines {
             let (policy, signer) = (self.policy.clone(), self.signer.clone());
             let admitted = self
                 .db
-                .transaction(move |tx| {
-                    admit(tx, concert, &policy, &signer, Utc::now()).map_err(DbError::from)
-                })
+                .transaction(move |tx| admit(tx, concert, &policy, &signer, Utc::now()))
                 .await;
             // One line that fails does not hold up the others.
             if let Err(error) = admitted {
@@ -193,7 +182,7 @@ pub fn admit(
     policy: &QueuePolicy,
     signer: &PassSigner,
     now: DateTime<Utc>,
-) -> Result<usize, diesel::result::Error> {
+) -> DbResult<usize> {
     let Some(line) = store::lock_line(tx.conn(), concert)? else {
         return Ok(0);
     };

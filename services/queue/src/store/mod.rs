@@ -7,23 +7,40 @@ mod schema;
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
-use ticket_runtime::AnyConnection;
+use ticket_runtime::{AnyConnection, DbResult};
 
-use crate::domain::{dropout_index, fans_ahead, Ended, TokenStatus};
+use crate::domain::{dropout_index, fans_ahead, Ended, QueueToken, TokenStatus};
 use schema::{known_concerts, queue_dropouts, queue_lines, queue_tokens};
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+/// A token's row; the line shows it as a [`QueueToken`].
+#[derive(Queryable, Selectable)]
 #[diesel(table_name = queue_tokens)]
-pub struct QueueToken {
-    pub token: QueueTokenId,
-    pub user_id: UserId,
-    pub concert_id: ConcertId,
-    pub seq: i64,
-    pub status: TokenStatus,
-    pub pass: Option<String>,
-    pub pass_expires_at: Option<NaiveDateTime>,
-    pub ended_reason: Option<Ended>,
-    pub last_seen_at: NaiveDateTime,
+struct TokenRow {
+    token: QueueTokenId,
+    user_id: UserId,
+    concert_id: ConcertId,
+    seq: i64,
+    status: TokenStatus,
+    pass: Option<String>,
+    pass_expires_at: Option<NaiveDateTime>,
+    ended_reason: Option<Ended>,
+    last_seen_at: NaiveDateTime,
+}
+
+impl From<TokenRow> for QueueToken {
+    fn from(row: TokenRow) -> QueueToken {
+        QueueToken {
+            token: row.token,
+            user_id: row.user_id,
+            concert_id: row.concert_id,
+            seq: row.seq,
+            status: row.status,
+            pass: row.pass,
+            pass_expires_at: row.pass_expires_at.map(|at| at.and_utc()),
+            ended_reason: row.ended_reason,
+            last_seen_at: row.last_seen_at.and_utc(),
+        }
+    }
 }
 
 /// A concert's line as admission needs it.
@@ -42,7 +59,7 @@ pub struct Waiting {
     pub seq: i64,
 }
 
-pub fn remember_concert(conn: &mut AnyConnection, concert_id: ConcertId) -> QueryResult<()> {
+pub fn remember_concert(conn: &mut AnyConnection, concert_id: ConcertId) -> DbResult<()> {
     let row = known_concerts::concert_id.eq(concert_id);
     ticket_runtime::on_backend!(conn, |c| diesel::insert_into(known_concerts::table)
         .values(row)
@@ -51,7 +68,7 @@ pub fn remember_concert(conn: &mut AnyConnection, concert_id: ConcertId) -> Quer
     Ok(())
 }
 
-pub fn is_known_concert(conn: &mut AnyConnection, concert_id: ConcertId) -> QueryResult<bool> {
+pub fn is_known_concert(conn: &mut AnyConnection, concert_id: ConcertId) -> DbResult<bool> {
     let found: i64 = known_concerts::table
         .find(concert_id)
         .count()
@@ -59,26 +76,28 @@ pub fn is_known_concert(conn: &mut AnyConnection, concert_id: ConcertId) -> Quer
     Ok(found > 0)
 }
 
-pub fn find(conn: &mut AnyConnection, token: QueueTokenId) -> QueryResult<Option<QueueToken>> {
-    queue_tokens::table
+pub fn find(conn: &mut AnyConnection, token: QueueTokenId) -> DbResult<Option<QueueToken>> {
+    let row = queue_tokens::table
         .find(token)
-        .select(QueueToken::as_select())
+        .select(TokenRow::as_select())
         .first(conn)
-        .optional()
+        .optional()?;
+    Ok(row.map(QueueToken::from))
 }
 
 pub fn find_live(
     conn: &mut AnyConnection,
     user_id: UserId,
     concert_id: ConcertId,
-) -> QueryResult<Option<QueueToken>> {
-    queue_tokens::table
+) -> DbResult<Option<QueueToken>> {
+    let row = queue_tokens::table
         .filter(queue_tokens::user_id.eq(user_id))
         .filter(queue_tokens::concert_id.eq(concert_id))
         .filter(queue_tokens::status.eq_any([TokenStatus::Waiting, TokenStatus::Active]))
-        .select(QueueToken::as_select())
+        .select(TokenRow::as_select())
         .first(conn)
-        .optional()
+        .optional()?;
+    Ok(row.map(QueueToken::from))
 }
 
 /// Puts the fan at the end of the concert's line.
@@ -88,7 +107,7 @@ pub fn join(
     user_id: UserId,
     concert_id: ConcertId,
     now: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     let line = (
         queue_lines::concert_id.eq(concert_id),
         queue_lines::next_seq.eq(1),
@@ -122,7 +141,7 @@ pub fn join(
 }
 
 /// Records that a waiting fan is still there.
-pub fn seen(conn: &mut AnyConnection, token: QueueTokenId, now: DateTime<Utc>) -> QueryResult<()> {
+pub fn seen(conn: &mut AnyConnection, token: QueueTokenId, now: DateTime<Utc>) -> DbResult<()> {
     diesel::update(queue_tokens::table.find(token))
         .filter(queue_tokens::status.eq(TokenStatus::Waiting))
         .set(queue_tokens::last_seen_at.eq(now.naive_utc()))
@@ -130,7 +149,7 @@ pub fn seen(conn: &mut AnyConnection, token: QueueTokenId, now: DateTime<Utc>) -
     Ok(())
 }
 
-fn dropped_up_to(conn: &mut AnyConnection, concert_id: ConcertId, seq: i64) -> QueryResult<i64> {
+fn dropped_up_to(conn: &mut AnyConnection, concert_id: ConcertId, seq: i64) -> DbResult<i64> {
     let nodes = dropout_index::nodes_to_sum(seq);
     if nodes.is_empty() {
         return Ok(0);
@@ -144,7 +163,7 @@ fn dropped_up_to(conn: &mut AnyConnection, concert_id: ConcertId, seq: i64) -> Q
 }
 
 /// How many fans wait ahead of this one: a constant number of row reads.
-pub fn position(conn: &mut AnyConnection, token: &QueueToken) -> QueryResult<Option<i64>> {
+pub fn position(conn: &mut AnyConnection, token: &QueueToken) -> DbResult<Option<i64>> {
     match token.status {
         TokenStatus::Active => return Ok(Some(0)),
         TokenStatus::Expired => return Ok(None),
@@ -162,15 +181,15 @@ pub fn position(conn: &mut AnyConnection, token: &QueueToken) -> QueryResult<Opt
 /// The line's row, locked until the transaction ends: two instances
 /// admitting at once take turns, and the second sees the first's
 /// admissions and active count.
-pub fn lock_line(conn: &mut AnyConnection, concert_id: ConcertId) -> QueryResult<Option<Line>> {
-    ticket_runtime::first_for_update!(
+pub fn lock_line(conn: &mut AnyConnection, concert_id: ConcertId) -> DbResult<Option<Line>> {
+    Ok(ticket_runtime::first_for_update!(
         conn,
         queue_lines::table.find(concert_id).select((
             queue_lines::active_count,
             queue_lines::next_seq,
             queue_lines::rate_clock,
         ))
-    )
+    )?)
 }
 
 /// The first `limit` fans waiting, in arrival order.
@@ -178,8 +197,8 @@ pub fn next_waiting(
     conn: &mut AnyConnection,
     concert_id: ConcertId,
     limit: i64,
-) -> QueryResult<Vec<Waiting>> {
-    queue_tokens::table
+) -> DbResult<Vec<Waiting>> {
+    Ok(queue_tokens::table
         .filter(queue_tokens::concert_id.eq(concert_id))
         .filter(queue_tokens::status.eq(TokenStatus::Waiting))
         .order(queue_tokens::seq)
@@ -189,7 +208,7 @@ pub fn next_waiting(
             queue_tokens::user_id,
             queue_tokens::seq,
         ))
-        .load(conn)
+        .load(conn)?)
 }
 
 /// Admits a fan still WAITING with their pass; false if they are not (one
@@ -200,7 +219,7 @@ pub fn activate(
     pass: &str,
     pass_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let changed = diesel::update(queue_tokens::table.find(token))
         .filter(queue_tokens::status.eq(TokenStatus::Waiting))
         .set((
@@ -220,7 +239,7 @@ pub fn advance_line(
     admitted: i64,
     head_seq: i64,
     rate_clock: DateTime<Utc>,
-) -> QueryResult<()> {
+) -> DbResult<()> {
     diesel::update(queue_lines::table.find(concert_id))
         .set((
             queue_lines::active_count.eq(queue_lines::active_count + admitted),
@@ -232,11 +251,11 @@ pub fn advance_line(
 }
 
 /// Concerts whose line may have fans waiting.
-pub fn lines_with_waiting(conn: &mut AnyConnection) -> QueryResult<Vec<ConcertId>> {
-    queue_lines::table
+pub fn lines_with_waiting(conn: &mut AnyConnection) -> DbResult<Vec<ConcertId>> {
+    Ok(queue_lines::table
         .filter(queue_lines::head_seq.lt(queue_lines::next_seq))
         .select(queue_lines::concert_id)
-        .load(conn)
+        .load(conn)?)
 }
 
 /// Takes waiting fans who stopped polling since `idle_since` out of the line.
@@ -245,7 +264,7 @@ pub fn drop_idle_waiters(
     idle_since: DateTime<Utc>,
     reason: Ended,
     limit: i64,
-) -> QueryResult<usize> {
+) -> DbResult<usize> {
     let idle: Vec<(QueueTokenId, ConcertId, i64)> = queue_tokens::table
         .filter(queue_tokens::status.eq(TokenStatus::Waiting))
         .filter(queue_tokens::last_seen_at.lt(idle_since.naive_utc()))
@@ -292,7 +311,7 @@ pub fn end_active(
     token: QueueTokenId,
     concert_id: ConcertId,
     reason: Ended,
-) -> QueryResult<bool> {
+) -> DbResult<bool> {
     let changed = diesel::update(queue_tokens::table.find(token))
         .filter(queue_tokens::status.eq(TokenStatus::Active))
         .set((
@@ -313,11 +332,11 @@ pub fn lapsed_passes(
     conn: &mut AnyConnection,
     now: DateTime<Utc>,
     limit: i64,
-) -> QueryResult<Vec<(QueueTokenId, ConcertId)>> {
-    queue_tokens::table
+) -> DbResult<Vec<(QueueTokenId, ConcertId)>> {
+    Ok(queue_tokens::table
         .filter(queue_tokens::status.eq(TokenStatus::Active))
         .filter(queue_tokens::pass_expires_at.le(now.naive_utc()))
         .limit(limit)
         .select((queue_tokens::token, queue_tokens::concert_id))
-        .load(conn)
+        .load(conn)?)
 }

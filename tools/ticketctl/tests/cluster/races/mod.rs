@@ -292,7 +292,6 @@ async fn two_admission_loops_at_once_admit_each_fan_once() {
         tokio::spawn(async move {
             db.transaction(move |tx| {
                 queue_service::app::admit(tx, concert.into(), &policy, &signer, chrono::Utc::now())
-                    .map_err(DbError::from)
             })
             .await
         })
@@ -338,7 +337,7 @@ async fn two_concert_instances_starting_together_seed_the_demo_catalog_once() {
     // have looked at an empty catalog before either writes.
     let catalog = concert_service::app::Catalog {
         db: db.clone(),
-        holds: concert_service::HoldPolicy {
+        holds: concert_service::domain::HoldPolicy {
             hold_ttl_secs: 300,
             release_grace_secs: 60,
             sweep_interval_ms: 1000,
@@ -356,10 +355,7 @@ async fn two_concert_instances_starting_together_seed_the_demo_catalog_once() {
     blocker.release();
     first.await.unwrap().unwrap();
     second.await.unwrap().unwrap();
-    let concerts = db
-        .run(|conn| concert_service::store::list_concerts(conn).map_err(DbError::from))
-        .await
-        .unwrap();
+    let concerts = db.run(concert_service::store::list_concerts).await.unwrap();
     assert_eq!(concerts.len(), 3, "seeded once");
 }
 

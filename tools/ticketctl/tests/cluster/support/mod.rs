@@ -229,7 +229,7 @@ impl Cluster {
     /// Events the service committed and the broker has not acknowledged.
     pub async fn outbox_pending(&self, service: Service) -> i64 {
         self.db(service)
-            .run(|conn| ticket_runtime::db::outbox::pending_count(conn).map_err(DbError::from))
+            .run(ticket_runtime::db::outbox::pending_count)
             .await
             .unwrap()
     }

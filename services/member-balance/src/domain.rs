@@ -1,6 +1,9 @@
-//! Wallet rules: what a charge may be, and the ledger's entry kinds.
+//! Wallet rules: what a charge may be, and the ledger's entry kinds; and
+//! wallets, ledgers and debits as the service shows them.
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use ticket_runtime::ids::{LedgerEntryId, PaymentId, ReservationId, UserId};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Limits {
@@ -17,6 +20,38 @@ ticket_runtime::text_enum! {
         PaymentDebit = "PAYMENT_DEBIT",
         Refund = "REFUND",
     }
+}
+
+/// One line of a wallet's ledger: never changed once written.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub id: LedgerEntryId,
+    /// The wallet's own count: the ledger's order, and its page cursor.
+    pub entry_no: i64,
+    pub kind: EntryKind,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub reference: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A wallet as the audit sees it: its balance and what its ledger adds up to.
+#[derive(Debug, Clone)]
+pub struct AuditedWallet {
+    pub user_id: UserId,
+    pub balance: i64,
+    pub ledger_total: i64,
+}
+
+/// A payment's debit as the audit sees it.
+#[derive(Debug, Clone)]
+pub struct AuditedDebit {
+    pub payment_id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub user_id: UserId,
+    pub amount: i64,
+    /// The ledger entry that gave it back, once refunded.
+    pub refund_entry_id: Option<LedgerEntryId>,
 }
 
 /// A charge amount that passed validation: positive and within the limit.

@@ -1,6 +1,9 @@
-//! Catalog rules: what a valid concert is, and how seats are priced.
+//! Catalog rules: what a valid concert is, how seats are priced, and how
+//! long a seat stays held; and the catalog as the service shows it.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Deserialize;
+use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId};
 
 pub const SEATS_PER_SCHEDULE: u32 = 50;
 pub const MAX_SEAT_PRICE: i64 = 10_000_000;
@@ -14,6 +17,65 @@ ticket_runtime::text_enum! {
         Held = "HELD",
         Sold = "SOLD",
     }
+}
+
+/// How long the concert service keeps a seat HELD for a reservation.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HoldPolicy {
+    /// How long a held seat waits for its payment; travels in `SeatHeld`.
+    pub hold_ttl_secs: i64,
+    /// A hold is released on the concert's own data this long after it
+    /// expired, unless the seat was sold: room for a confirmation that was
+    /// decided in time and is still on its way.
+    pub release_grace_secs: i64,
+    /// How often lapsed holds are looked for.
+    pub sweep_interval_ms: u64,
+}
+
+impl HoldPolicy {
+    pub fn hold_ttl(&self) -> TimeDelta {
+        TimeDelta::seconds(self.hold_ttl_secs)
+    }
+
+    pub fn release_grace(&self) -> TimeDelta {
+        TimeDelta::seconds(self.release_grace_secs)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Concert {
+    pub id: ConcertId,
+    pub title: String,
+    pub venue: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A schedule with how many of its seats are still AVAILABLE.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub id: ScheduleId,
+    pub concert_id: ConcertId,
+    pub starts_at: DateTime<Utc>,
+    pub available_seats: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Seat {
+    pub seat_no: i32,
+    pub grade: String,
+    pub price: i64,
+    pub status: SeatStatus,
+}
+
+/// A seat that is HELD or SOLD, with the reservation holding it (none
+/// only if the data is broken: the audit reports that).
+#[derive(Debug, Clone)]
+pub struct TakenSeat {
+    pub reservation_id: Option<ReservationId>,
+    pub schedule_id: ScheduleId,
+    pub seat_no: i32,
+    pub status: SeatStatus,
+    pub payment_id: Option<PaymentId>,
 }
 
 /// A concert as an organiser describes it, before validation.

@@ -5,11 +5,10 @@ use shared_events::{
 };
 use ticket_runtime::{EventHandler, HandlerError, Tx};
 
-use crate::app::saga;
-use crate::HoldPolicy;
+use crate::app::saga::SeatSaga;
 
 pub struct ConcertEvents {
-    pub holds: HoldPolicy,
+    pub saga: SeatSaga,
 }
 
 impl EventHandler for ConcertEvents {
@@ -27,9 +26,7 @@ impl EventHandler for ConcertEvents {
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match &event.event {
-            Event::ReservationRequested(e) => {
-                saga::reservation_requested(tx, event, e, &self.holds)?
-            }
+            Event::ReservationRequested(e) => self.saga.reservation_requested(tx, event, e)?,
             // Expired or cancelled, the seat goes back the same way.
             Event::ReservationExpired(ReservationExpired {
                 reservation_id,
@@ -41,14 +38,14 @@ impl EventHandler for ConcertEvents {
                 schedule_id,
                 seat_no,
                 ..
-            }) => saga::reservation_ended(
+            }) => self.saga.reservation_ended(
                 tx,
                 event,
                 (*reservation_id).into(),
                 (*schedule_id).into(),
                 *seat_no,
             )?,
-            Event::ReservationConfirmed(e) => saga::reservation_confirmed(tx, event, e)?,
+            Event::ReservationConfirmed(e) => self.saga.reservation_confirmed(tx, event, e)?,
             _ => {}
         }
         Ok(())

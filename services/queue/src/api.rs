@@ -2,13 +2,13 @@
 //! subject, never a field of the body.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::auth::member::Member;
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
-use ticket_runtime::ApiError;
+use ticket_runtime::{ApiError, IntoApiError};
 
 use crate::app::{Place, Queue, QueueError};
 use crate::domain::{Ended, TokenStatus};
@@ -35,8 +35,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Queue) {
         .service(web::resource("/v1/queue/tokens/{token}").get(poll));
 }
 
-impl QueueError {
-    fn api(&self) -> ApiError {
+impl IntoApiError for QueueError {
+    fn api_error(&self) -> ApiError {
         match self {
             QueueError::ConcertNotFound(_) => {
                 ApiError::not_found("concert_not_found", self.to_string())
@@ -46,16 +46,6 @@ impl QueueError {
             }
             QueueError::Unexpected(e) => ApiError::unexpected(e),
         }
-    }
-}
-
-impl ResponseError for QueueError {
-    fn status_code(&self) -> StatusCode {
-        self.api().status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        self.api().error_response()
     }
 }
 
@@ -85,10 +75,7 @@ impl From<Place> for TokenBody {
             status: token.status,
             position,
             pass: token.pass.filter(|_| active),
-            pass_expires_at: token
-                .pass_expires_at
-                .filter(|_| active)
-                .map(|at| at.and_utc()),
+            pass_expires_at: token.pass_expires_at.filter(|_| active),
             ended_reason: token.ended_reason,
         }
     }
@@ -114,7 +101,7 @@ async fn join(
     app: web::Data<Queue>,
     member: Member,
     body: web::Json<JoinRequest>,
-) -> Result<HttpResponse, QueueError> {
+) -> Result<HttpResponse, ApiError> {
     let (created, place) = app.join(member.user_id.into(), body.concert_id).await?;
     let status = if created {
         StatusCode::CREATED
@@ -138,7 +125,7 @@ async fn poll(
     app: web::Data<Queue>,
     member: Member,
     token: web::Path<QueueTokenId>,
-) -> Result<HttpResponse, QueueError> {
+) -> Result<HttpResponse, ApiError> {
     let place = app.poll(member.user_id.into(), token.into_inner()).await?;
     Ok(HttpResponse::Ok().json(TokenBody::from(place)))
 }

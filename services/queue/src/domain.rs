@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
+use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct QueuePolicy {
@@ -49,6 +50,21 @@ ticket_runtime::text_enum! {
         /// The fan paid: the place goes to the next fan.
         PaymentCompleted = "PAYMENT_COMPLETED",
     }
+}
+
+/// A fan's place in a concert's line.
+#[derive(Debug, Clone)]
+pub struct QueueToken {
+    pub token: QueueTokenId,
+    pub user_id: UserId,
+    pub concert_id: ConcertId,
+    /// Arrival order in the concert's line.
+    pub seq: i64,
+    pub status: TokenStatus,
+    pub pass: Option<String>,
+    pub pass_expires_at: Option<DateTime<Utc>>,
+    pub ended_reason: Option<Ended>,
+    pub last_seen_at: DateTime<Utc>,
 }
 
 /// How many fans may be admitted now.

@@ -3,20 +3,21 @@
 //! out.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::http::admin::{Page, PageQuery};
 use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId};
-use ticket_runtime::ApiError;
+use ticket_runtime::{ApiError, IntoApiError};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 
 use crate::app::{Catalog, ConcertError};
-use crate::domain::{ConcertPlan, Grade, NewConcert, SeatStatus};
-use crate::store::{Concert, Schedule, Seat, TakenSeat};
+use crate::domain::{
+    Concert, ConcertPlan, Grade, NewConcert, Schedule, Seat, SeatStatus, TakenSeat,
+};
 
 /// The service's API document (served at /docs, checked in as docs/api/concert.json).
 #[derive(utoipa::OpenApi)]
@@ -50,24 +51,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Catalog) {
         );
 }
 
-impl From<ConcertError> for ApiError {
-    fn from(error: ConcertError) -> ApiError {
-        error.api()
-    }
-}
-
-impl ResponseError for ConcertError {
-    fn status_code(&self) -> StatusCode {
-        self.api().status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        self.api().error_response()
-    }
-}
-
-impl ConcertError {
-    fn api(&self) -> ApiError {
+impl IntoApiError for ConcertError {
+    fn api_error(&self) -> ApiError {
         match self {
             ConcertError::ConcertNotFound(_) => {
                 ApiError::not_found("concert_not_found", self.to_string())
@@ -101,7 +86,7 @@ impl From<Concert> for ConcertBody {
             id: c.id,
             title: c.title,
             venue: c.venue,
-            created_at: c.created_at.and_utc(),
+            created_at: c.created_at,
         }
     }
 }
@@ -225,7 +210,7 @@ impl From<ConcertRequest> for ConcertPlan {
 /// Every concert, oldest first.
 #[utoipa::path(get, path = "/v1/concerts", tag = "catalog",
     responses((status = 200, description = "The concerts", body = Vec<ConcertBody>)))]
-async fn list_concerts(app: web::Data<Catalog>) -> Result<HttpResponse, ConcertError> {
+async fn list_concerts(app: web::Data<Catalog>) -> Result<HttpResponse, ApiError> {
     let concerts: Vec<ConcertBody> = app.concerts().await?.into_iter().map(Into::into).collect();
     Ok(HttpResponse::Ok().json(concerts))
 }
@@ -241,7 +226,7 @@ async fn list_concerts(app: web::Data<Catalog>) -> Result<HttpResponse, ConcertE
 async fn list_schedules(
     app: web::Data<Catalog>,
     concert_id: web::Path<ConcertId>,
-) -> Result<HttpResponse, ConcertError> {
+) -> Result<HttpResponse, ApiError> {
     let schedules: Vec<ScheduleBody> = app
         .schedules(concert_id.into_inner())
         .await?
@@ -262,7 +247,7 @@ async fn list_schedules(
 async fn list_seats(
     app: web::Data<Catalog>,
     schedule_id: web::Path<ScheduleId>,
-) -> Result<HttpResponse, ConcertError> {
+) -> Result<HttpResponse, ApiError> {
     let seats: Vec<SeatBody> = app
         .seats(schedule_id.into_inner())
         .await?
@@ -286,8 +271,9 @@ async fn list_seats(
 async fn create_concert(
     app: web::Data<Catalog>,
     body: web::Json<ConcertRequest>,
-) -> Result<HttpResponse, ConcertError> {
-    let concert = NewConcert::try_from(ConcertPlan::from(body.into_inner()))?;
+) -> Result<HttpResponse, ApiError> {
+    let concert =
+        NewConcert::try_from(ConcertPlan::from(body.into_inner())).map_err(ConcertError::from)?;
     let (created, schedules) = app.create(concert).await?;
     Ok(HttpResponse::Created().json(CreatedConcertBody {
         id: created.id,

@@ -2,7 +2,7 @@
 //! calling member's own wallet.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ticket_runtime::auth::member::Member;
@@ -11,11 +11,10 @@ use ticket_runtime::http::idempotency::IdempotencyKey;
 use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{LedgerEntryId, PaymentId, ReservationId, UserId};
-use ticket_runtime::ApiError;
+use ticket_runtime::{ApiError, IntoApiError};
 
 use crate::app::{BalanceError, Wallets};
-use crate::domain::EntryKind;
-use crate::store::{AuditedDebit, AuditedWallet, LedgerEntry};
+use crate::domain::{AuditedDebit, AuditedWallet, EntryKind, LedgerEntry};
 
 /// The service's API document (served at /docs, checked in as docs/api/member-balance.json).
 #[derive(utoipa::OpenApi)]
@@ -47,8 +46,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Wallets) {
         );
 }
 
-impl BalanceError {
-    fn api(&self) -> ApiError {
+impl IntoApiError for BalanceError {
+    fn api_error(&self) -> ApiError {
         let unprocessable =
             |code| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, self.to_string());
         match self {
@@ -75,22 +74,6 @@ impl BalanceError {
             }
             BalanceError::Unexpected(e) => ApiError::unexpected(e),
         }
-    }
-}
-
-impl From<BalanceError> for ApiError {
-    fn from(error: BalanceError) -> ApiError {
-        error.api()
-    }
-}
-
-impl ResponseError for BalanceError {
-    fn status_code(&self) -> StatusCode {
-        self.api().status
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        self.api().error_response()
     }
 }
 
@@ -124,7 +107,7 @@ async fn balance(
     app: web::Data<Wallets>,
     member: Member,
     user_id: web::Path<UserId>,
-) -> Result<HttpResponse, BalanceError> {
+) -> Result<HttpResponse, ApiError> {
     let user_id = own_wallet(member, user_id)?;
     let balance = app.balance(user_id).await?;
     Ok(HttpResponse::Ok().json(BalanceBody { user_id, balance }))
@@ -168,11 +151,11 @@ async fn charge(
     member: Member,
     user_id: web::Path<UserId>,
     body: web::Json<ChargeRequest>,
-) -> Result<HttpResponse, BalanceError> {
+) -> Result<HttpResponse, ApiError> {
     let user_id = own_wallet(member, user_id)?;
     // The amount is judged first, as it always was.
     let amount = app.charge_amount(body.amount)?;
-    let key = IdempotencyKey::of(&request)?;
+    let key = IdempotencyKey::of(&request).map_err(BalanceError::from)?;
     let receipt = app.charge(user_id, amount, key).await?;
     let mut response = HttpResponse::Created();
     if receipt.replayed {
@@ -225,7 +208,7 @@ impl From<LedgerEntry> for EntryBody {
             amount: e.amount,
             balance_after: e.balance_after,
             reference: e.reference,
-            at: e.created_at.and_utc(),
+            at: e.created_at,
         }
     }
 }
@@ -245,7 +228,7 @@ async fn ledger(
     member: Member,
     user_id: web::Path<UserId>,
     query: web::Query<LedgerQuery>,
-) -> Result<HttpResponse, BalanceError> {
+) -> Result<HttpResponse, ApiError> {
     let user_id = own_wallet(member, user_id)?;
     let limit = app.page_limit(query.limit)?;
     let before = match &query.cursor {
