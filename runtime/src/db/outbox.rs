@@ -6,8 +6,8 @@ use chrono::{NaiveDateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use shared_events::Envelope;
 
+use super::connection::{AnyConnection, DbError, DbResult};
 use super::schema::{outbox, outbox_relay_lease};
-use super::{AnyConnection, DbError, DbResult};
 use crate::ops::telemetry;
 
 #[derive(Insertable)]

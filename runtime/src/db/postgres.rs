@@ -5,7 +5,7 @@
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
-use super::DbError;
+use super::connection::DbError;
 
 fn admin(admin_url: &str) -> Result<PgConnection, DbError> {
     PgConnection::establish(admin_url)

@@ -3,9 +3,9 @@
 
 use diesel::prelude::*;
 
+use super::connection::{AnyConnection, DbResult};
 use super::outbox::now;
 use super::schema::processed_events;
-use super::{AnyConnection, DbResult};
 
 pub(crate) fn already_applied(
     conn: &mut AnyConnection,

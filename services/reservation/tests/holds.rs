@@ -8,8 +8,8 @@
 )]
 
 use reservation_service::app::{ReservationError, Reservations};
-use reservation_service::domain::{HoldPolicy, Status};
-use reservation_service::store::{self, Reservation};
+use reservation_service::domain::{HoldPolicy, Reservation, Status};
+use reservation_service::store;
 use ticket_runtime::auth::pass::{Pass, PassClaims};
 use ticket_runtime::dev::testkit::{self, TestDatabase};
 use ticket_runtime::http::waiters::Waiters;

@@ -153,7 +153,7 @@ async fn pay(
     body: web::Json<PayRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let pass = pass.of(&member)?;
-    let key = IdempotencyKey::of(&request)?;
+    let key = IdempotencyKey::of(&request).map_err(PaymentError::from)?;
     let view = app.pay(&pass, body.reservation_id, key).await?;
     Ok(answer(view))
 }

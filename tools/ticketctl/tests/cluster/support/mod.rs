@@ -210,7 +210,7 @@ impl Cluster {
                 s.service.payment.sweep_interval_ms = 100;
                 s.service.payment.decision_wait_ms = DECISION_WINDOW_MS;
                 s.service.data_platform.url = self.platform_url.clone();
-                s.service.data_platform.max_backoff_secs = 1;
+                s.service.data_platform.retry.max_backoff_secs = 1;
                 payment_service::start(s).await
             }
         }
