@@ -72,7 +72,10 @@ impl EventHandler for Recorder {
         if charge.amount == POISON {
             return Err(anyhow::anyhow!("amount {POISON} is poison").into());
         }
-        let position: i64 = effects::table.count().get_result(tx.conn())?;
+        let position: i64 = effects::table
+            .count()
+            .get_result(tx.conn())
+            .map_err(DbError::from)?;
         diesel::insert_into(effects::table)
             .values((
                 effects::event_id.eq(event.event_id.to_string()),
@@ -80,7 +83,8 @@ impl EventHandler for Recorder {
                 effects::position.eq(position + 1),
                 effects::trace_id.eq(ticket_runtime::ops::telemetry::current_trace_id()),
             ))
-            .execute(tx.conn())?;
+            .execute(tx.conn())
+            .map_err(DbError::from)?;
         Ok(())
     }
 }

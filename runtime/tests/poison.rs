@@ -63,14 +63,18 @@ impl EventHandler for Omnivore {
     }
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-        let position: i64 = effects::table.count().get_result(tx.conn())?;
+        let position: i64 = effects::table
+            .count()
+            .get_result(tx.conn())
+            .map_err(DbError::from)?;
         diesel::insert_into(effects::table)
             .values((
                 effects::event_id.eq(event.event_id.to_string()),
                 effects::amount.eq(0),
                 effects::position.eq(position + 1),
             ))
-            .execute(tx.conn())?;
+            .execute(tx.conn())
+            .map_err(DbError::from)?;
         Ok(())
     }
 }

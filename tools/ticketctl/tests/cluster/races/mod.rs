@@ -137,7 +137,9 @@ async fn a_debit_and_a_payment_failure_handled_at_once_never_confirm_a_failed_pa
     .await
     .unwrap();
     let handler: Arc<dyn EventHandler> = Arc::new(reservation_service::events::ReservationEvents {
-        waiters: Default::default(),
+        wakers: reservation_service::app::saga::Wakers {
+            waiters: Default::default(),
+        },
     });
     let debited = Arc::new(Envelope::new(BalanceDebited {
         payment_id: payment,
@@ -209,8 +211,10 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
     .await
     .unwrap();
     let handler: Arc<dyn EventHandler> = Arc::new(payment_service::events::PaymentEvents {
-        waiters: Default::default(),
-        deliveries: Default::default(),
+        wakers: payment_service::app::saga::Wakers {
+            waiters: Default::default(),
+            deliveries: Default::default(),
+        },
     });
     let refunded = Arc::new(Envelope::new(BalanceRefunded {
         payment_id: payment,
