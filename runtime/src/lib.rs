@@ -31,7 +31,7 @@ pub mod waiters;
 
 pub use clock::Clock;
 pub use config::{NoServiceSettings, Secret, Settings};
-pub use consumer::{EventHandler, HandlerError};
+pub use consumer::{EventHandler, HandlerError, ServiceHandler};
 pub use db::{AnyConnection, Backend, Db, DbError, Migrations, Transient, Tx};
 pub use http::{ApiError, ErrorBody};
 pub use kafka::Kafka;

@@ -1,11 +1,10 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Service, Topic};
+use shared_events::{Envelope, Event, Service};
 use std::sync::Arc;
 use ticket_runtime::waiters::Waiters;
-use ticket_runtime::{EventHandler, HandlerError, Tx};
+use ticket_runtime::{HandlerError, ServiceHandler, Tx};
 use tokio::sync::Notify;
-use uuid::Uuid;
 
 use crate::app::saga;
 use crate::domain::ReservationState;
@@ -16,33 +15,8 @@ pub struct PaymentEvents {
     pub deliveries: Arc<Notify>,
 }
 
-/// The payment an event is a step of, if any.
-fn payment_of(event: &Event) -> Option<Uuid> {
-    match event {
-        Event::BalanceDebited(e) => Some(e.payment_id),
-        Event::BalanceDebitRejected(e) => Some(e.payment_id),
-        Event::BalanceRefunded(e) => Some(e.payment_id),
-        Event::ReservationConfirmed(e) => Some(e.payment_id),
-        Event::ReservationConfirmationRejected(e) => Some(e.payment_id),
-        Event::ReservationCancelled(e) => e.payment_id,
-        Event::SeatSold(e) => Some(e.payment_id),
-        Event::SeatSaleRejected(e) => Some(e.payment_id),
-        _ => None,
-    }
-}
-
-impl EventHandler for PaymentEvents {
-    fn name(&self) -> &str {
-        Service::Payment.as_str()
-    }
-
-    fn topics(&self) -> Vec<Topic> {
-        Service::Payment.consumes().to_vec()
-    }
-
-    fn handles(&self, event_type: EventType) -> bool {
-        event_type.consumers().contains(&Service::Payment)
-    }
+impl ServiceHandler for PaymentEvents {
+    const SERVICE: Service = Service::Payment;
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match &event.event {
@@ -59,7 +33,7 @@ impl EventHandler for PaymentEvents {
             Event::QueuePassEnded(e) => ticket_runtime::pass::record_ended(tx.conn(), e.token)?,
             _ => {}
         }
-        if let Some(payment) = payment_of(&event.event) {
+        if let Some(payment) = event.event.payment_id() {
             saga::step(tx, event, payment.into())?;
         }
         Ok(())
@@ -69,7 +43,7 @@ impl EventHandler for PaymentEvents {
         if let Event::ReservationHeld(e) = &event.event {
             self.waiters.wake(e.reservation_id);
         }
-        if let Some(payment_id) = payment_of(&event.event) {
+        if let Some(payment_id) = event.event.payment_id() {
             self.waiters.wake(payment_id);
         }
         if matches!(event.event, Event::SeatSold(_)) {

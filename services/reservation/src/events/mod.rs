@@ -1,8 +1,8 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Service, Topic};
+use shared_events::{Envelope, Event, Service};
 use ticket_runtime::waiters::Waiters;
-use ticket_runtime::{EventHandler, HandlerError, Tx};
+use ticket_runtime::{HandlerError, ServiceHandler, Tx};
 use uuid::Uuid;
 
 use crate::app::saga;
@@ -14,29 +14,13 @@ pub struct ReservationEvents {
 /// The reservation (or schedule) an event changes, whose long-polls to wake.
 fn changed_by(event: &Event) -> Option<Uuid> {
     match event {
-        Event::SeatHeld(e) => Some(e.reservation_id),
-        Event::SeatHoldRejected(e) => Some(e.reservation_id),
-        Event::SeatSaleRejected(e) => Some(e.reservation_id),
-        Event::BalanceDebited(e) => Some(e.reservation_id),
-        Event::PaymentFailed(e) => Some(e.reservation_id),
-        Event::SeatReleased(e) => Some(e.reservation_id),
         Event::ConcertScheduled(e) => Some(e.schedule_id),
-        _ => None,
+        other => other.reservation_id(),
     }
 }
 
-impl EventHandler for ReservationEvents {
-    fn name(&self) -> &str {
-        Service::Reservation.as_str()
-    }
-
-    fn topics(&self) -> Vec<Topic> {
-        Service::Reservation.consumes().to_vec()
-    }
-
-    fn handles(&self, event_type: EventType) -> bool {
-        event_type.consumers().contains(&Service::Reservation)
-    }
+impl ServiceHandler for ReservationEvents {
+    const SERVICE: Service = Service::Reservation;
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match &event.event {
