@@ -528,3 +528,36 @@ fn saga_steps_are_matched_by_payment() {
     assert!(!confirm.is_answered(&debited, &[&debited, &unpaid]));
     assert!(confirm.is_answered(&debited, &[&debited, &paid]));
 }
+
+/// The data platform's record has the fields, names and encodings the
+/// payment service sent when it built the record as untyped JSON.
+#[test]
+fn the_data_platform_record_keeps_its_wire_form() {
+    let completed_at = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 1).unwrap()
+        + chrono::TimeDelta::nanoseconds(123_456_789);
+    let record = CompletedReservation {
+        payment_id: id(2),
+        reservation_id: id(1),
+        user_id: id(3),
+        concert_id: id(4),
+        schedule_id: id(5),
+        seat_no: 7,
+        amount: 150_000,
+        completed_at,
+    };
+    let untyped = serde_json::json!({
+        "payment_id": id(2),
+        "reservation_id": id(1),
+        "user_id": id(3),
+        "concert_id": id(4),
+        "schedule_id": id(5),
+        "seat_no": 7,
+        "amount": 150_000,
+        "completed_at": completed_at,
+    });
+    assert_eq!(serde_json::to_value(&record).unwrap(), untyped);
+    assert_eq!(
+        serde_json::from_value::<CompletedReservation>(untyped).unwrap(),
+        record
+    );
+}

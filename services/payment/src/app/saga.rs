@@ -4,8 +4,8 @@
 
 use chrono::Utc;
 use shared_events::{
-    BalanceRefunded, Envelope, Event, PaymentCompleted, PaymentFailed, Reason, ReservationHeld,
-    SeatSold,
+    BalanceRefunded, CompletedReservation, Envelope, Event, PaymentCompleted, PaymentFailed,
+    Reason, ReservationHeld, SeatSold,
 };
 use ticket_runtime::ids::{PaymentId, ReservationId};
 use ticket_runtime::{HandlerError, Tx};
@@ -117,17 +117,17 @@ fn complete(
             amount: payment.amount,
         },
     )?;
-    let body = serde_json::json!({
-        "payment_id": payment.id,
-        "reservation_id": sold.reservation_id,
-        "user_id": payment.user_id,
-        "concert_id": concert_id,
-        "schedule_id": sold.schedule_id,
-        "seat_no": sold.seat_no,
-        "amount": payment.amount,
-        "completed_at": now,
-    });
-    store::enqueue_delivery(tx.conn(), payment.id, &body, now)?;
+    let record = CompletedReservation {
+        payment_id: payment.id.get(),
+        reservation_id: sold.reservation_id,
+        user_id: payment.user_id.get(),
+        concert_id,
+        schedule_id: sold.schedule_id,
+        seat_no: sold.seat_no,
+        amount: payment.amount,
+        completed_at: now,
+    };
+    store::enqueue_delivery(tx.conn(), payment.id, &record, now)?;
     Ok(())
 }
 
