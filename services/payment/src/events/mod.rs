@@ -2,7 +2,7 @@
 
 use shared_events::{Envelope, Event, Service};
 use std::sync::Arc;
-use ticket_runtime::waiters::Waiters;
+use ticket_runtime::http::waiters::Waiters;
 use ticket_runtime::{HandlerError, ServiceHandler, Tx};
 use tokio::sync::Notify;
 
@@ -30,7 +30,9 @@ impl ServiceHandler for PaymentEvents {
             Event::ReservationCancelled(e) => {
                 saga::reservation_became(tx, e.reservation_id.into(), ReservationState::Cancelled)?
             }
-            Event::QueuePassEnded(e) => ticket_runtime::pass::record_ended(tx.conn(), e.token)?,
+            Event::QueuePassEnded(e) => {
+                ticket_runtime::db::passes::record_ended(tx.conn(), e.token)?
+            }
             _ => {}
         }
         if let Some(payment) = event.event.payment_id() {
