@@ -25,7 +25,7 @@ pub use clock::Clock;
 pub use config::{NoServiceSettings, Secret, Settings};
 pub use db::{AnyConnection, Backend, Db, DbError, DbResult, Migrations, Transient, Tx};
 pub use http::{ApiError, ErrorBody, IntoApiError};
-pub use messaging::consumer::{EventHandler, HandlerError};
+pub use messaging::consumer::{EventHandler, HandlerError, ServiceHandler};
 pub use messaging::kafka::Kafka;
 pub use ops::metrics::Metrics;
 pub use service::{RunningService, ServiceRuntime};

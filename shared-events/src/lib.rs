@@ -8,11 +8,13 @@
 //! a new event type is compatible (consumers ignore unknown fields and skip
 //! unknown types); renaming or removing a field needs a new `schema_version`.
 
+mod data_platform;
 mod envelope;
 mod events;
 mod reason;
 mod topics;
 
+pub use data_platform::CompletedReservation;
 pub use envelope::{DecodeError, Decoded, Envelope, MAX_MESSAGE_BYTES, SCHEMA_VERSION};
 pub use events::*;
 pub use reason::Reason;

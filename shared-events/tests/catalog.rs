@@ -1,8 +1,9 @@
 //! The event catalog in `docs/design.md` is generated from the contract, so
 //! it cannot drift: this test renders it from `shared-events` (producers,
-//! keys, consumers from the `events!` declaration; payload fields from the
-//! golden samples, each field's optionality by decoding the sample without
-//! it) and fails when the document differs. Regenerate deliberately with
+//! keys, consumers and the saga steps each event calls for from the
+//! `events!` declaration; payload fields from the golden samples, each
+//! field's optionality by decoding the sample without it) and fails when
+//! the document differs. Regenerate deliberately with
 //! `UPDATE_CATALOG=1 cargo test -p shared-events --test catalog`.
 #![allow(
     clippy::unwrap_used,
@@ -64,6 +65,34 @@ fn services(list: impl IntoIterator<Item = Service>) -> String {
     }
 }
 
+fn names(types: &[EventType], separator: &str) -> String {
+    let names: Vec<String> = types.iter().map(|t| format!("`{t}`")).collect();
+    names.join(separator)
+}
+
+/// The saga steps an event calls for: who answers, with which events.
+fn answers(event_type: EventType) -> String {
+    let steps: Vec<String> = event_type
+        .steps()
+        .iter()
+        .map(|step| {
+            let mut text = format!("`{}`: {}", step.by, names(step.answers, " or "));
+            if let Some(after) = step.after {
+                write!(text, " (if the saga has a `{after}`)").unwrap();
+            }
+            if !step.unless.is_empty() {
+                write!(text, " (not after {})", names(step.unless, " or ")).unwrap();
+            }
+            text
+        })
+        .collect();
+    if steps.is_empty() {
+        "—".to_string()
+    } else {
+        steps.join("; ")
+    }
+}
+
 fn render() -> String {
     let mut out = String::new();
     out.push_str("| topic | producer | dead letters | consumer groups |\n|---|---|---|---|\n");
@@ -83,7 +112,9 @@ fn render() -> String {
         )
         .unwrap();
     }
-    out.push_str("\n| event | topic | key | payload | consumed by |\n|---|---|---|---|---|\n");
+    out.push_str(
+        "\n| event | topic | key | payload | consumed by | answered by |\n|---|---|---|---|---|---|\n",
+    );
     for &event_type in EventType::ALL {
         let sample = golden(event_type);
         let fields: Vec<String> = sample["payload"]
@@ -97,11 +128,12 @@ fn render() -> String {
             .collect();
         writeln!(
             out,
-            "| `{event_type}` | `{}` | `{}` | {} | {} |",
+            "| `{event_type}` | `{}` | `{}` | {} | {} | {} |",
             event_type.producer().topic(),
             event_type.key_field(),
             fields.join(", "),
-            services(event_type.consumers().iter().copied())
+            services(event_type.consumers().iter().copied()),
+            answers(event_type)
         )
         .unwrap();
     }

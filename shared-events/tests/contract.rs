@@ -431,3 +431,133 @@ fn each_service_reads_exactly_the_topics_of_the_events_it_reacts_to() {
         assert_eq!(read, needed, "{service} subscribes to the wrong topics");
     }
 }
+
+/// The accessors say what the wire says: an event names a payment,
+/// reservation or seat exactly when its payload has those fields.
+#[test]
+fn each_events_ids_are_read_from_its_payload() {
+    for event in sample_events() {
+        let event_type = event.event_type();
+        let envelope = Envelope::new(event.clone());
+        let json: serde_json::Value = serde_json::from_str(&envelope.to_json()).unwrap();
+        let payload = &json["payload"];
+        let uuid = |field: &str| payload[field].as_str().map(|s| Uuid::parse_str(s).unwrap());
+        assert_eq!(event.payment_id(), uuid("payment_id"), "{event_type}");
+        assert_eq!(
+            event_type.names_payment(),
+            payload.get("payment_id").is_some(),
+            "{event_type}"
+        );
+        assert_eq!(
+            event.reservation_id(),
+            uuid("reservation_id"),
+            "{event_type}"
+        );
+        let seat = payload["seat_no"].as_u64().map(|seat_no| Seat {
+            schedule_id: uuid("schedule_id").unwrap(),
+            seat_no: u32::try_from(seat_no).unwrap(),
+        });
+        assert_eq!(event.seat(), seat, "{event_type}");
+    }
+}
+
+/// The saga's steps agree with the rest of the declaration: a step is owed
+/// by a service that hears its cause and publishes its answers, and only
+/// the cause's own producer can stop waiting for the answer.
+#[test]
+fn each_saga_step_is_owed_by_a_consumer_of_its_cause() {
+    for &event_type in EventType::ALL {
+        for step in event_type.steps() {
+            assert_eq!(step.cause, event_type);
+            assert!(
+                event_type.consumers().contains(&step.by),
+                "{} answers {event_type} but does not consume it",
+                step.by
+            );
+            for answer in step.answers {
+                assert_eq!(answer.producer(), step.by, "{answer} answers {event_type}");
+            }
+            for moot in step.unless {
+                assert_eq!(
+                    moot.producer(),
+                    event_type.producer(),
+                    "{moot} after {event_type}"
+                );
+            }
+        }
+    }
+}
+
+/// A refund is owed for a cancellation that names a debited payment, not for
+/// a fan's cancellation before paying; and a debit is not answered by a
+/// cancellation that names no payment.
+#[test]
+fn saga_steps_are_matched_by_payment() {
+    let (reservation_id, payment_id) = (id(1), id(2));
+    let cancelled = |payment_id| -> Event {
+        ReservationCancelled {
+            reservation_id,
+            schedule_id: id(5),
+            seat_no: 7,
+            reason: Reason::SeatNotSold,
+            payment_id,
+        }
+        .into()
+    };
+    let debited: Event = BalanceDebited {
+        payment_id,
+        reservation_id,
+        user_id: id(3),
+        entry_id: id(6),
+        amount: 100,
+    }
+    .into();
+    let refund = |cause: &Event| {
+        *cause
+            .event_type()
+            .steps()
+            .iter()
+            .find(|s| s.by == Service::MemberBalance)
+            .unwrap()
+    };
+    let paid = cancelled(Some(payment_id));
+    let unpaid = cancelled(None);
+    assert!(refund(&paid).is_owed(&paid, &[&debited, &paid]));
+    assert!(!refund(&unpaid).is_owed(&unpaid, &[&debited, &unpaid]));
+    let confirm = EventType::BalanceDebited.steps()[0];
+    assert!(!confirm.is_answered(&debited, &[&debited, &unpaid]));
+    assert!(confirm.is_answered(&debited, &[&debited, &paid]));
+}
+
+/// The data platform's record has the fields, names and encodings the
+/// payment service sent when it built the record as untyped JSON.
+#[test]
+fn the_data_platform_record_keeps_its_wire_form() {
+    let completed_at = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 1).unwrap()
+        + chrono::TimeDelta::nanoseconds(123_456_789);
+    let record = CompletedReservation {
+        payment_id: id(2),
+        reservation_id: id(1),
+        user_id: id(3),
+        concert_id: id(4),
+        schedule_id: id(5),
+        seat_no: 7,
+        amount: 150_000,
+        completed_at,
+    };
+    let untyped = serde_json::json!({
+        "payment_id": id(2),
+        "reservation_id": id(1),
+        "user_id": id(3),
+        "concert_id": id(4),
+        "schedule_id": id(5),
+        "seat_no": 7,
+        "amount": 150_000,
+        "completed_at": completed_at,
+    });
+    assert_eq!(serde_json::to_value(&record).unwrap(), untyped);
+    assert_eq!(
+        serde_json::from_value::<CompletedReservation>(untyped).unwrap(),
+        record
+    );
+}

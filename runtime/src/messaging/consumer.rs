@@ -15,7 +15,7 @@ use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
-use shared_events::{DecodeError, Decoded, Envelope, EventType, Topic, MAX_MESSAGE_BYTES};
+use shared_events::{DecodeError, Decoded, Envelope, EventType, Service, Topic, MAX_MESSAGE_BYTES};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,42 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Called after the transaction that applied `event` committed (to wake
     /// requests waiting for the change, say).
     fn committed(&self, _event: &Envelope) {}
+}
+
+/// A service's consumer, subscribed as the contract declares: named after
+/// the service, reading the topics [`Service::consumes`] lists and acting
+/// on the event types whose [`EventType::consumers`] include it. Every one
+/// is an [`EventHandler`]; implement that directly only for a consumer the
+/// contract does not describe (a test's, a benchmark's).
+pub trait ServiceHandler: Send + Sync + 'static {
+    /// The service whose consumer this is.
+    const SERVICE: Service;
+    /// As [`EventHandler::handle`].
+    fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError>;
+    /// As [`EventHandler::committed`].
+    fn committed(&self, _event: &Envelope) {}
+}
+
+impl<H: ServiceHandler> EventHandler for H {
+    fn name(&self) -> &str {
+        H::SERVICE.as_str()
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        H::SERVICE.consumes().to_vec()
+    }
+
+    fn handles(&self, event_type: EventType) -> bool {
+        event_type.consumers().contains(&H::SERVICE)
+    }
+
+    fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        ServiceHandler::handle(self, tx, event)
+    }
+
+    fn committed(&self, event: &Envelope) {
+        ServiceHandler::committed(self, event)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

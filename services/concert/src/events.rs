@@ -1,9 +1,7 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{
-    Envelope, Event, EventType, ReservationCancelled, ReservationExpired, Service, Topic,
-};
-use ticket_runtime::{EventHandler, HandlerError, Tx};
+use shared_events::{Envelope, Event, ReservationCancelled, ReservationExpired, Service};
+use ticket_runtime::{HandlerError, ServiceHandler, Tx};
 
 use crate::app::saga::SeatSaga;
 
@@ -11,18 +9,8 @@ pub struct ConcertEvents {
     pub saga: SeatSaga,
 }
 
-impl EventHandler for ConcertEvents {
-    fn name(&self) -> &str {
-        Service::Concert.as_str()
-    }
-
-    fn topics(&self) -> Vec<Topic> {
-        Service::Concert.consumes().to_vec()
-    }
-
-    fn handles(&self, event_type: EventType) -> bool {
-        event_type.consumers().contains(&Service::Concert)
-    }
+impl ServiceHandler for ConcertEvents {
+    const SERVICE: Service = Service::Concert;
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match &event.event {

@@ -1,7 +1,7 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Service, Topic};
-use ticket_runtime::{EventHandler, HandlerError, Tx};
+use shared_events::{Envelope, Event, Service};
+use ticket_runtime::{HandlerError, ServiceHandler, Tx};
 
 use crate::app::saga;
 
@@ -9,18 +9,8 @@ pub struct PaymentEvents {
     pub wakers: saga::Wakers,
 }
 
-impl EventHandler for PaymentEvents {
-    fn name(&self) -> &str {
-        Service::Payment.as_str()
-    }
-
-    fn topics(&self) -> Vec<Topic> {
-        Service::Payment.consumes().to_vec()
-    }
-
-    fn handles(&self, event_type: EventType) -> bool {
-        event_type.consumers().contains(&Service::Payment)
-    }
+impl ServiceHandler for PaymentEvents {
+    const SERVICE: Service = Service::Payment;
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match &event.event {

@@ -1,24 +1,14 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Service, Topic};
-use ticket_runtime::{EventHandler, HandlerError, Tx};
+use shared_events::{Envelope, Event, Service};
+use ticket_runtime::{HandlerError, ServiceHandler, Tx};
 
 use crate::app::saga;
 
 pub struct QueueEvents;
 
-impl EventHandler for QueueEvents {
-    fn name(&self) -> &str {
-        Service::Queue.as_str()
-    }
-
-    fn topics(&self) -> Vec<Topic> {
-        Service::Queue.consumes().to_vec()
-    }
-
-    fn handles(&self, event_type: EventType) -> bool {
-        event_type.consumers().contains(&Service::Queue)
-    }
+impl ServiceHandler for QueueEvents {
+    const SERVICE: Service = Service::Queue;
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match &event.event {

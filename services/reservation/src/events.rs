@@ -1,7 +1,7 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
-use shared_events::{Envelope, Event, EventType, Service, Topic};
-use ticket_runtime::{EventHandler, HandlerError, Tx};
+use shared_events::{Envelope, Event, Service};
+use ticket_runtime::{HandlerError, ServiceHandler, Tx};
 
 use crate::app::saga;
 
@@ -9,18 +9,8 @@ pub struct ReservationEvents {
     pub wakers: saga::Wakers,
 }
 
-impl EventHandler for ReservationEvents {
-    fn name(&self) -> &str {
-        Service::Reservation.as_str()
-    }
-
-    fn topics(&self) -> Vec<Topic> {
-        Service::Reservation.consumes().to_vec()
-    }
-
-    fn handles(&self, event_type: EventType) -> bool {
-        event_type.consumers().contains(&Service::Reservation)
-    }
+impl ServiceHandler for ReservationEvents {
+    const SERVICE: Service = Service::Reservation;
 
     fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
         match &event.event {

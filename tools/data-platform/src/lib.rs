@@ -1,20 +1,23 @@
 //! A stand-in for the data platform. `POST /v1/reservations` records a
-//! completed reservation once per `payment_id` (201 the first time, 200 for
-//! a repeat); `GET /v1/reservations` lists what was received. Records are
+//! completed reservation (the contract's [`CompletedReservation`]; another
+//! body is 400 `invalid_record`) once per `payment_id` (201 the first time,
+//! 200 for a repeat); `GET /v1/reservations` lists what was received. Records are
 //! appended to a JSON-lines file when one is given, and read back at start.
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::Value;
+use shared_events::CompletedReservation;
 use std::collections::HashSet;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use uuid::Uuid;
 
 #[derive(Default)]
 pub struct Received {
-    records: Vec<Value>,
-    payments: HashSet<String>,
+    records: Vec<CompletedReservation>,
+    payments: HashSet<Uuid>,
     deliveries: usize,
     /// Requests still to refuse with 503, to rehearse an outage.
     outage: usize,
@@ -40,12 +43,10 @@ impl DataPlatform {
                     .unwrap_or_else(PoisonError::into_inner);
                 for record in text
                     .lines()
-                    .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                    .filter_map(|line| serde_json::from_str::<CompletedReservation>(line).ok())
                 {
-                    if let Some(id) = record["payment_id"].as_str() {
-                        received.payments.insert(id.to_string());
-                        received.records.push(record);
-                    }
+                    received.payments.insert(record.payment_id);
+                    received.records.push(record);
                 }
             }
         }
@@ -53,7 +54,7 @@ impl DataPlatform {
     }
 
     /// Distinct reservations received.
-    pub fn records(&self) -> Vec<Value> {
+    pub fn records(&self) -> Vec<CompletedReservation> {
         self.received
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -78,17 +79,15 @@ impl DataPlatform {
     }
 
     fn record(&self, body: Value) -> Result<Recorded, String> {
-        let id = body["payment_id"]
-            .as_str()
-            .ok_or("payment_id is required")?
-            .to_string();
+        let record: CompletedReservation =
+            serde_json::from_value(body).map_err(|e| e.to_string())?;
         let mut received = self.received.lock().unwrap_or_else(PoisonError::into_inner);
         received.deliveries += 1;
         if received.outage > 0 {
             received.outage -= 1;
             return Ok(Recorded::Unavailable);
         }
-        if !received.payments.insert(id) {
+        if !received.payments.insert(record.payment_id) {
             return Ok(Recorded::Duplicate);
         }
         if let Some(path) = &self.file {
@@ -97,9 +96,10 @@ impl DataPlatform {
                 .append(true)
                 .open(path)
                 .map_err(|e| e.to_string())?;
-            writeln!(file, "{body}").map_err(|e| e.to_string())?;
+            let line = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+            writeln!(file, "{line}").map_err(|e| e.to_string())?;
         }
-        received.records.push(body);
+        received.records.push(record);
         Ok(Recorded::New)
     }
 

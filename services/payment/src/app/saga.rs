@@ -4,8 +4,9 @@
 
 use chrono::Utc;
 use shared_events::{
-    BalanceRefunded, Envelope, Event, PaymentCompleted, PaymentFailed, QueuePassEnded, Reason,
-    ReservationCancelled, ReservationConfirmed, ReservationExpired, ReservationHeld, SeatSold,
+    BalanceRefunded, CompletedReservation, Envelope, Event, PaymentCompleted, PaymentFailed,
+    QueuePassEnded, Reason, ReservationCancelled, ReservationConfirmed, ReservationExpired,
+    ReservationHeld, SeatSold,
 };
 use std::sync::Arc;
 use ticket_runtime::http::waiters::Waiters;
@@ -32,27 +33,12 @@ impl Wakers {
         if let Event::ReservationHeld(e) = &event.event {
             self.waiters.wake(e.reservation_id);
         }
-        if let Some(payment_id) = payment_of(&event.event) {
+        if let Some(payment_id) = event.event.payment_id() {
             self.waiters.wake(payment_id);
         }
         if matches!(event.event, Event::SeatSold(_)) {
             self.deliveries.notify_one();
         }
-    }
-}
-
-/// The payment an event is a step of, if any.
-fn payment_of(event: &Event) -> Option<Uuid> {
-    match event {
-        Event::BalanceDebited(e) => Some(e.payment_id),
-        Event::BalanceDebitRejected(e) => Some(e.payment_id),
-        Event::BalanceRefunded(e) => Some(e.payment_id),
-        Event::ReservationConfirmed(e) => Some(e.payment_id),
-        Event::ReservationConfirmationRejected(e) => Some(e.payment_id),
-        Event::ReservationCancelled(e) => e.payment_id,
-        Event::SeatSold(e) => Some(e.payment_id),
-        Event::SeatSaleRejected(e) => Some(e.payment_id),
-        _ => None,
     }
 }
 
@@ -113,7 +99,7 @@ pub fn pass_ended(tx: &mut Tx<'_>, ended: &QueuePassEnded) -> Result<(), Handler
 /// If `event` is a step of a payment's saga: recorded on the payment, and
 /// the payment ended where the step decides it.
 pub fn payment_step(tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
-    let Some(payment) = payment_of(&event.event) else {
+    let Some(payment) = event.event.payment_id() else {
         return Ok(());
     };
     let Some(payment) = store::lock(tx.conn(), PaymentId::from(payment))? else {
@@ -190,17 +176,17 @@ fn complete(
             amount: payment.amount,
         },
     )?;
-    let body = serde_json::json!({
-        "payment_id": payment.id,
-        "reservation_id": sold.reservation_id,
-        "user_id": payment.user_id,
-        "concert_id": concert_id,
-        "schedule_id": sold.schedule_id,
-        "seat_no": sold.seat_no,
-        "amount": payment.amount,
-        "completed_at": now,
-    });
-    store::enqueue_delivery(tx.conn(), payment.id, &body, now)?;
+    let record = CompletedReservation {
+        payment_id: payment.id.get(),
+        reservation_id: sold.reservation_id,
+        user_id: payment.user_id.get(),
+        concert_id,
+        schedule_id: sold.schedule_id,
+        seat_no: sold.seat_no,
+        amount: payment.amount,
+        completed_at: now,
+    };
+    store::enqueue_delivery(tx.conn(), payment.id, &record, now)?;
     Ok(())
 }
 

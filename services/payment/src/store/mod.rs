@@ -5,7 +5,7 @@ mod schema;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use shared_events::Reason;
+use shared_events::{CompletedReservation, Reason};
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
 use ticket_runtime::{AnyConnection, DbResult};
 use uuid::Uuid;
@@ -319,12 +319,14 @@ pub fn projected(
 pub fn enqueue_delivery(
     conn: &mut AnyConnection,
     payment_id: PaymentId,
-    body: &serde_json::Value,
+    record: &CompletedReservation,
     now: DateTime<Utc>,
 ) -> DbResult<()> {
+    let body = serde_json::to_string(record)
+        .map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?;
     let row = (
         data_platform_deliveries::payment_id.eq(payment_id),
-        data_platform_deliveries::body.eq(body.to_string()),
+        data_platform_deliveries::body.eq(body),
         data_platform_deliveries::attempts.eq(0),
         data_platform_deliveries::next_attempt_at.eq(now.naive_utc()),
     );

@@ -38,14 +38,8 @@ impl Wakers {
 /// The reservation (or schedule) an event changes, whose long-polls to wake.
 fn changed_by(event: &Event) -> Option<Uuid> {
     match event {
-        Event::SeatHeld(e) => Some(e.reservation_id),
-        Event::SeatHoldRejected(e) => Some(e.reservation_id),
-        Event::SeatSaleRejected(e) => Some(e.reservation_id),
-        Event::BalanceDebited(e) => Some(e.reservation_id),
-        Event::PaymentFailed(e) => Some(e.reservation_id),
-        Event::SeatReleased(e) => Some(e.reservation_id),
         Event::ConcertScheduled(e) => Some(e.schedule_id),
-        _ => None,
+        other => other.reservation_id(),
     }
 }
 

@@ -10,7 +10,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Args;
 use serde_json::{json, Value};
-use shared_events::{Envelope, Event, EventType, Reason, SagaOutcome, Service, Topic};
+use shared_events::{Envelope, Event, EventType, Reason, SagaOutcome, Seat, Service, Step, Topic};
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -67,6 +67,8 @@ pub struct Verdict {
     pub branches: Vec<(SagaOutcome, Option<Reason>)>,
     /// The service that owes the next step, when one does.
     pub waiting_for: Option<Service>,
+    /// The events that would take that step.
+    pub expected: &'static [EventType],
     pub detail: String,
 }
 
@@ -99,14 +101,15 @@ pub fn run(options: SagaOptions) -> anyhow::Result<()> {
     let records = in_causal_order(records);
     let envelopes: Vec<&Envelope> = records.iter().filter_map(Record::envelope).collect();
     let verdict = judge(&envelopes, Utc::now(), options.stuck_after);
+    let seat = envelopes.iter().find_map(|e| e.event.seat());
     let elapsed = started.elapsed();
     if options.json {
         println!(
             "{}",
-            to_json(reservation, &records, &verdict, read, elapsed)
+            to_json(reservation, seat, &records, &verdict, read, elapsed)
         );
     } else {
-        print_timeline(reservation, &records, &verdict);
+        print_timeline(reservation, seat, &records, &verdict);
         println!(
             "(read {read} messages in {:.2} s: one partition of each topic, from the reservation's time)",
             elapsed.as_secs_f64()
@@ -148,7 +151,8 @@ fn key_events(
     Ok(found)
 }
 
-/// The reservation a payment was for, from its `PaymentRequested`.
+/// The reservation a payment was for, from the first of its events on the
+/// payment topic.
 fn reservation_of_payment(
     reader: &Reader,
     payment: Uuid,
@@ -159,9 +163,9 @@ fn reservation_of_payment(
     let mut found = None;
     reader.read(&ranges, |record| {
         *read += 1;
-        if let Some(Event::PaymentRequested(requested)) = record.envelope().map(|e| &e.event) {
-            if requested.payment_id == payment {
-                found = Some(requested.reservation_id);
+        if let Some(event) = record.envelope().map(|e| &e.event) {
+            if event.payment_id() == Some(payment) {
+                found = event.reservation_id();
                 return false;
             }
         }
@@ -170,159 +174,47 @@ fn reservation_of_payment(
     Ok(found)
 }
 
-/// The payment an event is about, if any.
-fn payment_of(event: &Event) -> Option<Uuid> {
-    match event {
-        Event::PaymentRequested(e) => Some(e.payment_id),
-        Event::PaymentCompleted(e) => Some(e.payment_id),
-        Event::PaymentFailed(e) => Some(e.payment_id),
-        Event::BalanceDebited(e) => Some(e.payment_id),
-        Event::BalanceDebitRejected(e) => Some(e.payment_id),
-        Event::BalanceRefunded(e) => Some(e.payment_id),
-        Event::ReservationConfirmed(e) => Some(e.payment_id),
-        Event::ReservationConfirmationRejected(e) => Some(e.payment_id),
-        Event::SeatSold(e) => Some(e.payment_id),
-        Event::ReservationCancelled(e) => e.payment_id,
-        _ => None,
-    }
-}
+/// What ends a hold. A hold waits for its fan, not for a service, so no
+/// declared step answers `ReservationHeld`: its wait is judged by its
+/// expiry instead, and one of these events ends it.
+const HOLD_ENDS: &[EventType] = &[
+    EventType::ReservationExpired,
+    EventType::ReservationCancelled,
+    EventType::ReservationConfirmed,
+];
 
 /// A step some service owes because of an earlier event.
 struct Owed<'a> {
     cause: &'a Envelope,
-    by: Service,
-    answers: Vec<EventType>,
-    /// Answers must be about this payment (when the cause is about one).
-    payment: Option<Uuid>,
+    step: &'static Step,
 }
 
-/// Judges a saga from its events (in causal order) at `now`.
+/// Judges a saga from its events (in causal order) at `now`: the steps the
+/// contract declares ([`EventType::steps`]) that its events call for and
+/// that are still unanswered, then how it ended.
 pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -> Verdict {
     use EventType as T;
-    let has = |types: &[EventType], payment: Option<Uuid>| {
-        events.iter().any(|e| {
-            types.contains(&e.event_type())
-                && (payment.is_none() || payment_of(&e.event) == payment)
+    let saga: Vec<&Event> = events.iter().map(|e| &e.event).collect();
+    let has = |types: &[EventType]| saga.iter().any(|e| types.contains(&e.event_type()));
+    let unanswered = events
+        .iter()
+        .flat_map(|&cause| {
+            cause
+                .event_type()
+                .steps()
+                .iter()
+                .map(move |step| Owed { cause, step })
         })
-    };
-    let mut owed: Vec<Owed<'_>> = Vec::new();
-    let mut owe = |cause, by, answers: &[EventType], payment| {
-        owed.push(Owed {
-            cause,
-            by,
-            answers: answers.to_vec(),
-            payment,
+        .filter(|o| {
+            o.step.is_owed(&o.cause.event, &saga) && !o.step.is_answered(&o.cause.event, &saga)
         })
-    };
-    for &event in events {
-        let payment = payment_of(&event.event);
-        match &event.event {
-            Event::ReservationRequested(_) => owe(
-                event,
-                Service::Concert,
-                &[
-                    T::SeatHeld,
-                    T::SeatHoldRejected,
-                    T::ReservationRejected,
-                    T::ReservationCancelled,
-                ],
-                None,
-            ),
-            Event::SeatHeld(_) => owe(
-                event,
-                Service::Reservation,
-                &[
-                    T::ReservationHeld,
-                    T::ReservationRejected,
-                    T::ReservationExpired,
-                    T::ReservationCancelled,
-                ],
-                None,
-            ),
-            Event::SeatHoldRejected(_) => {
-                owe(event, Service::Reservation, &[T::ReservationRejected], None)
-            }
-            Event::PaymentRequested(_) => owe(
-                event,
-                Service::MemberBalance,
-                &[T::BalanceDebited, T::BalanceDebitRejected],
-                payment,
-            ),
-            Event::BalanceDebited(_) => owe(
-                event,
-                Service::Reservation,
-                &[
-                    T::ReservationConfirmed,
-                    T::ReservationConfirmationRejected,
-                    T::ReservationCancelled,
-                ],
-                payment,
-            ),
-            Event::BalanceDebitRejected(_) => {
-                owe(event, Service::Payment, &[T::PaymentFailed], payment)
-            }
-            Event::ReservationConfirmed(_) => owe(
-                event,
-                Service::Concert,
-                &[T::SeatSold, T::SeatSaleRejected],
-                None,
-            ),
-            Event::SeatSold(_) => owe(
-                event,
-                Service::Payment,
-                &[T::PaymentCompleted, T::PaymentFailed],
-                payment,
-            ),
-            Event::ReservationConfirmationRejected(_) => owe(
-                event,
-                Service::MemberBalance,
-                &[T::BalanceRefunded],
-                payment,
-            ),
-            Event::BalanceRefunded(_) => owe(event, Service::Payment, &[T::PaymentFailed], payment),
-            Event::SeatSaleRejected(_) => owe(
-                event,
-                Service::Reservation,
-                &[T::ReservationCancelled],
-                None,
-            ),
-            Event::ReservationExpired(_) => owe(event, Service::Concert, &[T::SeatReleased], None),
-            Event::ReservationCancelled(cancelled) => {
-                if has(&[T::SeatHeld], None) {
-                    owe(event, Service::Concert, &[T::SeatReleased], None);
-                }
-                if cancelled.payment_id.is_some() {
-                    owe(
-                        event,
-                        Service::MemberBalance,
-                        &[T::BalanceRefunded],
-                        payment,
-                    );
-                }
-            }
-            Event::PaymentFailed(failed)
-                if !failed.refunded && has(&[T::BalanceDebited], payment) =>
-            {
-                owe(
-                    event,
-                    Service::MemberBalance,
-                    &[T::BalanceRefunded],
-                    payment,
-                )
-            }
-            _ => {}
-        }
-    }
+        .min_by_key(|o| o.cause.occurred_at);
     let branches: Vec<(SagaOutcome, Option<Reason>)> = events
         .iter()
         .filter_map(|e| e.event.saga_outcome())
         .filter(|(outcome, _)| *outcome != SagaOutcome::Completed)
         .map(|(outcome, reason)| (outcome, reason.cloned()))
         .collect();
-    let unanswered = owed
-        .iter()
-        .filter(|o| !has(&o.answers, o.payment))
-        .min_by_key(|o| o.cause.occurred_at);
     if let Some(owed) = unanswered {
         let waited = now - owed.cause.occurred_at;
         let state = if waited > stuck_after {
@@ -333,11 +225,13 @@ pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -
         return Verdict {
             state,
             branches,
-            waiting_for: Some(owed.by),
+            waiting_for: Some(owed.step.by),
+            expected: owed.step.answers,
             detail: format!(
-                "waiting for {} to answer {} for {:.1} s",
-                owed.by,
+                "waiting for {} to answer {} ({}) for {:.1} s",
+                owed.step.by,
                 owed.cause.event_type(),
+                one_of(owed.step.answers),
                 waited.as_seconds_f64()
             ),
         };
@@ -346,20 +240,14 @@ pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -
         Event::ReservationHeld(held) => Some(held.hold_expires_at),
         _ => None,
     });
-    let hold_ended = has(
-        &[
-            T::ReservationExpired,
-            T::ReservationCancelled,
-            T::ReservationConfirmed,
-        ],
-        None,
-    );
+    let hold_ended = has(HOLD_ENDS);
     if let (Some(until), false) = (held_until, hold_ended) {
         if now > until + stuck_after {
             return Verdict {
                 state: State::Stuck,
                 branches,
                 waiting_for: Some(Service::Reservation),
+                expected: HOLD_ENDS,
                 detail: format!(
                     "the hold expired at {} and was never ended",
                     time(Some(until))
@@ -371,6 +259,7 @@ pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -
                 state: State::Compensated,
                 branches,
                 waiting_for: None,
+                expected: &[],
                 detail: format!("the seat stays held until {}", time(Some(until))),
             };
         }
@@ -378,6 +267,7 @@ pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -
             state: State::InFlight,
             branches,
             waiting_for: None,
+            expected: &[],
             detail: format!(
                 "held until {}, waiting for the fan to pay",
                 time(Some(until))
@@ -397,6 +287,7 @@ pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -
             state: State::Completed,
             branches,
             waiting_for: None,
+            expected: &[],
             detail: "paid, confirmed and sold".into(),
         };
     }
@@ -409,6 +300,7 @@ pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -
             state: State::Compensated,
             branches,
             waiting_for: None,
+            expected: &[],
             detail,
         };
     }
@@ -416,8 +308,15 @@ pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -
         state: State::InFlight,
         branches,
         waiting_for: None,
+        expected: &[],
         detail: "no step is owed, yet the saga has not ended".into(),
     }
+}
+
+/// "A or B" of event names.
+fn one_of(types: &[EventType]) -> String {
+    let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+    names.join(" or ")
 }
 
 fn branch_text(branches: &[(SagaOutcome, Option<Reason>)]) -> String {
@@ -431,8 +330,14 @@ fn branch_text(branches: &[(SagaOutcome, Option<Reason>)]) -> String {
         .join(" → ")
 }
 
-fn print_timeline(reservation: Uuid, records: &[Record], verdict: &Verdict) {
-    println!("saga of reservation {reservation}");
+fn print_timeline(reservation: Uuid, seat: Option<Seat>, records: &[Record], verdict: &Verdict) {
+    match seat {
+        Some(seat) => println!(
+            "saga of reservation {reservation} (seat {} of schedule {})",
+            seat.seat_no, seat.schedule_id
+        ),
+        None => println!("saga of reservation {reservation}"),
+    }
     let mut previous: Option<DateTime<Utc>> = None;
     for record in records {
         let Some(envelope) = record.envelope() else {
@@ -472,6 +377,7 @@ fn payload_of(envelope: &Envelope) -> Value {
 
 fn to_json(
     reservation: Uuid,
+    seat: Option<Seat>,
     records: &[Record],
     verdict: &Verdict,
     read: usize,
@@ -501,12 +407,14 @@ fn to_json(
         .collect();
     json!({
         "reservation_id": reservation,
+        "seat": seat.map(|s| json!({ "schedule_id": s.schedule_id, "seat_no": s.seat_no })),
         "verdict": verdict.state.as_str(),
         "branches": verdict.branches.iter().map(|(outcome, reason)| json!({
             "outcome": outcome.as_str(),
             "reason": reason.as_ref().map(Reason::as_str),
         })).collect::<Vec<_>>(),
         "waiting_for": verdict.waiting_for.map(Service::as_str),
+        "expected": verdict.expected.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         "detail": verdict.detail,
         "steps": steps,
         "messages_read": read,
@@ -518,8 +426,9 @@ fn to_json(
 mod tests {
     use super::*;
     use shared_events::{
-        BalanceDebitRejected, PaymentFailed, PaymentRequested, ReservationHeld,
-        ReservationRequested, SeatHeld,
+        BalanceDebitRejected, BalanceDebited, BalanceRefunded, PaymentCompleted, PaymentFailed,
+        PaymentRequested, ReservationCancelled, ReservationConfirmed, ReservationHeld,
+        ReservationRequested, SeatHeld, SeatReleased, SeatSaleRejected, SeatSold,
     };
 
     /// A held reservation's first three steps, each caused by the one before.
@@ -633,5 +542,153 @@ mod tests {
             )]
         );
         assert!(verdict.detail.contains("stays held"), "{verdict:?}");
+    }
+
+    /// The events of payment 7 for the held reservation of `saga`, up to
+    /// its confirmation, each caused by the one before.
+    fn confirmed(saga: &mut Vec<Envelope>) {
+        let id = Uuid::parse_str(&saga[0].partition_key).unwrap();
+        let request = requested(saga);
+        let debited = Envelope::caused_by(
+            &request,
+            BalanceDebited {
+                payment_id: Uuid::from_u128(7),
+                reservation_id: id,
+                user_id: Uuid::nil(),
+                entry_id: Uuid::nil(),
+                amount: 100,
+            },
+        );
+        let confirmed = Envelope::caused_by(
+            &debited,
+            ReservationConfirmed {
+                reservation_id: id,
+                payment_id: Uuid::from_u128(7),
+                schedule_id: Uuid::nil(),
+                seat_no: 1,
+            },
+        );
+        saga.extend([request, debited, confirmed]);
+    }
+
+    #[test]
+    fn a_paid_confirmed_and_sold_saga_is_completed() {
+        let now = Utc::now();
+        let mut saga = held(now);
+        confirmed(&mut saga);
+        let id = Uuid::parse_str(&saga[0].partition_key).unwrap();
+        let verdict = judged(&saga, now);
+        assert_eq!(verdict.waiting_for, Some(Service::Concert), "{verdict:?}");
+        assert_eq!(
+            verdict.expected,
+            [EventType::SeatSold, EventType::SeatSaleRejected]
+        );
+        let sold = Envelope::caused_by(
+            &saga[5],
+            SeatSold {
+                reservation_id: id,
+                payment_id: Uuid::from_u128(7),
+                schedule_id: Uuid::nil(),
+                seat_no: 1,
+            },
+        );
+        let completed = Envelope::caused_by(
+            &sold,
+            PaymentCompleted {
+                payment_id: Uuid::from_u128(7),
+                reservation_id: id,
+                user_id: Uuid::nil(),
+                concert_id: Uuid::nil(),
+                amount: 100,
+            },
+        );
+        saga.push(sold);
+        assert_eq!(judged(&saga, now).waiting_for, Some(Service::Payment));
+        saga.push(completed);
+        let verdict = judged(&saga, now);
+        assert_eq!(verdict.state, State::Completed, "{verdict:?}");
+        assert!(verdict.branches.is_empty());
+    }
+
+    /// A sale refused after the seat was released: the confirmation is
+    /// cancelled, which owes the seat's release and the debit's refund, and
+    /// the refund owes the payment's failure.
+    #[test]
+    fn an_unsold_confirmation_is_undone_step_by_step() {
+        let now = Utc::now();
+        let mut saga = held(now);
+        confirmed(&mut saga);
+        let id = Uuid::parse_str(&saga[0].partition_key).unwrap();
+        let payment = Uuid::from_u128(7);
+        let rejected = Envelope::caused_by(
+            &saga[5],
+            SeatSaleRejected {
+                reservation_id: id,
+                payment_id: payment,
+                reason: Reason::NotHeld,
+            },
+        );
+        let cancelled = Envelope::caused_by(
+            &rejected,
+            ReservationCancelled {
+                reservation_id: id,
+                schedule_id: Uuid::nil(),
+                seat_no: 1,
+                reason: Reason::SeatNotSold,
+                payment_id: Some(payment),
+            },
+        );
+        let released = Envelope::caused_by(
+            &cancelled,
+            SeatReleased {
+                reservation_id: id,
+                schedule_id: Uuid::nil(),
+                seat_no: 1,
+            },
+        );
+        let refunded = Envelope::caused_by(
+            &cancelled,
+            BalanceRefunded {
+                payment_id: payment,
+                reservation_id: id,
+                user_id: Uuid::nil(),
+                entry_id: Uuid::nil(),
+                amount: 100,
+                reason: Some(Reason::SeatNotSold),
+            },
+        );
+        let failed = Envelope::caused_by(
+            &refunded,
+            PaymentFailed {
+                payment_id: payment,
+                reservation_id: id,
+                user_id: Uuid::nil(),
+                reason: Reason::SeatNotSold,
+                refunded: true,
+            },
+        );
+        saga.push(rejected);
+        assert_eq!(judged(&saga, now).waiting_for, Some(Service::Reservation));
+        saga.push(cancelled);
+        let verdict = judged(&saga, now);
+        assert_eq!(verdict.waiting_for, Some(Service::Concert), "{verdict:?}");
+        assert_eq!(verdict.expected, [EventType::SeatReleased]);
+        saga.push(released);
+        let verdict = judged(&saga, now);
+        assert_eq!(
+            verdict.waiting_for,
+            Some(Service::MemberBalance),
+            "{verdict:?}"
+        );
+        assert_eq!(verdict.expected, [EventType::BalanceRefunded]);
+        saga.push(refunded);
+        assert_eq!(judged(&saga, now).waiting_for, Some(Service::Payment));
+        saga.push(failed);
+        let verdict = judged(&saga, now);
+        assert_eq!(verdict.state, State::Compensated, "{verdict:?}");
+        assert_eq!(
+            verdict.detail, "ended by payment_failed (SEAT_NOT_SOLD)",
+            "{verdict:?}"
+        );
     }
 }

@@ -234,10 +234,13 @@ impl Cluster {
     /// What the data platform received for one payment, once it arrives.
     pub async fn delivered(&self, payment_id: &str) -> Value {
         eventually(WAIT, "the data platform delivery", || async {
-            self.platform
+            let record = self
+                .platform
                 .records()
                 .into_iter()
-                .find(|r| r["payment_id"] == payment_id)
+                .find(|r| r.payment_id.to_string() == payment_id)?;
+            // As the platform lists it: the record's wire form.
+            Some(serde_json::to_value(record).unwrap())
         })
         .await
     }
