@@ -179,6 +179,15 @@ pub struct TelemetrySettings {
     pub otlp_endpoint: Option<String>,
 }
 
+/// The `[admin]` section every service has.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AdminSettings {
+    /// Required, no default: a deployment that forgets it does not start
+    /// with an open admin API.
+    #[serde(default)]
+    pub key: Option<Secret>,
+}
+
 /// Settings every service has, plus the service's own sections `T`.
 #[derive(Debug, Clone)]
 pub struct Settings<T> {
@@ -188,7 +197,7 @@ pub struct Settings<T> {
     pub outbox: OutboxSettings,
     pub consumer: ConsumerSettings,
     pub telemetry: TelemetrySettings,
-    pub admin: crate::admin::AdminSettings,
+    pub admin: AdminSettings,
     pub service: T,
 }
 
@@ -200,7 +209,7 @@ struct CommonSettings {
     outbox: OutboxSettings,
     consumer: ConsumerSettings,
     telemetry: TelemetrySettings,
-    admin: crate::admin::AdminSettings,
+    admin: AdminSettings,
 }
 
 /// The service section of a service that has no settings of its own.

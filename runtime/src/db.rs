@@ -15,7 +15,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::DatabaseSettings;
-use crate::outbox;
+
+pub mod column;
+pub mod outbox;
+pub mod passes;
+pub mod processed;
+pub mod schema;
 
 /// A connection to whichever backend the URL named.
 #[derive(diesel::MultiConnection)]
@@ -408,8 +413,8 @@ pub fn database_now(conn: &mut AnyConnection) -> QueryResult<DateTime<Utc>> {
 macro_rules! on_backend {
     ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
-            $crate::AnyConnection::Sqlite($c) => $body,
-            $crate::AnyConnection::Postgresql($c) => $body,
+            $crate::db::AnyConnection::Sqlite($c) => $body,
+            $crate::db::AnyConnection::Postgresql($c) => $body,
         }
     };
 }
@@ -423,8 +428,8 @@ macro_rules! on_backend {
 macro_rules! first_for_update {
     ($conn:expr, $query:expr) => {
         match $conn {
-            $crate::AnyConnection::Postgresql(c) => $query.for_update().first(c).optional(),
-            $crate::AnyConnection::Sqlite(c) => $query.first(c).optional(),
+            $crate::db::AnyConnection::Postgresql(c) => $query.for_update().first(c).optional(),
+            $crate::db::AnyConnection::Sqlite(c) => $query.first(c).optional(),
         }
     };
 }

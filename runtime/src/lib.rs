@@ -4,44 +4,29 @@
 //! consumption with dead-lettering, tracing across Kafka and HTTP, health
 //! and metrics endpoints.
 
-pub mod admin;
-pub mod api_docs;
-pub mod broker;
+// The rooms, from the ground up; each imports only rooms below it:
+// `config` and `clock`; `ops` (telemetry, metrics, jobs); `db` (with the
+// runtime's own tables, and `ids`, typed columns); `messaging` (Kafka, the
+// outbox relay, consumers); `http`; `auth` (member tokens, passes);
+// `service`, which assembles a process. `dev` serves the tools and tests
+// only. docs/architecture.md draws it; `cargo test -p layers` checks it.
+pub mod auth;
 pub mod clock;
-pub mod column;
 pub mod config;
-pub mod consumer;
 pub mod db;
+pub mod dev;
 pub mod http;
-pub mod idempotency;
 pub mod ids;
-pub mod jobs;
-pub mod kafka;
-pub mod member;
-pub mod metrics;
-pub mod outbox;
-pub mod pass;
-pub mod producer;
-pub mod schema;
+pub mod messaging;
+pub mod ops;
 pub mod service;
-pub mod telemetry;
-#[cfg(feature = "testkit")]
-pub mod testkit;
-pub mod waiters;
 
 pub use clock::Clock;
 pub use config::{NoServiceSettings, Secret, Settings};
-pub use consumer::{EventHandler, HandlerError};
 pub use db::{AnyConnection, Backend, Db, DbError, Migrations, Transient, Tx};
 pub use http::{ApiError, ErrorBody};
-pub use kafka::Kafka;
-pub use metrics::Metrics;
+pub use messaging::consumer::{EventHandler, HandlerError};
+pub use messaging::kafka::Kafka;
+pub use ops::metrics::Metrics;
 pub use service::{RunningService, ServiceRuntime};
 pub use tokio_util::sync::CancellationToken;
-
-#[doc(hidden)]
-pub use serde as __serde;
-#[doc(hidden)]
-pub use utoipa as __utoipa;
-#[doc(hidden)]
-pub use uuid as __uuid;

@@ -12,12 +12,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::consumer::{EventConsumer, EventHandler};
 use crate::db::{Db, Migrations};
 use crate::http::{self, Probes};
-use crate::kafka::Kafka;
-use crate::metrics::Metrics;
-use crate::outbox::OutboxRelay;
+use crate::messaging::consumer::{EventConsumer, EventHandler};
+use crate::messaging::kafka::Kafka;
+use crate::messaging::relay::OutboxRelay;
+use crate::ops::metrics::Metrics;
 
 /// A service whose infrastructure is up but whose HTTP server is not yet.
 pub struct ServiceRuntime<T> {
@@ -30,11 +30,11 @@ pub struct ServiceRuntime<T> {
     tasks: JoinSet<()>,
     consumers: Vec<(String, Arc<AtomicBool>)>,
     /// Credentials the HTTP handlers check, once trusted.
-    members: Option<web::Data<crate::member::MemberVerifier>>,
-    passes: Option<web::Data<crate::pass::PassVerifier>>,
-    admin: web::Data<crate::admin::AdminKey>,
+    members: Option<web::Data<crate::auth::member::MemberVerifier>>,
+    passes: Option<web::Data<crate::auth::pass::PassVerifier>>,
+    admin: web::Data<crate::http::admin::AdminKey>,
     /// The API document served at /docs.
-    document: Option<crate::api_docs::Document>,
+    document: Option<crate::http::api_docs::Document>,
 }
 
 impl<T> ServiceRuntime<T> {
@@ -43,7 +43,9 @@ impl<T> ServiceRuntime<T> {
         settings: Settings<T>,
         schema: Migrations,
     ) -> anyhow::Result<ServiceRuntime<T>> {
-        let admin = web::Data::new(crate::admin::AdminKey::from_settings(&settings.admin)?);
+        let admin = web::Data::new(crate::http::admin::AdminKey::from_settings(
+            &settings.admin,
+        )?);
         let db = Db::connect(&settings.database, schema).await?;
         let kafka = Kafka::connect(&settings.kafka, service.as_str())?;
         let mut delay = Duration::from_millis(100);
@@ -83,9 +85,9 @@ impl<T> ServiceRuntime<T> {
     /// Serves the service's API document (with the shared parts added) and
     /// Swagger UI at /docs.
     pub fn document(&mut self, document: utoipa::openapi::OpenApi) {
-        let document = crate::api_docs::complete(self.service, document);
-        self.document = Some(crate::api_docs::Document(
-            crate::api_docs::to_json(&document).into(),
+        let document = crate::http::api_docs::complete(self.service, document);
+        self.document = Some(crate::http::api_docs::Document(
+            crate::http::api_docs::to_json(&document).into(),
         ));
     }
 
@@ -111,9 +113,9 @@ impl<T> ServiceRuntime<T> {
     /// its keys refreshed in the background when they come from a URL.
     pub async fn trust_members(
         &mut self,
-        settings: &crate::member::MemberAuthSettings,
+        settings: &crate::auth::member::MemberAuthSettings,
     ) -> anyhow::Result<()> {
-        let verifier = crate::member::MemberVerifier::load(settings).await?;
+        let verifier = crate::auth::member::MemberVerifier::load(settings).await?;
         self.tasks
             .spawn(verifier.clone().refresh_loop(self.stop.clone()));
         self.members = Some(web::Data::new(verifier));
@@ -121,14 +123,17 @@ impl<T> ServiceRuntime<T> {
     }
 
     /// Checks queue passes (the `Queue-Pass` header) with the queue's
-    /// public key, for the handlers that take a [`Pass`](crate::pass::Pass).
-    pub fn trust_passes(&mut self, settings: &crate::pass::AuthSettings) -> anyhow::Result<()> {
+    /// public key, for the handlers that take a [`Pass`](crate::auth::pass::Pass).
+    pub fn trust_passes(
+        &mut self,
+        settings: &crate::auth::pass::AuthSettings,
+    ) -> anyhow::Result<()> {
         self.passes = Some(web::Data::new(settings.verifier()?));
         Ok(())
     }
 
     /// Runs `round` on a clone of `state` every `interval` until the
-    /// service stops (see [`jobs::every`](crate::jobs::every)).
+    /// service stops (see [`jobs::every`](crate::ops::jobs::every)).
     pub fn every<S, F, Fut, E>(&mut self, job: &'static str, interval: Duration, state: S, round: F)
     where
         S: Clone + Send + 'static,
@@ -155,7 +160,7 @@ impl<T> ServiceRuntime<T> {
         E: std::fmt::Display + 'static,
     {
         let round = move || round(state.clone());
-        self.tasks.spawn(crate::jobs::every_or_woken(
+        self.tasks.spawn(crate::ops::jobs::every_or_woken(
             job,
             interval,
             wake,
@@ -191,7 +196,7 @@ impl<T> ServiceRuntime<T> {
                 cfg.app_data(passes.clone());
             }
             if let Some(document) = &document {
-                crate::api_docs::routes(cfg, document.clone());
+                crate::http::api_docs::routes(cfg, document.clone());
             }
             configure(cfg);
         };
@@ -271,7 +276,7 @@ where
     Fut: Future<Output = anyhow::Result<RunningService>>,
 {
     let settings = Settings::<T>::load(defaults)?;
-    let _telemetry = crate::telemetry::init(service.as_str(), &settings.telemetry)?;
+    let _telemetry = crate::ops::telemetry::init(service.as_str(), &settings.telemetry)?;
     let running = start(settings).await?;
     running.run_until_signalled().await
 }

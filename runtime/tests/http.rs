@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use ticket_runtime::testkit::{self, TestDatabase, ADMIN_KEY};
+use ticket_runtime::dev::testkit::{self, TestDatabase, ADMIN_KEY};
 use ticket_runtime::{ErrorBody, Migrations, NoServiceSettings, RunningService, ServiceRuntime};
 
 const SCHEMA: Migrations = Migrations {
@@ -42,19 +42,20 @@ impl Server {
         let runtime = ServiceRuntime::start(Service::Concert, settings, SCHEMA)
             .await
             .expect("service starts");
-        let running =
-            runtime
-                .serve(|cfg: &mut web::ServiceConfig| {
-                    cfg.service(web::resource("/echo").post(
-                        |body: web::Json<serde_json::Value>| async move {
-                            HttpResponse::Ok().json(body.into_inner())
-                        },
-                    ))
-                    .service(ticket_runtime::admin::scope("/admin").service(
+        let running = runtime
+            .serve(|cfg: &mut web::ServiceConfig| {
+                cfg.service(web::resource("/echo").post(
+                    |body: web::Json<serde_json::Value>| async move {
+                        HttpResponse::Ok().json(body.into_inner())
+                    },
+                ))
+                .service(
+                    ticket_runtime::http::admin::scope("/admin").service(
                         web::resource("/ping").get(|| async { HttpResponse::Ok().finish() }),
-                    ));
-                })
-                .expect("server starts");
+                    ),
+                );
+            })
+            .expect("server starts");
         Server { running, _db: db }
     }
 

@@ -13,9 +13,10 @@ use rdkafka::producer::FutureRecord;
 use shared_events::{BalanceCharged, Envelope, Event, EventType, Service, Topic};
 use std::sync::Arc;
 use std::time::Duration;
-use ticket_runtime::consumer::apply_once;
-use ticket_runtime::outbox::{pending_count, OutboxRelay};
-use ticket_runtime::testkit::{self, eventually, TestDatabase};
+use ticket_runtime::db::outbox::pending_count;
+use ticket_runtime::dev::testkit::{self, eventually, TestDatabase};
+use ticket_runtime::messaging::consumer::apply_once;
+use ticket_runtime::messaging::relay::OutboxRelay;
 use ticket_runtime::{
     Db, DbError, EventHandler, HandlerError, Migrations, NoServiceSettings, ServiceRuntime,
     Settings, Tx,
@@ -77,7 +78,7 @@ impl EventHandler for Recorder {
                 effects::event_id.eq(event.event_id.to_string()),
                 effects::amount.eq(charge.amount),
                 effects::position.eq(position + 1),
-                effects::trace_id.eq(ticket_runtime::telemetry::current_trace_id()),
+                effects::trace_id.eq(ticket_runtime::ops::telemetry::current_trace_id()),
             ))
             .execute(tx.conn())?;
         Ok(())
@@ -426,7 +427,7 @@ async fn a_redelivered_event_changes_nothing_even_when_applied_directly() {
         name: "direct".into(),
     });
     let event = Arc::new(charge(700, "member-5"));
-    use ticket_runtime::consumer::Outcome;
+    use ticket_runtime::messaging::consumer::Outcome;
     let first = apply_once(&cluster.b.db, handler.clone(), event.clone())
         .await
         .unwrap();

@@ -62,9 +62,9 @@ fn spans_are_exported_when_an_endpoint_is_configured() {
         log_format: "text".into(),
         otlp_endpoint: Some(endpoint),
     };
-    let guard = ticket_runtime::telemetry::init("otlp-test", &settings).unwrap();
+    let guard = ticket_runtime::ops::telemetry::init("otlp-test", &settings).unwrap();
     tracing::info_span!("a traced step").in_scope(|| {
-        assert!(ticket_runtime::telemetry::current_trace_id().is_some());
+        assert!(ticket_runtime::ops::telemetry::current_trace_id().is_some());
     });
     drop(guard); // flushes the batch
     let (request_line, body) = received

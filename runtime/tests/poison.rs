@@ -22,7 +22,7 @@ use shared_events::{
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use ticket_runtime::testkit::{self, eventually, TestDatabase};
+use ticket_runtime::dev::testkit::{self, eventually, TestDatabase};
 use ticket_runtime::{
     DbError, EventHandler, HandlerError, Migrations, NoServiceSettings, ServiceRuntime, Tx,
 };

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use shared_events::{Event, Topic};
 use std::collections::HashSet;
 use std::time::Duration;
-use ticket_runtime::testkit::{self, EventTap, TestDatabase, TestService};
+use ticket_runtime::dev::testkit::{self, EventTap, TestDatabase, TestService};
 
-use ticket_runtime::testkit::ADMIN_KEY;
+use ticket_runtime::dev::testkit::ADMIN_KEY;
 
 struct Service {
     app: TestService,
@@ -549,7 +549,7 @@ async fn seats_in(
 /// Events of `event_type` waiting in the concert service's outbox.
 async fn in_outbox(catalog: &concert_service::app::Catalog, event_type: &'static str) -> i64 {
     use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
-    use ticket_runtime::schema::outbox;
+    use ticket_runtime::db::schema::outbox;
     catalog
         .db
         .run(move |conn| {

@@ -24,7 +24,7 @@ pub const SCHEMA: Migrations = Migrations {
 #[derive(Debug, Clone, Deserialize)]
 pub struct BalanceSettings {
     pub balance: domain::Limits,
-    pub member_auth: ticket_runtime::member::MemberAuthSettings,
+    pub member_auth: ticket_runtime::auth::member::MemberAuthSettings,
 }
 
 pub async fn start(settings: Settings<BalanceSettings>) -> anyhow::Result<RunningService> {

@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use shared_events::{Event, Topic};
 use std::collections::HashSet;
 use std::time::Duration;
-use ticket_runtime::member::DevIssuer;
-use ticket_runtime::testkit::{self, EventTap, TestService};
+use ticket_runtime::dev::issuer::DevIssuer;
+use ticket_runtime::dev::testkit::{self, EventTap, TestService};
 use uuid::Uuid;
 
 struct Service {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use shared_events::Service;
 use std::sync::Arc;
 use std::time::Duration;
-use ticket_runtime::pass::PassSigner;
+use ticket_runtime::auth::pass::PassSigner;
 use ticket_runtime::{Migrations, RunningService, Secret, ServiceRuntime, Settings};
 
 use app::Queue;
@@ -32,7 +32,7 @@ pub const SCHEMA: Migrations = Migrations {
 #[derive(Debug, Clone, Deserialize)]
 pub struct QueueSettings {
     pub queue: QueueSection,
-    pub member_auth: ticket_runtime::member::MemberAuthSettings,
+    pub member_auth: ticket_runtime::auth::member::MemberAuthSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

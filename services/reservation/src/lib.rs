@@ -15,8 +15,8 @@ use serde::Deserialize;
 use shared_events::Service;
 use std::sync::Arc;
 use std::time::Duration;
-use ticket_runtime::pass::AuthSettings;
-use ticket_runtime::waiters::Waiters;
+use ticket_runtime::auth::pass::AuthSettings;
+use ticket_runtime::http::waiters::Waiters;
 use ticket_runtime::{Migrations, RunningService, ServiceRuntime, Settings};
 
 use app::Reservations;
@@ -32,7 +32,7 @@ pub const SCHEMA: Migrations = Migrations {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ReservationSettings {
     pub auth: AuthSettings,
-    pub member_auth: ticket_runtime::member::MemberAuthSettings,
+    pub member_auth: ticket_runtime::auth::member::MemberAuthSettings,
     pub reservation: HoldPolicy,
 }
 

@@ -10,10 +10,10 @@
 use reservation_service::app::{ReservationError, Reservations};
 use reservation_service::domain::{HoldPolicy, Status};
 use reservation_service::store::{self, Reservation};
+use ticket_runtime::auth::pass::{Pass, PassClaims};
+use ticket_runtime::dev::testkit::{self, TestDatabase};
+use ticket_runtime::http::waiters::Waiters;
 use ticket_runtime::ids::{ConcertId, ReservationId, ScheduleId};
-use ticket_runtime::pass::{Pass, PassClaims};
-use ticket_runtime::testkit::{self, TestDatabase};
-use ticket_runtime::waiters::Waiters;
 use ticket_runtime::DbError;
 use uuid::Uuid;
 

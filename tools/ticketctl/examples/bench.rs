@@ -22,7 +22,7 @@ use chrono::{TimeDelta, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use std::time::{Duration, Instant};
-use ticket_runtime::testkit::TestDatabase;
+use ticket_runtime::dev::testkit::TestDatabase;
 use ticket_runtime::{Db, DbError};
 use uuid::Uuid;
 
@@ -302,14 +302,14 @@ impl ticket_runtime::EventHandler for Stopwatch {
 /// One hop: a local transaction with an outbox event, the relay, the broker,
 /// and an idempotent consumer's transaction in another service.
 async fn hop(postgres: bool) {
-    ticket_runtime::testkit::init_tracing();
+    ticket_runtime::dev::testkit::init_tracing();
     let make = |label: &str| TestDatabase::on(postgres, label);
     let (db_a, db_b) = (make("hop_a"), make("hop_b"));
-    let prefix = ticket_runtime::testkit::unique_prefix();
+    let prefix = ticket_runtime::dev::testkit::unique_prefix();
     let settings = |db: &TestDatabase| {
-        let mut settings = ticket_runtime::testkit::settings::<ticket_runtime::NoServiceSettings>(
-            "", &db.url, &prefix,
-        );
+        let mut settings = ticket_runtime::dev::testkit::settings::<
+            ticket_runtime::NoServiceSettings,
+        >("", &db.url, &prefix);
         if let Some(wait) = std::env::var("FETCH_WAIT_MS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -368,9 +368,10 @@ async fn hop(postgres: bool) {
                 break *at;
             }
             if acked.is_none() {
-                let pending = a
-                    .db
-                    .run(|conn| ticket_runtime::outbox::pending_count(conn).map_err(DbError::from))
+                let pending =
+                    a.db.run(|conn| {
+                        ticket_runtime::db::outbox::pending_count(conn).map_err(DbError::from)
+                    })
                     .await
                     .unwrap();
                 if pending == 0 {
@@ -551,16 +552,16 @@ async fn inspect() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let brokers = ticket_runtime::testkit::broker().to_string();
-    let prefix = ticket_runtime::testkit::unique_prefix();
-    let mut settings = ticket_runtime::testkit::settings::<ticket_runtime::NoServiceSettings>(
+    let brokers = ticket_runtime::dev::testkit::broker().to_string();
+    let prefix = ticket_runtime::dev::testkit::unique_prefix();
+    let mut settings = ticket_runtime::dev::testkit::settings::<ticket_runtime::NoServiceSettings>(
         "",
         "sqlite://unused.db",
         &prefix,
     );
     settings.kafka.partitions = partitions;
     settings.kafka.brokers = brokers.clone();
-    let kafka = ticket_runtime::kafka::Kafka::connect(&settings.kafka, "bench").unwrap();
+    let kafka = ticket_runtime::messaging::kafka::Kafka::connect(&settings.kafka, "bench").unwrap();
     kafka.ensure_topics().await.unwrap();
     let producer = kafka.producer();
     let day = TimeDelta::hours(24);

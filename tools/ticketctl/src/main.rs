@@ -140,8 +140,8 @@ fn main() -> anyhow::Result<()> {
                 Service::MemberBalance => member_balance_service::api::openapi(),
                 Service::Payment => payment_service::api::openapi(),
             };
-            let document = ticket_runtime::api_docs::complete(service, document);
-            print!("{}", ticket_runtime::api_docs::to_json(&document));
+            let document = ticket_runtime::http::api_docs::complete(service, document);
+            print!("{}", ticket_runtime::http::api_docs::to_json(&document));
             Ok(())
         }
         Command::Login(options) => login(options),

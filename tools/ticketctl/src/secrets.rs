@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use shared_events::Service;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use ticket_runtime::member::DevIssuer;
+use ticket_runtime::dev::issuer::DevIssuer;
 
 /// What a data folder holds, made on its first use and kept there.
 pub struct LocalSecrets {
@@ -30,7 +30,7 @@ pub fn local_secrets(data_dir: &Path) -> anyhow::Result<LocalSecrets> {
         .with_context(|| format!("cannot write {}", jwks_path.display()))?;
     let admin_path = data_dir.join("admin-key");
     let (admin_key, admin_key_is_new) = match std::fs::read_to_string(&admin_path) {
-        Ok(key) if key.trim().len() >= ticket_runtime::admin::MIN_ADMIN_KEY_LEN => {
+        Ok(key) if key.trim().len() >= ticket_runtime::http::admin::MIN_ADMIN_KEY_LEN => {
             (key.trim().to_string(), false)
         }
         _ => {
@@ -78,7 +78,7 @@ fn pass_keys(data_dir: &Path) -> anyhow::Result<(String, String)> {
             path.display()
         );
     }
-    let (private, public) = ticket_runtime::pass::generate_key_pair();
+    let (private, public) = ticket_runtime::dev::keys::generate_key_pair();
     let body = serde_json::json!({ "private": private, "public": public }).to_string();
     write_private(&path, &body)?;
     Ok((private, public))

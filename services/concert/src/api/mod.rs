@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ticket_runtime::admin::{Page, PageQuery};
+use ticket_runtime::http::admin::{Page, PageQuery};
 use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId};
@@ -44,7 +44,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Catalog) {
         .service(web::resource("/v1/concerts/{concert_id}/schedules").get(list_schedules))
         .service(web::resource("/v1/schedules/{schedule_id}/seats").get(list_seats))
         .service(
-            ticket_runtime::admin::scope("/v1/admin")
+            ticket_runtime::http::admin::scope("/v1/admin")
                 .service(web::resource("/concerts").post(create_concert))
                 .service(web::resource("/seats").get(list_taken_seats)),
         );

@@ -5,12 +5,12 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ticket_runtime::admin::{Page, PageQuery};
+use ticket_runtime::auth::member::Member;
+use ticket_runtime::http::admin::{Page, PageQuery};
+use ticket_runtime::http::idempotency::IdempotencyKey;
 use ticket_runtime::http::utc_millis;
 use ticket_runtime::http::ErrorBody;
-use ticket_runtime::idempotency::IdempotencyKey;
 use ticket_runtime::ids::{LedgerEntryId, PaymentId, ReservationId, UserId};
-use ticket_runtime::member::Member;
 use ticket_runtime::ApiError;
 
 use crate::app::{BalanceError, Wallets};
@@ -41,7 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Wallets) {
         .service(web::resource("/v1/members/{user_id}/charges").post(charge))
         .service(web::resource("/v1/members/{user_id}/ledger").get(ledger))
         .service(
-            ticket_runtime::admin::scope("/v1/admin")
+            ticket_runtime::http::admin::scope("/v1/admin")
                 .service(web::resource("/wallets").get(list_wallets))
                 .service(web::resource("/debits").get(list_debits)),
         );

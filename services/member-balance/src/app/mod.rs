@@ -6,7 +6,7 @@ pub mod saga;
 
 use chrono::Utc;
 use shared_events::{BalanceCharged, Envelope};
-use ticket_runtime::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
+use ticket_runtime::http::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
 use ticket_runtime::ids::{LedgerEntryId, PaymentId, UserId};
 use ticket_runtime::{Db, DbError};
 

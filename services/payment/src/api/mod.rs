@@ -5,14 +5,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ticket_runtime::admin::{Page, PageQuery};
+use ticket_runtime::auth::member::Member;
+use ticket_runtime::auth::pass::Pass;
+use ticket_runtime::http::admin::{Page, PageQuery};
+use ticket_runtime::http::idempotency::IdempotencyKey;
 use ticket_runtime::http::utc_millis;
+use ticket_runtime::http::waiters::{etag, WatchQuery};
 use ticket_runtime::http::ErrorBody;
-use ticket_runtime::idempotency::IdempotencyKey;
 use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
-use ticket_runtime::member::Member;
-use ticket_runtime::pass::Pass;
-use ticket_runtime::waiters::{etag, WatchQuery};
 use ticket_runtime::ApiError;
 
 use crate::app::{PaymentError, PaymentView, Payments};
@@ -42,7 +42,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Payments) {
         .service(web::resource("/v1/payments").post(pay))
         .service(web::resource("/v1/payments/{id}").get(get_payment))
         .service(
-            ticket_runtime::admin::scope("/v1/admin")
+            ticket_runtime::http::admin::scope("/v1/admin")
                 .service(web::resource("/payments").get(list_payments)),
         );
 }

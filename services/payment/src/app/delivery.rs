@@ -5,7 +5,7 @@
 use chrono::Utc;
 use prometheus::{IntCounterVec, IntGauge, Opts};
 use std::time::Duration;
-use ticket_runtime::metrics::Metrics;
+use ticket_runtime::ops::metrics::Metrics;
 use ticket_runtime::{Db, DbError};
 
 use crate::domain::DataPlatformSettings;

@@ -9,10 +9,10 @@ pub mod saga;
 use chrono::Utc;
 use shared_events::{Envelope, PaymentRequested, Reason};
 use std::time::Duration;
-use ticket_runtime::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
+use ticket_runtime::auth::pass::{Pass, PassError};
+use ticket_runtime::http::idempotency::{IdempotencyKey, InvalidIdempotencyKey};
+use ticket_runtime::http::waiters::{wait_for, Waiters};
 use ticket_runtime::ids::{PaymentId, ReservationId, UserId};
-use ticket_runtime::pass::{Pass, PassError};
-use ticket_runtime::waiters::{wait_for, Waiters};
 use ticket_runtime::{Db, DbError};
 
 use crate::domain::{check_payable, NotPayable, PaymentPolicy, Status};
@@ -138,7 +138,7 @@ impl Payments {
         wait: Duration,
     ) -> Result<Payment, PaymentError> {
         let user = UserId::from(pass.0.user_id());
-        if ticket_runtime::pass::is_ended(&self.db, pass).await? {
+        if ticket_runtime::db::passes::is_ended(&self.db, pass.0.jti).await? {
             return Err(PassError::Ended.into());
         }
 

@@ -2,7 +2,7 @@
 
 use shared_events::{Envelope, Event, EventType, Service, Topic};
 use std::sync::Arc;
-use ticket_runtime::waiters::Waiters;
+use ticket_runtime::http::waiters::Waiters;
 use ticket_runtime::{EventHandler, HandlerError, Tx};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -56,7 +56,9 @@ impl EventHandler for PaymentEvents {
             Event::ReservationCancelled(e) => {
                 saga::reservation_became(tx, e.reservation_id.into(), ReservationState::Cancelled)?
             }
-            Event::QueuePassEnded(e) => ticket_runtime::pass::record_ended(tx.conn(), e.token)?,
+            Event::QueuePassEnded(e) => {
+                ticket_runtime::db::passes::record_ended(tx.conn(), e.token)?
+            }
             _ => {}
         }
         if let Some(payment) = payment_of(&event.event) {

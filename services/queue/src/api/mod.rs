@@ -5,9 +5,9 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use ticket_runtime::auth::member::Member;
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
-use ticket_runtime::member::Member;
 use ticket_runtime::ApiError;
 
 use crate::app::{Place, Queue, QueueError};

@@ -8,8 +8,8 @@ pub mod saga;
 use chrono::{DateTime, SubsecRound, Utc};
 use shared_events::{Envelope, QueueTokenAdmitted};
 use std::sync::Arc;
+use ticket_runtime::auth::pass::{PassClaims, PassSigner};
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
-use ticket_runtime::pass::{PassClaims, PassSigner};
 use ticket_runtime::{AnyConnection, Db, DbError, Tx};
 
 use crate::domain::{AdmissionBudget, Ended, QueuePolicy, TokenStatus};

@@ -5,13 +5,13 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use ticket_runtime::admin::{Page, PageQuery};
+use ticket_runtime::auth::member::Member;
+use ticket_runtime::auth::pass::Pass;
+use ticket_runtime::http::admin::{Page, PageQuery};
 use ticket_runtime::http::utc_millis;
+use ticket_runtime::http::waiters::{etag, WatchQuery};
 use ticket_runtime::http::ErrorBody;
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId, UserId};
-use ticket_runtime::member::Member;
-use ticket_runtime::pass::Pass;
-use ticket_runtime::waiters::{etag, WatchQuery};
 use ticket_runtime::ApiError;
 
 use crate::app::{ReservationError, Reservations};
@@ -45,7 +45,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, app: Reservations) {
                 .delete(cancel_reservation),
         )
         .service(
-            ticket_runtime::admin::scope("/v1/admin")
+            ticket_runtime::http::admin::scope("/v1/admin")
                 .service(web::resource("/reservations").get(list_reservations)),
         );
 }

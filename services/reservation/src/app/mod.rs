@@ -10,10 +10,10 @@ use shared_events::{
     Envelope, Reason, ReservationCancelled, ReservationExpired, ReservationRequested,
 };
 use std::time::Duration;
+use ticket_runtime::auth::pass::{Pass, PassError};
 use ticket_runtime::db::database_now;
+use ticket_runtime::http::waiters::{wait_for, Waiters};
 use ticket_runtime::ids::{QueueTokenId, ReservationId, ScheduleId, UserId};
-use ticket_runtime::pass::{Pass, PassError};
-use ticket_runtime::waiters::{wait_for, Waiters};
 use ticket_runtime::{Db, DbError};
 
 use crate::domain::{HoldPolicy, InvalidSeat, PassHoldLimit, SeatNo, Status};
@@ -78,7 +78,7 @@ impl Reservations {
         schedule_id: ScheduleId,
         seat_no: i64,
     ) -> Result<Reservation, ReservationError> {
-        if ticket_runtime::pass::is_ended(&self.db, pass).await? {
+        if ticket_runtime::db::passes::is_ended(&self.db, pass.0.jti).await? {
             return Err(PassError::Ended.into());
         }
         let seat_no = SeatNo::try_from(seat_no)?;

@@ -33,7 +33,7 @@ pub fn concert_scheduled(
 
 /// A pass that ended early (its payment completed) admits no more holds.
 pub fn pass_ended(tx: &mut Tx<'_>, ended: &QueuePassEnded) -> Result<(), HandlerError> {
-    ticket_runtime::pass::record_ended(tx.conn(), ended.token)?;
+    ticket_runtime::db::passes::record_ended(tx.conn(), ended.token)?;
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Events in: decode, then hand each to its step in [`crate::app::saga`].
 
 use shared_events::{Envelope, Event, EventType, Service, Topic};
-use ticket_runtime::waiters::Waiters;
+use ticket_runtime::http::waiters::Waiters;
 use ticket_runtime::{EventHandler, HandlerError, Tx};
 use uuid::Uuid;
 

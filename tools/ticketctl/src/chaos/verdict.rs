@@ -70,7 +70,7 @@ pub fn dead_letters(cluster: &ClusterOptions) -> anyhow::Result<(Vec<Violation>,
                 letter.origin_topic,
                 letter
                     .record
-                    .header(ticket_runtime::kafka::headers::DLQ_REASON)
+                    .header(ticket_runtime::messaging::kafka::headers::DLQ_REASON)
                     .unwrap_or("(no reason)")
             ),
         })

@@ -19,7 +19,7 @@ use serde_json::json;
 use shared_events::dead_letter_topic;
 use std::collections::HashMap;
 use std::time::Duration;
-use ticket_runtime::kafka::headers;
+use ticket_runtime::messaging::kafka::headers;
 
 use super::events::time;
 use super::{KafkaOptions, Reader, Record};

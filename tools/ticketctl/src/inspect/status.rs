@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use shared_events::Service;
 use std::time::Duration;
-use ticket_runtime::kafka::headers;
+use ticket_runtime::messaging::kafka::headers;
 
 use super::{parse_span, KafkaOptions, Reader, ServiceUrls};
 

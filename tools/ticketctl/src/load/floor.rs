@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use ticket_runtime::config::{DatabaseSettings, KafkaSettings, Layers};
-use ticket_runtime::kafka::Kafka;
+use ticket_runtime::messaging::kafka::Kafka;
 use ticket_runtime::{Db, DbError, Migrations, Secret};
 
 use crate::inspect::ClusterOptions;

@@ -103,7 +103,7 @@ fn share(text: &str) -> Result<f64, String> {
 pub struct Plan {
     pub urls: ServiceUrls,
     pub http: reqwest::Client,
-    pub issuer: ticket_runtime::member::DevIssuer,
+    pub issuer: ticket_runtime::dev::issuer::DevIssuer,
     pub concerts: Vec<fan::ConcertSeats>,
     pub abandon: f64,
     pub short: f64,

@@ -108,7 +108,7 @@ fn a_minute_of_chaos_on_sqlite_loses_and_doubles_nothing() {
 
 #[test]
 fn a_minute_of_chaos_on_postgres_loses_and_doubles_nothing() {
-    let admin = ticket_runtime::testkit::postgres_admin_url();
+    let admin = ticket_runtime::dev::testkit::postgres_admin_url();
     let server = admin.rsplit_once('/').unwrap().0.to_string();
     let name = format!(
         "chaostest_{}",

@@ -12,7 +12,7 @@ use shared_events::{Service, Topic};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use ticket_runtime::config::Layers;
-use ticket_runtime::testkit;
+use ticket_runtime::dev::testkit;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -385,7 +385,7 @@ async fn each_service_role_reaches_its_own_database_only() {
     for service in Service::ALL {
         let role = name(service);
         // Its own database: the service's real migrations run as the role.
-        let settings = ticket_runtime::testkit::settings::<ticket_runtime::NoServiceSettings>(
+        let settings = ticket_runtime::dev::testkit::settings::<ticket_runtime::NoServiceSettings>(
             "",
             &role_url(&role, &role),
             "unused",

@@ -6,7 +6,7 @@ use crate::support::{Cluster, Knobs, WAIT};
 use diesel::connection::SimpleConnection;
 use serde_json::Value;
 use shared_events::Service;
-use ticket_runtime::testkit::{self, eventually};
+use ticket_runtime::dev::testkit::{self, eventually};
 use ticket_runtime::DbError;
 
 async fn ticketctl(cluster: &Cluster, args: &[&str]) -> (i32, String) {

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::support::{Cluster, Knobs};
-use ticket_runtime::testkit;
+use ticket_runtime::dev::testkit;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_short_ticket_opening_ends_with_a_clean_audit() {

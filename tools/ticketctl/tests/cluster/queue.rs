@@ -7,8 +7,8 @@ use serde_json::Value;
 use shared_events::{Event, Service, Topic};
 use std::collections::HashMap;
 use std::time::Duration;
-use ticket_runtime::pass::PassClaims;
-use ticket_runtime::testkit::{eventually, EventTap};
+use ticket_runtime::auth::pass::PassClaims;
+use ticket_runtime::dev::testkit::{eventually, EventTap};
 use uuid::Uuid;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -220,8 +220,8 @@ async fn passes_verify_in_other_services_and_bad_ones_are_refused_with_distinct_
         iat: chrono::Utc::now().timestamp(),
         exp: chrono::Utc::now().timestamp() + exp_in,
     };
-    let (stranger_key, _) = ticket_runtime::pass::generate_key_pair();
-    let forged = ticket_runtime::pass::PassSigner::from_base64(&stranger_key)
+    let (stranger_key, _) = ticket_runtime::dev::keys::generate_key_pair();
+    let forged = ticket_runtime::auth::pass::PassSigner::from_base64(&stranger_key)
         .unwrap()
         .sign(&claims(&concert, 600));
     let expired = cluster.sign_pass(&claims(&concert, -5));
@@ -484,7 +484,7 @@ async fn reservation_and_payment_bad_input_gets_a_4xx_and_a_code() {
 /// reaches another fan's token, pass, reservation or payment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_fan_endpoint_checks_the_member_token_and_keeps_fans_apart() {
-    use ticket_runtime::member::DevIssuer;
+    use ticket_runtime::dev::issuer::DevIssuer;
     let cluster = Cluster::start(false, Knobs::default()).await;
     let (concert, schedule) = cluster.schedule().await;
     let fan = cluster.fan(&concert).await;
@@ -627,7 +627,7 @@ async fn no_secret_pass_or_member_token_appears_in_the_logs() {
     );
     cluster.stop().await;
 
-    let logs = ticket_runtime::testkit::captured_logs();
+    let logs = ticket_runtime::dev::testkit::captured_logs();
     assert!(
         logs.contains("listening") && logs.contains("infrastructure ready"),
         "the capture saw the run: {} bytes: {}",

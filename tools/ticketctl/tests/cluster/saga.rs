@@ -7,7 +7,7 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use shared_events::Service;
 use std::collections::HashSet;
-use ticket_runtime::testkit::eventually;
+use ticket_runtime::dev::testkit::eventually;
 
 /// One test per scenario, each on a fresh cluster that `$start` makes,
 /// with the invariants checked after the scenario.

@@ -345,10 +345,10 @@ async fn up_runs_on_external_postgres_and_kafka() {
         "uptest_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
-    let admin = ticket_runtime::testkit::postgres_admin_url();
+    let admin = ticket_runtime::dev::testkit::postgres_admin_url();
     let server = admin.rsplit_once('/').unwrap().0.to_string();
     let database = format!("{server}/{prefix}");
-    let kafka = ticket_runtime::testkit::broker();
+    let kafka = ticket_runtime::dev::testkit::broker();
     let http = reqwest::Client::new();
     let url = |offset: u16, path: &str| format!("http://127.0.0.1:{}{path}", base + offset);
 

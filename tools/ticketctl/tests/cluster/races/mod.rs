@@ -8,8 +8,8 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use shared_events::{BalanceDebited, BalanceRefunded, Envelope, PaymentFailed};
 use std::sync::Arc;
 use std::time::Duration;
-use ticket_runtime::consumer::apply_once;
-use ticket_runtime::testkit::{self, eventually, TestDatabase};
+use ticket_runtime::dev::testkit::{self, eventually, TestDatabase};
+use ticket_runtime::messaging::consumer::apply_once;
 use ticket_runtime::{Db, DbError, EventHandler, Migrations};
 use uuid::Uuid;
 
@@ -80,8 +80,9 @@ fn spawn_apply(
     db: &Db,
     handler: &Arc<dyn EventHandler>,
     event: Arc<Envelope>,
-) -> tokio::task::JoinHandle<Result<ticket_runtime::consumer::Outcome, ticket_runtime::HandlerError>>
-{
+) -> tokio::task::JoinHandle<
+    Result<ticket_runtime::messaging::consumer::Outcome, ticket_runtime::HandlerError>,
+> {
     let (db, handler) = (db.clone(), handler.clone());
     tokio::spawn(async move { apply_once(&db, handler, event).await })
 }
@@ -276,8 +277,8 @@ async fn two_admission_loops_at_once_admit_each_fan_once() {
     })
     .await
     .unwrap();
-    let (private, _) = ticket_runtime::pass::generate_key_pair();
-    let signer = Arc::new(ticket_runtime::pass::PassSigner::from_base64(&private).unwrap());
+    let (private, _) = ticket_runtime::dev::keys::generate_key_pair();
+    let signer = Arc::new(ticket_runtime::auth::pass::PassSigner::from_base64(&private).unwrap());
     let policy = queue_service::domain::QueuePolicy {
         max_active: 100,
         admission_rate_per_sec: 10_000,

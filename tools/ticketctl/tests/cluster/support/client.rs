@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared_events::Service;
-use ticket_runtime::testkit::eventually;
+use ticket_runtime::dev::testkit::eventually;
 use uuid::Uuid;
 
 use super::{Cluster, WAIT};
@@ -114,8 +114,8 @@ impl Cluster {
     }
 
     /// Signs a pass with the cluster's real key (for expired passes, say).
-    pub fn sign_pass(&self, claims: &ticket_runtime::pass::PassClaims) -> String {
-        ticket_runtime::pass::PassSigner::from_base64(&self.keys.0)
+    pub fn sign_pass(&self, claims: &ticket_runtime::auth::pass::PassClaims) -> String {
+        ticket_runtime::auth::pass::PassSigner::from_base64(&self.keys.0)
             .unwrap()
             .sign(claims)
     }
@@ -407,4 +407,4 @@ pub struct Fan {
     pub member: String,
 }
 
-pub use ticket_runtime::pass::PASS_HEADER;
+pub use ticket_runtime::auth::pass::PASS_HEADER;

@@ -15,8 +15,8 @@ use shared_events::Service;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use ticket_runtime::member::DevIssuer;
-use ticket_runtime::testkit::{self, eventually, TestDatabase};
+use ticket_runtime::dev::issuer::DevIssuer;
+use ticket_runtime::dev::testkit::{self, eventually, TestDatabase};
 use ticket_runtime::{Db, DbError, RunningService, Settings};
 use uuid::Uuid;
 
@@ -48,7 +48,7 @@ impl Default for Knobs {
 }
 
 /// The admin key of every test cluster's services.
-pub use ticket_runtime::testkit::ADMIN_KEY;
+pub use ticket_runtime::dev::testkit::ADMIN_KEY;
 
 pub struct Cluster {
     pub prefix: String,
@@ -124,7 +124,7 @@ impl Cluster {
         let mut cluster = Cluster {
             prefix,
             knobs,
-            keys: ticket_runtime::pass::generate_key_pair(),
+            keys: ticket_runtime::dev::keys::generate_key_pair(),
             issuer,
             jwks,
             databases,
@@ -152,7 +152,7 @@ impl Cluster {
         settings
     }
 
-    fn member_auth(&self) -> ticket_runtime::member::MemberAuthSettings {
+    fn member_auth(&self) -> ticket_runtime::auth::member::MemberAuthSettings {
         self.issuer.settings(&self.jwks.display().to_string())
     }
 
@@ -229,7 +229,7 @@ impl Cluster {
     /// Events the service committed and the broker has not acknowledged.
     pub async fn outbox_pending(&self, service: Service) -> i64 {
         self.db(service)
-            .run(|conn| ticket_runtime::outbox::pending_count(conn).map_err(DbError::from))
+            .run(|conn| ticket_runtime::db::outbox::pending_count(conn).map_err(DbError::from))
             .await
             .unwrap()
     }

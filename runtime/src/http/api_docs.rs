@@ -23,12 +23,16 @@ pub const QUEUE_PASS: &str = "queue_pass";
 /// `X-Admin-Key: <key>`: the deployment's administrator.
 pub const ADMIN_KEY: &str = "admin_key";
 
-const SWAGGER_UI_CSS: &str = include_str!("../assets/swagger-ui/swagger-ui.css");
-const SWAGGER_UI_JS: &str = include_str!("../assets/swagger-ui/swagger-ui-bundle.js");
+const SWAGGER_UI_CSS: &str = include_str!("../../assets/swagger-ui/swagger-ui.css");
+const SWAGGER_UI_JS: &str = include_str!("../../assets/swagger-ui/swagger-ui-bundle.js");
 
 /// The endpoints every service serves (runtime/src/http.rs).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(crate::http::live, crate::http::ready, crate::http::metrics))]
+#[openapi(paths(
+    crate::http::server::live,
+    crate::http::server::ready,
+    crate::http::server::metrics
+))]
 struct Shared;
 
 /// A service's document with the shared parts added.

@@ -15,21 +15,18 @@
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine;
-use ed25519_dalek::SigningKey;
 use futures::future::LocalBoxFuture;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::keys::KeyError;
 use crate::http::ApiError;
-use crate::pass::{decode_key, new_signing_key, sign_eddsa_jwt, KeyError};
 
 /// The `[member_auth]` section of services that act for fans.
 #[derive(Debug, Clone, Deserialize)]
@@ -225,7 +222,7 @@ impl MemberVerifier {
     /// rotation at the provider is picked up.
     pub async fn refresh_loop(self, stop: CancellationToken) {
         let every = refresh_interval(&self.settings);
-        while crate::jobs::pause(&stop, every).await {
+        while crate::ops::jobs::pause(&stop, every).await {
             self.fetch_again(Duration::ZERO).await;
         }
     }
@@ -424,103 +421,13 @@ fn bearer_token(request: &HttpRequest) -> Result<&str, MemberError> {
         .ok_or(MemberError::Missing)
 }
 
-/// A development identity provider: an Ed25519 key that signs member
-/// tokens for any user id, and the JWKS that verifies them. `ticketctl up`
-/// keeps one per data folder; never use it where fans are real.
-pub struct DevIssuer {
-    key: SigningKey,
-    pub key_id: String,
-    pub issuer: String,
-    pub audience: String,
-}
-
-#[derive(Serialize)]
-struct DevClaims<'a> {
-    sub: String,
-    iss: &'a str,
-    aud: &'a str,
-    iat: i64,
-    exp: i64,
-}
-
-/// The issuer and audience of the development issuer's tokens.
-pub const DEV_ISSUER: &str = "ticketctl-dev";
-pub const DEV_AUDIENCE: &str = "ticketing";
-
-impl DevIssuer {
-    pub fn generate() -> Result<DevIssuer, KeyError> {
-        Ok(DevIssuer::with_key(new_signing_key()?))
-    }
-
-    /// The issuer whose private key is `private_key` (base64, 32 bytes).
-    pub fn from_base64(private_key: &str) -> Result<DevIssuer, KeyError> {
-        Ok(DevIssuer::with_key(SigningKey::from_bytes(&decode_key(
-            private_key,
-        )?)))
-    }
-
-    fn with_key(key: SigningKey) -> DevIssuer {
-        let public = key.verifying_key().to_bytes();
-        DevIssuer {
-            key_id: URL_SAFE_NO_PAD.encode(&public[..8]),
-            key,
-            issuer: DEV_ISSUER.into(),
-            audience: DEV_AUDIENCE.into(),
-        }
-    }
-
-    pub fn private_key_base64(&self) -> String {
-        STANDARD.encode(self.key.to_bytes())
-    }
-
-    /// The JWKS that verifies this issuer's tokens.
-    pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({
-            "keys": [{
-                "kty": "OKP",
-                "crv": "Ed25519",
-                "use": "sig",
-                "alg": "EdDSA",
-                "kid": self.key_id,
-                "x": URL_SAFE_NO_PAD.encode(self.key.verifying_key().to_bytes()),
-            }]
-        })
-    }
-
-    /// A member token for `user_id`, valid for `ttl`.
-    pub fn token(&self, user_id: Uuid, ttl: chrono::TimeDelta) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let header = serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": self.key_id });
-        sign_eddsa_jwt(
-            &self.key,
-            &header.to_string(),
-            &DevClaims {
-                sub: user_id.to_string(),
-                iss: &self.issuer,
-                aud: &self.audience,
-                iat: now,
-                exp: now + ttl.num_seconds(),
-            },
-        )
-    }
-
-    /// Settings that make a service trust this issuer, its JWKS in `jwks_path`.
-    pub fn settings(&self, jwks_path: &str) -> MemberAuthSettings {
-        MemberAuthSettings {
-            issuer: self.issuer.clone(),
-            audience: self.audience.clone(),
-            jwks: jwks_path.into(),
-            leeway_secs: 30,
-            jwks_refresh_secs: 300,
-            jwks_max_age_secs: 3600,
-            jwks_refetch_min_secs: 30,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::keys::sign_eddsa_jwt;
+    use crate::dev::issuer::{DevIssuer, DEV_AUDIENCE, DEV_ISSUER};
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
     use chrono::TimeDelta;
     use jsonwebtoken::{encode, EncodingKey, Header};
 
@@ -666,10 +573,12 @@ mod tests {
     #[tokio::test]
     async fn rs256_tokens_of_a_provider_verify_against_its_jwks() {
         let jwks: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/fixtures/rs256-test-jwks.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/fixtures/rs256-test-jwks.json"))
+                .unwrap();
         let verifier = verifier_for(&jwks, "https://id.example").await;
-        let key = EncodingKey::from_rsa_pem(include_bytes!("../tests/fixtures/rs256-test-key.pem"))
-            .unwrap();
+        let key =
+            EncodingKey::from_rsa_pem(include_bytes!("../../tests/fixtures/rs256-test-key.pem"))
+                .unwrap();
         let fan = Uuid::new_v4();
         let now = chrono::Utc::now().timestamp();
         let mut header = Header::new(Algorithm::RS256);
@@ -746,7 +655,8 @@ mod tests {
         }
         // An RSA key published for RS384 does not verify RS256 tokens.
         let mut jwks: serde_json::Value =
-            serde_json::from_str(include_str!("../tests/fixtures/rs256-test-jwks.json")).unwrap();
+            serde_json::from_str(include_str!("../../tests/fixtures/rs256-test-jwks.json"))
+                .unwrap();
         jwks["keys"][0]["alg"] = "RS384".into();
         jwks["keys"].as_array_mut().unwrap().push(bystander.clone());
         let verifier = verifier_for(&jwks, "https://id.example").await;
@@ -756,7 +666,7 @@ mod tests {
         let rs256 = encode(
             &header,
             &serde_json::json!({"sub": fan, "iss": "https://id.example", "aud": DEV_AUDIENCE, "exp": now + 300}),
-            &EncodingKey::from_rsa_pem(include_bytes!("../tests/fixtures/rs256-test-key.pem")).unwrap(),
+            &EncodingKey::from_rsa_pem(include_bytes!("../../tests/fixtures/rs256-test-key.pem")).unwrap(),
         )
         .unwrap();
         assert_eq!(verifier.verify(&rs256).await, Err(MemberError::Forged));

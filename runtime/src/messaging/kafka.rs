@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::config::KafkaSettings;
-use crate::producer::EventProducer;
+use crate::messaging::producer::EventProducer;
 
 /// Headers the runtime writes on every message.
 pub mod headers {

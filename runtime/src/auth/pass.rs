@@ -12,18 +12,16 @@
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::future::{ready, Ready};
 use uuid::Uuid;
 
-use crate::db::{AnyConnection, Db, DbError};
+use super::keys::{key_bytes, sign_eddsa_jwt, KeyError};
 use crate::http::ApiError;
-use crate::schema::ended_passes;
-use diesel::prelude::*;
 
 const HEADER: &str = r#"{"alg":"EdDSA","typ":"JWT"}"#;
 
@@ -92,43 +90,6 @@ impl From<PassError> for ApiError {
 /// The header that carries the pass; `Authorization` carries the member token.
 pub const PASS_HEADER: &str = "queue-pass";
 
-#[derive(Debug, thiserror::Error)]
-#[error("invalid key: {0}")]
-pub struct KeyError(pub(crate) String);
-
-fn key_bytes(encoded: &str) -> Result<[u8; 32], KeyError> {
-    let bytes = STANDARD
-        .decode(encoded.trim())
-        .map_err(|e| KeyError(e.to_string()))?;
-    bytes
-        .try_into()
-        .map_err(|_| KeyError("expected 32 bytes, base64-encoded".into()))
-}
-
-/// A new Ed25519 signing key from the OS's randomness.
-pub(crate) fn new_signing_key() -> Result<SigningKey, KeyError> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| KeyError(format!("no randomness: {e}")))?;
-    Ok(SigningKey::from_bytes(&seed))
-}
-
-pub(crate) fn decode_key(encoded: &str) -> Result<[u8; 32], KeyError> {
-    key_bytes(encoded)
-}
-
-/// A new key pair as (private, public), both base64.
-pub fn generate_key_pair() -> (String, String) {
-    #[expect(
-        clippy::expect_used,
-        reason = "without the OS's randomness no key can be made (secrets, up, tests)"
-    )]
-    let key = new_signing_key().expect("the OS provides randomness");
-    (
-        STANDARD.encode(key.to_bytes()),
-        STANDARD.encode(key.verifying_key().to_bytes()),
-    )
-}
-
 pub struct PassSigner {
     key: SigningKey,
 }
@@ -143,27 +104,6 @@ impl PassSigner {
     pub fn sign(&self, claims: &PassClaims) -> String {
         sign_eddsa_jwt(&self.key, HEADER, claims)
     }
-}
-
-/// A compact EdDSA JWS of `claims` under `header` (JSON). Hand-written
-/// because it is three base64 parts and one Ed25519 signature: nothing a
-/// JWT library would make simpler, and the key type stays ed25519-dalek's.
-pub(crate) fn sign_eddsa_jwt(key: &SigningKey, header: &str, claims: &impl Serialize) -> String {
-    #[expect(
-        clippy::expect_used,
-        reason = "claims are plain structs of strings and numbers: serializing them cannot fail"
-    )]
-    let claims = serde_json::to_vec(claims).expect("claims serialize");
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
-    let signature = key.sign(signing_input.as_bytes());
-    format!(
-        "{signing_input}.{}",
-        URL_SAFE_NO_PAD.encode(signature.to_bytes())
-    )
 }
 
 #[derive(Clone)]
@@ -251,7 +191,7 @@ fn extract(request: &HttpRequest) -> Result<Pass, ApiError> {
 
 impl Pass {
     /// The pass must be the calling member's own.
-    pub fn of(self, member: &crate::member::Member) -> Result<Pass, PassError> {
+    pub fn of(self, member: &crate::auth::member::Member) -> Result<Pass, PassError> {
         if self.0.sub == member.user_id {
             Ok(self)
         } else {
@@ -263,6 +203,8 @@ impl Pass {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dev::keys::generate_key_pair;
+    use base64::engine::general_purpose::STANDARD;
 
     fn claims(exp_in: i64) -> PassClaims {
         let now = Utc::now().timestamp();
@@ -342,29 +284,6 @@ mod tests {
         assert!(PassSigner::from_base64("not base64!").is_err());
         assert!(PassVerifier::from_base64(&STANDARD.encode([1u8; 16])).is_err());
     }
-}
-
-/// Records that a pass ended early (on `QueuePassEnded`).
-pub fn record_ended(conn: &mut AnyConnection, token: Uuid) -> QueryResult<()> {
-    let row = (
-        ended_passes::token.eq(token.to_string()),
-        ended_passes::ended_at.eq(Utc::now().naive_utc()),
-    );
-    crate::on_backend!(conn, |c| diesel::insert_into(ended_passes::table)
-        .values(row)
-        .on_conflict_do_nothing()
-        .execute(c))?;
-    Ok(())
-}
-
-/// Whether the pass was ended early; a valid signature does not outlive that.
-pub async fn is_ended(db: &Db, pass: &Pass) -> Result<bool, DbError> {
-    let token = pass.0.jti.to_string();
-    db.run(move |conn| {
-        let found: i64 = ended_passes::table.find(token).count().get_result(conn)?;
-        Ok(found > 0)
-    })
-    .await
 }
 
 /// The `[auth]` section of services that accept passes.

@@ -8,7 +8,6 @@
 //! reason.
 
 use chrono::Utc;
-use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -26,12 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::ConsumerSettings;
-use crate::db::{Db, DbError, Tx};
-use crate::kafka::{headers, Kafka};
-use crate::metrics::Metrics;
-use crate::outbox::now;
-use crate::schema::processed_events;
-use crate::telemetry;
+use crate::db::{processed, Db, DbError, Tx};
+use crate::messaging::kafka::{headers, Kafka};
+use crate::ops::metrics::Metrics;
+use crate::ops::telemetry;
 
 /// A service's reaction to other services' events.
 pub trait EventHandler: Send + Sync + 'static {
@@ -93,22 +90,11 @@ pub async fn apply_once(
     db.transaction(move |tx| {
         let consumer = handler.name().to_string();
         let event_id = event.event_id.to_string();
-        let seen: i64 = processed_events::table
-            .filter(processed_events::consumer.eq(&consumer))
-            .filter(processed_events::event_id.eq(&event_id))
-            .count()
-            .get_result(tx.conn())?;
-        if seen > 0 {
+        if processed::already_applied(tx.conn(), &consumer, &event_id)? {
             return Ok(Outcome::Duplicate);
         }
         handler.handle(tx, &event)?;
-        diesel::insert_into(processed_events::table)
-            .values((
-                processed_events::consumer.eq(&consumer),
-                processed_events::event_id.eq(&event_id),
-                processed_events::processed_at.eq(now()),
-            ))
-            .execute(tx.conn())?;
+        processed::record_applied(tx.conn(), &consumer, &event_id)?;
         Ok(Outcome::Applied)
     })
     .await
@@ -346,7 +332,7 @@ impl EventConsumer {
                     .await;
             }
             tracing::warn!(parent: &span, attempt, error = %format!("{error:#}"), "event handling failed; retrying");
-            if !crate::jobs::pause(stop, backoff).await {
+            if !crate::ops::jobs::pause(stop, backoff).await {
                 return false;
             }
             backoff = (backoff * 2).min(Duration::from_millis(self.settings.backoff_max_ms));
@@ -499,7 +485,7 @@ impl EventConsumer {
                     tracing::warn!(%error, "dead-letter publish failed; retrying");
                 }
             }
-            if !crate::jobs::pause(stop, backoff).await {
+            if !crate::ops::jobs::pause(stop, backoff).await {
                 return false;
             }
             backoff = (backoff * 2).min(Duration::from_millis(self.settings.backoff_max_ms));

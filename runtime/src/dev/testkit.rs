@@ -21,7 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::config::{Layers, Settings, TelemetrySettings};
-use crate::telemetry;
+use crate::ops::telemetry;
 
 /// Where `PostgreSQL` test databases are created (`TEST_POSTGRES_URL` overrides).
 pub fn postgres_admin_url() -> String {
@@ -57,7 +57,7 @@ fn free_port() -> u16 {
 }
 
 fn start_private_broker() -> String {
-    let binary = crate::broker::broker_binary().expect(
+    let binary = crate::dev::broker::broker_binary().expect(
         "no Kafka broker: set KAFKA_BROKERS, or install ticket-broker with scripts/setup.sh",
     );
     let port = free_port();
@@ -68,7 +68,7 @@ fn start_private_broker() -> String {
     // parks forever: the broker lives exactly as long as the test process.
     std::thread::spawn(move || {
         use std::os::unix::process::CommandExt;
-        let mut command = crate::broker::broker_command(&binary, port, &dir);
+        let mut command = crate::dev::broker::broker_command(&binary, port, &dir);
         command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -148,13 +148,13 @@ impl TestDatabase {
 impl TestDatabase {
     /// A pool on this database with `schema` migrated: for tests of a
     /// service's application or storage layer without its HTTP and Kafka.
-    pub async fn connect(&self, schema: crate::Migrations) -> crate::Db {
+    pub async fn connect(&self, schema: crate::db::Migrations) -> crate::db::Db {
         let settings = crate::config::DatabaseSettings {
-            url: crate::Secret::new(self.url.clone()),
+            url: crate::config::Secret::new(self.url.clone()),
             pool_size: 4,
             connect_timeout_ms: 5_000,
         };
-        crate::Db::connect(&settings, schema)
+        crate::db::Db::connect(&settings, schema)
             .await
             .expect("the test database connects and migrates")
     }
@@ -238,7 +238,7 @@ impl<T> Isolated<T> {
     /// Starts the service on these settings.
     pub async fn start<Fut>(self, start: impl FnOnce(Settings<T>) -> Fut) -> TestService
     where
-        Fut: std::future::Future<Output = anyhow::Result<crate::RunningService>>,
+        Fut: std::future::Future<Output = anyhow::Result<crate::service::RunningService>>,
     {
         let running = start(self.settings).await.expect("service starts");
         TestService {
@@ -252,7 +252,7 @@ impl<T> Isolated<T> {
 
 /// A service running for one test, on its own database and topic prefix.
 pub struct TestService {
-    pub running: crate::RunningService,
+    pub running: crate::service::RunningService,
     pub prefix: String,
     pub http: reqwest::Client,
     _db: TestDatabase,

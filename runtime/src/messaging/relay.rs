@@ -15,8 +15,6 @@
 //! that concurrent transactions on one aggregate get sequence numbers in
 //! commit order.
 
-use chrono::{NaiveDateTime, Utc};
-use diesel::prelude::*;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use shared_events::{Decoded, Envelope, EventType, Reason};
@@ -27,77 +25,17 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken as CancelToken;
 use tracing::Instrument;
 
+use super::kafka::{headers, Kafka};
+use super::producer::EventProducer;
 use crate::config::OutboxSettings;
-use crate::db::{AnyConnection, Db, DbError};
-use crate::kafka::{headers, Kafka};
-use crate::metrics::Metrics;
-use crate::producer::EventProducer;
-use crate::schema::{outbox, outbox_relay_lease};
-use crate::telemetry;
+use crate::db::outbox::{self, now, PendingEvent};
+use crate::db::{database_now, Db, DbError};
+use crate::ops::metrics::Metrics;
+use crate::ops::telemetry;
 
 /// How long to wait before looking again while another instance's relay
 /// holds the lease.
 const LEASE_BUSY_RETRY: Duration = Duration::from_millis(20);
-
-#[derive(Insertable)]
-#[diesel(table_name = outbox)]
-struct NewOutboxRow<'a> {
-    event_id: String,
-    topic: &'a str,
-    partition_key: &'a str,
-    event_type: &'a str,
-    payload: String,
-    traceparent: Option<String>,
-    created_at: NaiveDateTime,
-}
-
-/// A row waiting to be published.
-#[derive(Debug, Clone, Queryable)]
-pub struct PendingEvent {
-    pub seq: i64,
-    pub event_id: String,
-    pub topic: String,
-    pub partition_key: String,
-    pub event_type: String,
-    pub payload: String,
-    pub traceparent: Option<String>,
-}
-
-pub(crate) fn now() -> NaiveDateTime {
-    Utc::now().naive_utc()
-}
-
-pub(crate) fn enqueue(conn: &mut AnyConnection, envelope: &Envelope) -> QueryResult<()> {
-    diesel::insert_into(outbox::table)
-        .values(NewOutboxRow {
-            event_id: envelope.event_id.to_string(),
-            topic: envelope.topic().name(),
-            partition_key: &envelope.partition_key,
-            event_type: envelope.event_type().as_str(),
-            payload: envelope.to_json(),
-            traceparent: telemetry::current_traceparent(),
-            created_at: now(),
-        })
-        .execute(conn)
-        .map(|_| ())
-}
-
-/// Rows not yet acknowledged by the broker: how many, and when the oldest
-/// was written.
-pub fn backlog(conn: &mut AnyConnection) -> QueryResult<(i64, Option<NaiveDateTime>)> {
-    outbox::table
-        .filter(outbox::sent_at.is_null())
-        .select((
-            diesel::dsl::count_star(),
-            diesel::dsl::min(outbox::created_at),
-        ))
-        .get_result(conn)
-}
-
-/// Rows not yet acknowledged by the broker.
-pub fn pending_count(conn: &mut AnyConnection) -> QueryResult<i64> {
-    backlog(conn).map(|(count, _)| count)
-}
 
 #[derive(Clone)]
 pub struct OutboxRelay {
@@ -238,7 +176,7 @@ impl OutboxRelay {
     async fn pending(&self) -> Result<i64, RelayError> {
         Ok(self
             .db
-            .run(|conn| pending_count(conn).map_err(DbError::from))
+            .run(|conn| outbox::pending_count(conn).map_err(DbError::from))
             .await?)
     }
 
@@ -252,24 +190,11 @@ impl OutboxRelay {
         let taken = self
             .db
             .run(move |conn| {
-                let now = crate::db::database_now(conn)?.naive_utc();
-                diesel::update(outbox_relay_lease::table)
-                    .filter(outbox_relay_lease::name.eq("relay"))
-                    .filter(
-                        outbox_relay_lease::holder
-                            .is_null()
-                            .or(outbox_relay_lease::holder.eq(&holder))
-                            .or(outbox_relay_lease::expires_at.lt(now)),
-                    )
-                    .set((
-                        outbox_relay_lease::holder.eq(&holder),
-                        outbox_relay_lease::expires_at.eq(now + ttl),
-                    ))
-                    .execute(conn)
-                    .map_err(DbError::from)
+                let now = database_now(conn)?.naive_utc();
+                outbox::take_lease(conn, &holder, now, ttl).map_err(DbError::from)
             })
             .await?;
-        Ok(taken == 1)
+        Ok(taken)
     }
 
     async fn renew_lease(&self) -> Result<(), RelayError> {
@@ -283,14 +208,7 @@ impl OutboxRelay {
     async fn release_lease(&self) -> Result<(), RelayError> {
         let holder = self.holder.clone();
         self.db
-            .run(move |conn| {
-                diesel::update(outbox_relay_lease::table)
-                    .filter(outbox_relay_lease::name.eq("relay"))
-                    .filter(outbox_relay_lease::holder.eq(&holder))
-                    .set(outbox_relay_lease::holder.eq(None::<String>))
-                    .execute(conn)
-                    .map_err(DbError::from)
-            })
+            .run(move |conn| outbox::release_lease(conn, &holder).map_err(DbError::from))
             .await?;
         Ok(())
     }
@@ -300,23 +218,7 @@ impl OutboxRelay {
         let limit = self.settings.batch_size.max(1);
         Ok(self
             .db
-            .run(move |conn| {
-                outbox::table
-                    .filter(outbox::sent_at.is_null())
-                    .order(outbox::seq)
-                    .limit(limit)
-                    .select((
-                        outbox::seq,
-                        outbox::event_id,
-                        outbox::topic,
-                        outbox::partition_key,
-                        outbox::event_type,
-                        outbox::payload,
-                        outbox::traceparent,
-                    ))
-                    .load::<PendingEvent>(conn)
-                    .map_err(DbError::from)
-            })
+            .run(move |conn| outbox::oldest_pending(conn, limit).map_err(DbError::from))
             .await?)
     }
 
@@ -425,12 +327,7 @@ impl OutboxRelay {
             return Ok(());
         }
         self.db
-            .run(move |conn| {
-                diesel::update(outbox::table.filter(outbox::seq.eq_any(&seqs)))
-                    .set(outbox::sent_at.eq(now()))
-                    .execute(conn)
-                    .map_err(DbError::from)
-            })
+            .run(move |conn| outbox::mark_sent(conn, &seqs).map_err(DbError::from))
             .await?;
         Ok(())
     }
@@ -438,11 +335,7 @@ impl OutboxRelay {
     async fn prune(&self) -> Result<(), RelayError> {
         let cutoff = now() - chrono::TimeDelta::seconds(self.settings.retention_secs);
         self.db
-            .run(move |conn| {
-                diesel::delete(outbox::table.filter(outbox::sent_at.lt(cutoff)))
-                    .execute(conn)
-                    .map_err(DbError::from)
-            })
+            .run(move |conn| outbox::prune_sent_before(conn, cutoff).map_err(DbError::from))
             .await?;
         Ok(())
     }

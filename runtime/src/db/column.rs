@@ -4,8 +4,17 @@
 //! row struct cannot be confused with another's ids.
 //!
 //! [`text_column!`] makes any `Display + FromStr` type a `Text` column on
-//! SQLite, PostgreSQL and [`AnyConnection`](crate::AnyConnection);
+//! SQLite, PostgreSQL and [`AnyConnection`](crate::db::AnyConnection);
 //! [`typed_id!`] and [`text_enum!`] build on it.
+
+// The crates the macros below expand to, reachable as `$crate::db::column::__x`
+// from a service that does not depend on them itself.
+#[doc(hidden)]
+pub use serde as __serde;
+#[doc(hidden)]
+pub use utoipa as __utoipa;
+#[doc(hidden)]
+pub use uuid as __uuid;
 
 /// A stored text that is not one of the type's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,15 +113,15 @@ macro_rules! typed_id {
             ::diesel::expression::AsExpression, ::diesel::deserialize::FromSqlRow,
         )]
         #[diesel(sql_type = ::diesel::sql_types::Text)]
-        $vis struct $name(pub $crate::__uuid::Uuid);
+        $vis struct $name(pub $crate::db::column::__uuid::Uuid);
 
         impl $name {
             /// A new id, ordered by creation time (UUID v7).
             pub fn generate() -> Self {
-                $name($crate::__uuid::Uuid::now_v7())
+                $name($crate::db::column::__uuid::Uuid::now_v7())
             }
 
-            pub fn get(self) -> $crate::__uuid::Uuid {
+            pub fn get(self) -> $crate::db::column::__uuid::Uuid {
                 self.0
             }
         }
@@ -124,54 +133,54 @@ macro_rules! typed_id {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = $crate::__uuid::Error;
+            type Err = $crate::db::column::__uuid::Error;
 
             fn from_str(text: &str) -> ::core::result::Result<Self, Self::Err> {
-                $crate::__uuid::Uuid::parse_str(text).map($name)
+                $crate::db::column::__uuid::Uuid::parse_str(text).map($name)
             }
         }
 
-        impl ::core::convert::From<$crate::__uuid::Uuid> for $name {
-            fn from(id: $crate::__uuid::Uuid) -> Self {
+        impl ::core::convert::From<$crate::db::column::__uuid::Uuid> for $name {
+            fn from(id: $crate::db::column::__uuid::Uuid) -> Self {
                 $name(id)
             }
         }
 
         // In API documents: a UUID, named for what it identifies.
-        impl $crate::__utoipa::PartialSchema for $name {
-            fn schema() -> $crate::__utoipa::openapi::RefOr<$crate::__utoipa::openapi::schema::Schema> {
-                use $crate::__utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+        impl $crate::db::column::__utoipa::PartialSchema for $name {
+            fn schema() -> $crate::db::column::__utoipa::openapi::RefOr<$crate::db::column::__utoipa::openapi::schema::Schema> {
+                use $crate::db::column::__utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
                 let uuid = ObjectBuilder::new()
                     .schema_type(Type::String)
                     .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
                     .build();
-                $crate::__utoipa::openapi::RefOr::T(Schema::Object(uuid))
+                $crate::db::column::__utoipa::openapi::RefOr::T(Schema::Object(uuid))
             }
         }
 
-        impl $crate::__utoipa::ToSchema for $name {}
+        impl $crate::db::column::__utoipa::ToSchema for $name {}
 
-        impl ::core::convert::From<$name> for $crate::__uuid::Uuid {
+        impl ::core::convert::From<$name> for $crate::db::column::__uuid::Uuid {
             fn from(id: $name) -> Self {
                 id.0
             }
         }
 
-        impl ::core::cmp::PartialEq<$crate::__uuid::Uuid> for $name {
-            fn eq(&self, other: &$crate::__uuid::Uuid) -> bool {
+        impl ::core::cmp::PartialEq<$crate::db::column::__uuid::Uuid> for $name {
+            fn eq(&self, other: &$crate::db::column::__uuid::Uuid) -> bool {
                 self.0 == *other
             }
         }
 
-        impl $crate::__serde::Serialize for $name {
-            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
-                $crate::__serde::Serialize::serialize(&self.0, s)
+        impl $crate::db::column::__serde::Serialize for $name {
+            fn serialize<S: $crate::db::column::__serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
+                $crate::db::column::__serde::Serialize::serialize(&self.0, s)
             }
         }
 
-        impl<'de> $crate::__serde::Deserialize<'de> for $name {
-            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
-                <$crate::__uuid::Uuid as $crate::__serde::Deserialize>::deserialize(d).map($name)
+        impl<'de> $crate::db::column::__serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::db::column::__serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
+                <$crate::db::column::__uuid::Uuid as $crate::db::column::__serde::Deserialize>::deserialize(d).map($name)
             }
         }
 
@@ -231,12 +240,12 @@ macro_rules! text_enum {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = $crate::column::UnknownValue;
+            type Err = $crate::db::column::UnknownValue;
 
             fn from_str(text: &str) -> ::core::result::Result<Self, Self::Err> {
                 match text {
                     $($text => ::core::result::Result::Ok($name::$variant),)+
-                    _ => ::core::result::Result::Err($crate::column::UnknownValue {
+                    _ => ::core::result::Result::Err($crate::db::column::UnknownValue {
                         kind: stringify!($name),
                         value: ::std::borrow::ToOwned::to_owned(text),
                     }),
@@ -244,30 +253,30 @@ macro_rules! text_enum {
             }
         }
 
-        impl $crate::__serde::Serialize for $name {
-            fn serialize<S: $crate::__serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
+        impl $crate::db::column::__serde::Serialize for $name {
+            fn serialize<S: $crate::db::column::__serde::Serializer>(&self, s: S) -> ::core::result::Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
 
         // In API documents: one of the names.
-        impl $crate::__utoipa::PartialSchema for $name {
-            fn schema() -> $crate::__utoipa::openapi::RefOr<$crate::__utoipa::openapi::schema::Schema> {
-                use $crate::__utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        impl $crate::db::column::__utoipa::PartialSchema for $name {
+            fn schema() -> $crate::db::column::__utoipa::openapi::RefOr<$crate::db::column::__utoipa::openapi::schema::Schema> {
+                use $crate::db::column::__utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
                 let names = ObjectBuilder::new()
                     .schema_type(Type::String)
                     .enum_values(Some([$($text),+]))
                     .build();
-                $crate::__utoipa::openapi::RefOr::T(Schema::Object(names))
+                $crate::db::column::__utoipa::openapi::RefOr::T(Schema::Object(names))
             }
         }
 
-        impl $crate::__utoipa::ToSchema for $name {}
+        impl $crate::db::column::__utoipa::ToSchema for $name {}
 
-        impl<'de> $crate::__serde::Deserialize<'de> for $name {
-            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
-                let text = <::std::string::String as $crate::__serde::Deserialize>::deserialize(d)?;
-                text.parse().map_err(<D::Error as $crate::__serde::de::Error>::custom)
+        impl<'de> $crate::db::column::__serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::db::column::__serde::Deserializer<'de>>(d: D) -> ::core::result::Result<Self, D::Error> {
+                let text = <::std::string::String as $crate::db::column::__serde::Deserialize>::deserialize(d)?;
+                text.parse().map_err(<D::Error as $crate::db::column::__serde::de::Error>::custom)
             }
         }
 
@@ -277,9 +286,9 @@ macro_rules! text_enum {
 
 #[cfg(test)]
 mod tests {
+    use crate::dev::testkit::TestDatabase;
     use crate::ids::ReservationId;
-    use crate::testkit::TestDatabase;
-    use crate::AnyConnection;
+    use crate::db::AnyConnection;
     use diesel::connection::SimpleConnection;
     use diesel::prelude::*;
 

@@ -17,22 +17,13 @@ use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::Required;
 use utoipa::{IntoParams, PartialSchema};
 
-use crate::config::Secret;
+use crate::config::{AdminSettings, Secret};
 use crate::http::ApiError;
 
 pub const ADMIN_KEY_HEADER: &str = "x-admin-key";
 
 /// The shortest admin key accepted: long enough not to be guessed.
 pub const MIN_ADMIN_KEY_LEN: usize = 16;
-
-/// The `[admin]` section every service has.
-#[derive(Debug, Clone, Deserialize)]
-pub struct AdminSettings {
-    /// Required, no default: a deployment that forgets it does not start
-    /// with an open admin API.
-    #[serde(default)]
-    pub key: Option<Secret>,
-}
 
 /// The key the admin endpoints ask for.
 #[derive(Clone)]
