@@ -19,15 +19,8 @@ if ((${#missing_packages[@]})); then
 fi
 
 # The embedded broker (tools/broker): built from this checkout, and again
-# whenever its sources change; the hash of what was built is kept beside it.
-cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-broker_sources="$(cd tools/broker && cat Cargo.toml Cargo.lock src/*.rs | sha256sum | cut -d' ' -f1)"
-broker_stamp="$cargo_home/ticket-broker.sources"
-if [ ! -x "$cargo_home/bin/ticket-broker" ] || [ "$(cat "$broker_stamp" 2>/dev/null)" != "$broker_sources" ]; then
-  say "building the broker, ticket-broker (nisshi 0.8.1 inside; about 20 minutes on two cores the first time)"
-  cargo install --path tools/broker --locked --ignore-rust-version --force --target-dir "${CARGO_TARGET_DIR:-target}"
-  echo "$broker_sources" >"$broker_stamp"
-fi
+# whenever its sources change (`ticketctl up` follows the same rule).
+bash scripts/install-broker.sh
 
 # schemathesis for scripts/fuzz.sh, at the version pinned there: the one
 # python3 has, else a virtualenv of its own in ~/.cache/ticketing.

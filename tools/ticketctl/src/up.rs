@@ -635,22 +635,33 @@ async fn stop_one(process: &mut Running) {
     }
 }
 
+/// The broker `up` starts: the one `TICKET_BROKER_BIN` names, else the one
+/// scripts/install-broker.sh installs (building it first when it is
+/// missing or its sources changed, as scripts/setup.sh does).
 fn ensure_broker() -> anyhow::Result<PathBuf> {
-    if let Some(binary) = broker::broker_binary() {
-        return Ok(binary);
+    if let Some(given) = broker::given_binary() {
+        return Ok(given);
     }
-    println!(
-        "installing the broker (ticket-broker, from {}) with cargo; this happens once and takes about 20 minutes",
-        broker::source_dir().display()
-    );
+    let script = broker::install_script();
+    let installed = broker::installed_binary()
+        .context("no cargo home: set CARGO_HOME or HOME, or TICKET_BROKER_BIN")?;
+    if !script.is_file() {
+        // A ticketctl away from its checkout: what was installed, as it is.
+        if installed.is_file() {
+            return Ok(installed);
+        }
+        bail!(
+            "ticket-broker is not installed and {} is missing",
+            script.display()
+        );
+    }
     let status = broker::install_command()
         .status()
-        .context("cannot run cargo install")?;
+        .with_context(|| format!("cannot run {}", script.display()))?;
     if !status.success() {
-        bail!("installing ticket-broker failed ({status}); scripts/setup.sh installs it too");
+        bail!("installing ticket-broker failed ({status})");
     }
-    broker::broker_binary()
-        .context("ticket-broker was installed but is not on PATH or in ~/.cargo/bin")
+    Ok(installed)
 }
 
 /// A database of its own on the given server (a service's, or the load
