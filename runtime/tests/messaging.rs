@@ -178,10 +178,7 @@ fn consumed(cluster: &Cluster, outcome: &str) -> u64 {
 }
 
 async fn outbox_empty(db: &Db) -> bool {
-    db.run(|conn| pending_count(conn).map_err(DbError::from))
-        .await
-        .unwrap()
-        == 0
+    db.run(pending_count).await.unwrap() == 0
 }
 
 async fn exactly_once_in_order(postgres: bool) {

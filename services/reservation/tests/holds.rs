@@ -44,7 +44,7 @@ async fn fixture(postgres: bool) -> Fixture {
     };
     let (schedule, concert) = (ScheduleId::generate(), ConcertId::generate());
     app.db
-        .run(move |conn| store::remember_schedule(conn, schedule, concert).map_err(DbError::from))
+        .run(move |conn| store::remember_schedule(conn, schedule, concert))
         .await
         .unwrap();
     Fixture {

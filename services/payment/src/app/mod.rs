@@ -70,7 +70,7 @@ impl Payments {
     ) -> Result<Vec<Payment>, PaymentError> {
         Ok(self
             .db
-            .run(move |conn| store::page(conn, after, limit).map_err(DbError::from))
+            .run(move |conn| store::page(conn, after, limit))
             .await?)
     }
 

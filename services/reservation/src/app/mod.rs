@@ -59,7 +59,7 @@ impl Reservations {
     ) -> Result<Vec<Reservation>, ReservationError> {
         Ok(self
             .db
-            .run(move |conn| store::page(conn, after, limit).map_err(DbError::from))
+            .run(move |conn| store::page(conn, after, limit))
             .await?)
     }
 

@@ -203,14 +203,7 @@ pub fn reject(
     reason: &Reason,
     now: DateTime<Utc>,
 ) -> DbResult<bool> {
-    Ok(transition(
-        conn,
-        id,
-        Status::Pending,
-        Status::Rejected,
-        reason,
-        now,
-    )?)
+    transition(conn, id, Status::Pending, Status::Rejected, reason, now)
 }
 
 pub fn cancel(
@@ -220,7 +213,7 @@ pub fn cancel(
     reason: &Reason,
     now: DateTime<Utc>,
 ) -> DbResult<bool> {
-    Ok(transition(conn, id, from, Status::Cancelled, reason, now)?)
+    transition(conn, id, from, Status::Cancelled, reason, now)
 }
 
 pub fn confirm(

@@ -171,7 +171,7 @@ async fn a_debit_and_a_payment_failure_handled_at_once_never_confirm_a_failed_pa
     fail.await.unwrap().unwrap();
 
     let end = db
-        .run(move |conn| store::find(conn, reservation.into()).map_err(DbError::from))
+        .run(move |conn| store::find(conn, reservation.into()))
         .await
         .unwrap()
         .unwrap();
@@ -249,7 +249,7 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
     consumer.await.unwrap().unwrap();
 
     let end = db
-        .run(move |conn| store::find(conn, payment.into()).map_err(DbError::from))
+        .run(move |conn| store::find(conn, payment.into()))
         .await
         .unwrap()
         .unwrap();
