@@ -58,7 +58,13 @@ pub const DOMAIN_RUNTIME_ALLOWED: &[&str] = &["ids", "clock", "Clock", "text_enu
 
 /// What `events` may name of the runtime: the consumer's contract (the
 /// handler trait, its error, the transaction it runs in) and the ids.
-pub const EVENTS_RUNTIME_ALLOWED: &[&str] = &["EventHandler", "HandlerError", "Tx", "ids"];
+pub const EVENTS_RUNTIME_ALLOWED: &[&str] = &[
+    "EventHandler",
+    "ServiceHandler",
+    "HandlerError",
+    "Tx",
+    "ids",
+];
 
 /// The runtime's database room: its top-level modules where diesel may be
 /// named (the runtime's own tables and queries live there).
