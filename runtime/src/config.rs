@@ -78,6 +78,10 @@ jwks_max_age_secs = 3600
 # A token naming an unknown key id fetches the JWKS at once, but no more
 # often than this.
 jwks_refetch_min_secs = 30
+# Tokens that verified are remembered (until their exp, while the keys that
+# verified them are current), up to this many: a fan's repeated requests
+# are not verified again. 0 verifies every request.
+verified_cache_entries = 10000
 "#;
 
 /// A value that must never appear in logs or debug output.

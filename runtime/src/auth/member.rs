@@ -11,6 +11,15 @@
 //! be fetched again for `jwks_max_age_secs` are no longer trusted: a key
 //! the provider withdrew must not stay valid just because the provider is
 //! out of reach.
+//!
+//! A fan polling their place sends the same token many times a second
+//! across a rush, and checking its signature is most of what such a request
+//! costs. So the last `verified_cache_entries` tokens that verified are
+//! remembered, by their exact text, with the member they name: until the
+//! token's `exp` (the leeway is not extended to them), and only while the
+//! keys that verified them are the current ones (any fetch of the keys
+//! forgets them all) and not too old. Only successes are remembered; a
+//! remembered token is never logged (it is a credential).
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
@@ -20,7 +29,8 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -51,6 +61,9 @@ pub struct MemberAuthSettings {
     /// the set does not have (or the keys are too old): a flood of made-up
     /// key ids must not become a flood of requests to the provider.
     pub jwks_refetch_min_secs: u64,
+    /// How many verified tokens are remembered (0: none), so that a fan
+    /// who sends the same token again is not verified again.
+    pub verified_cache_entries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +124,8 @@ impl IntoApiError for MemberError {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// Seconds since the epoch (a JSON number; the validation has checked it).
+    exp: f64,
 }
 
 /// The verified fan behind a request.
@@ -130,6 +145,17 @@ struct ProviderKey {
 struct KeySet {
     keys: Vec<ProviderKey>,
     fetched_at: Instant,
+    /// Which fetch this is: tokens verified with another one's keys are
+    /// not taken from the cache.
+    generation: u64,
+}
+
+/// Tokens that verified with the keys of one fetch, and whom they name.
+#[derive(Default)]
+struct Verified {
+    generation: u64,
+    /// By the token's exact text: the member and the token's `exp`.
+    tokens: HashMap<String, (Member, i64)>,
 }
 
 /// Verifies member tokens against the configured issuer's keys.
@@ -141,6 +167,7 @@ pub struct MemberVerifier {
     /// that requests with the same unknown key id wait for one fetch
     /// instead of each making their own.
     last_attempt: Arc<tokio::sync::Mutex<Instant>>,
+    verified: Arc<Mutex<Verified>>,
 }
 
 const ACCEPTED: [Algorithm; 2] = [Algorithm::EdDSA, Algorithm::RS256];
@@ -213,8 +240,10 @@ impl MemberVerifier {
             keys: Arc::new(RwLock::new(KeySet {
                 keys,
                 fetched_at: now,
+                generation: 0,
             })),
             last_attempt: Arc::new(tokio::sync::Mutex::new(now)),
+            verified: Arc::default(),
         })
     }
 
@@ -239,9 +268,11 @@ impl MemberVerifier {
         *last_attempt = Instant::now();
         match fetch_keys(&self.settings.jwks).await {
             Ok(keys) if !keys.is_empty() => {
-                *self.write_keys() = KeySet {
+                let mut current = self.write_keys();
+                *current = KeySet {
                     keys,
                     fetched_at: Instant::now(),
+                    generation: current.generation + 1,
                 };
                 return;
             }
@@ -273,9 +304,60 @@ impl MemberVerifier {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn verified(&self) -> MutexGuard<'_, Verified> {
+        self.verified
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The member of a token that verified with the current keys, before
+    /// its `exp`, while those keys are not too old.
+    fn remembered(&self, token: &str) -> Option<Member> {
+        if self.settings.verified_cache_entries == 0 {
+            return None;
+        }
+        let generation = {
+            let keys = self.read_keys();
+            if keys.fetched_at.elapsed() > self.max_age() {
+                return None;
+            }
+            keys.generation
+        };
+        let verified = self.verified();
+        if verified.generation != generation {
+            return None;
+        }
+        let (member, exp) = verified.tokens.get(token)?;
+        (chrono::Utc::now().timestamp() < *exp).then_some(*member)
+    }
+
+    fn remember(&self, token: &str, member: Member, exp: i64, generation: u64) {
+        let capacity = self.settings.verified_cache_entries;
+        if capacity == 0 {
+            return;
+        }
+        let mut verified = self.verified();
+        if verified.generation != generation {
+            verified.tokens.clear();
+            verified.generation = generation;
+        }
+        if verified.tokens.len() >= capacity {
+            let now = chrono::Utc::now().timestamp();
+            verified.tokens.retain(|_, (_, exp)| now < *exp);
+            if verified.tokens.len() >= capacity {
+                verified.tokens.clear();
+            }
+        }
+        verified.tokens.insert(token.to_owned(), (member, exp));
+    }
+
     /// Checks form, algorithm, signature, issuer, audience, expiry and
-    /// not-before, against keys no older than `jwks_max_age_secs`.
+    /// not-before, against keys no older than `jwks_max_age_secs`; a token
+    /// that verified a moment ago is taken from the cache of verified ones.
     pub async fn verify(&self, token: &str) -> Result<Member, MemberError> {
+        if let Some(member) = self.remembered(token) {
+            return Ok(member);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| MemberError::Malformed)?;
         if !ACCEPTED.contains(&header.alg) {
             return Err(MemberError::UnsupportedAlgorithm);
@@ -306,6 +388,7 @@ impl MemberVerifier {
         if keys.fetched_at.elapsed() > self.max_age() {
             return Err(MemberError::KeysStale);
         }
+        let generation = keys.generation;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
@@ -323,6 +406,11 @@ impl MemberVerifier {
                     outcome = Uuid::parse_str(&data.claims.sub)
                         .map(|user_id| Member { user_id })
                         .map_err(|_| MemberError::BadSubject);
+                    if let Ok(member) = outcome {
+                        // Whole seconds below `exp`: never past it.
+                        let exp = data.claims.exp.floor() as i64;
+                        self.remember(token, member, exp, generation);
+                    }
                     break;
                 }
                 Err(error) => {
@@ -442,6 +530,7 @@ mod tests {
             jwks_refresh_secs: 300,
             jwks_max_age_secs: 3600,
             jwks_refetch_min_secs: 30,
+            verified_cache_entries: 100,
         };
         let verifier = MemberVerifier::load(&settings).await.unwrap();
         std::fs::remove_file(path).unwrap();
@@ -773,6 +862,49 @@ mod tests {
         verifier.age(Duration::from_secs(31)).await;
         assert_eq!(verifier.verify(&token).await, Ok(Member { user_id: fan }));
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_outlives_neither_its_exp_nor_the_keys_that_verified_it() {
+        let issuer = DevIssuer::generate().unwrap();
+        let path = provider_file(&issuer.jwks());
+        let mut settings = issuer.settings(&path.display().to_string());
+        settings.leeway_secs = 0;
+        let verifier = MemberVerifier::load(&settings).await.unwrap();
+        let fan = Uuid::new_v4();
+
+        let token = issuer.token(fan, TimeDelta::minutes(5));
+        assert_eq!(verifier.verify(&token).await, Ok(Member { user_id: fan }));
+        assert_eq!(
+            verifier.remembered(&token),
+            Some(Member { user_id: fan }),
+            "a verified token is remembered"
+        );
+        assert_eq!(verifier.verify(&token).await, Ok(Member { user_id: fan }));
+        let altered = format!("{token}x");
+        assert_eq!(verifier.remembered(&altered), None, "only the exact text");
+        assert_eq!(verifier.verify(&altered).await, Err(MemberError::Forged));
+
+        // The provider withdraws the key: the next fetch forgets the token.
+        let other = DevIssuer::generate().unwrap();
+        std::fs::write(&path, other.jwks().to_string()).unwrap();
+        verifier.fetch_again(Duration::ZERO).await;
+        assert_eq!(verifier.remembered(&token), None);
+        assert_eq!(verifier.verify(&token).await, Err(MemberError::Forged));
+
+        // A token is remembered until its exp, not after.
+        let brief = other.token(fan, TimeDelta::seconds(1));
+        assert_eq!(verifier.verify(&brief).await, Ok(Member { user_id: fan }));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(verifier.remembered(&brief), None);
+        assert_eq!(verifier.verify(&brief).await, Err(MemberError::Expired));
+
+        // Keys too old: a remembered token is refused like any other.
+        let fresh = other.token(fan, TimeDelta::minutes(5));
+        assert_eq!(verifier.verify(&fresh).await, Ok(Member { user_id: fan }));
+        std::fs::remove_file(&path).unwrap();
+        verifier.age(Duration::from_secs(3601)).await;
+        assert_eq!(verifier.verify(&fresh).await, Err(MemberError::KeysStale));
     }
 
     #[tokio::test]

@@ -100,6 +100,7 @@ impl DevIssuer {
             jwks_refresh_secs: 300,
             jwks_max_age_secs: 3600,
             jwks_refetch_min_secs: 30,
+            verified_cache_entries: 100,
         }
     }
 }

@@ -65,6 +65,116 @@ pub struct QueueToken {
     pub pass_expires_at: Option<DateTime<Utc>>,
     pub ended_reason: Option<Ended>,
     pub last_seen_at: DateTime<Utc>,
+    /// The line's change number of the commit that last changed this
+    /// token: an instance that knows the line up to change `n` knows
+    /// every token whose `version` is at most `n`.
+    pub version: i64,
+}
+
+impl QueueToken {
+    /// A fan new at the end of the line: waiting, seen `now`, arrival
+    /// number `seq`, put in line by the commit that makes the line's
+    /// change number `version`.
+    pub fn arriving(
+        token: QueueTokenId,
+        user_id: UserId,
+        concert_id: ConcertId,
+        seq: i64,
+        version: i64,
+        now: DateTime<Utc>,
+    ) -> QueueToken {
+        QueueToken {
+            token,
+            user_id,
+            concert_id,
+            seq,
+            status: TokenStatus::Waiting,
+            pass: None,
+            pass_expires_at: None,
+            ended_reason: None,
+            last_seen_at: now,
+            version,
+        }
+    }
+}
+
+/// What one commit did to one line: the line's change number went from
+/// `from_version` to `to_version`, and `tokens` are the tokens it changed,
+/// as it left them (each with `version` = `to_version`).
+#[derive(Debug, Clone)]
+pub struct LineChange {
+    pub concert_id: ConcertId,
+    pub from_version: i64,
+    pub to_version: i64,
+    pub tokens: Vec<QueueToken>,
+}
+
+/// Which arrival numbers of one line still wait, counted so that "how many
+/// wait ahead of arrival number n" is a prefix sum (a Fenwick tree): a
+/// lookup and an update are O(log n) however long the line.
+#[derive(Debug, Clone, Default)]
+pub struct WaitingOrder {
+    /// `waiting[seq]`; index 0 unused, as arrival numbers start at 1.
+    waiting: Vec<bool>,
+    /// The Fenwick tree over `waiting`, same length.
+    tree: Vec<i64>,
+}
+
+impl WaitingOrder {
+    /// Records whether arrival number `seq` (from 1) is waiting.
+    pub fn set(&mut self, seq: i64, waiting: bool) {
+        let Ok(at) = usize::try_from(seq) else {
+            return;
+        };
+        if at == 0 {
+            return;
+        }
+        if at >= self.waiting.len() {
+            if !waiting {
+                return;
+            }
+            self.grow(at);
+        }
+        if self.waiting[at] == waiting {
+            return;
+        }
+        self.waiting[at] = waiting;
+        let delta = if waiting { 1 } else { -1 };
+        let mut i = at;
+        while i < self.tree.len() {
+            self.tree[i] += delta;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Fans still waiting with an arrival number below `seq`.
+    pub fn ahead_of(&self, seq: i64) -> i64 {
+        let Ok(before) = usize::try_from(seq - 1) else {
+            return 0;
+        };
+        let mut i = before.min(self.tree.len().saturating_sub(1));
+        let mut sum = 0;
+        while i > 0 {
+            sum += self.tree[i];
+            i -= i & i.wrapping_neg();
+        }
+        sum
+    }
+
+    /// Room for arrival numbers up to at least `seq`: the capacity doubles,
+    /// and the tree is built again in one linear pass (amortised O(1) a join).
+    fn grow(&mut self, seq: usize) {
+        let size = (seq + 1).next_power_of_two().max(1024);
+        self.waiting.resize(size, false);
+        self.tree = vec![0; size];
+        for i in 1..size {
+            self.tree[i] += i64::from(self.waiting[i]);
+            let parent = i + (i & i.wrapping_neg());
+            if parent < size {
+                self.tree[parent] += self.tree[i];
+            }
+        }
+    }
 }
 
 /// How many fans may be admitted now.
@@ -209,6 +319,27 @@ mod tests {
         }
         assert!(dropout_index::nodes_to_sum(1 << 39).len() <= 41);
         assert!(dropout_index::nodes_to_update(1).len() <= 41);
+    }
+
+    #[test]
+    fn the_waiting_order_counts_fans_ahead_as_they_come_and_go() {
+        let mut order = WaitingOrder::default();
+        let mut waiting = std::collections::BTreeSet::new();
+        // Enough arrivals to grow the tree several times.
+        for seq in 1..=5000 {
+            order.set(seq, true);
+            waiting.insert(seq);
+            if seq % 7 == 0 {
+                order.set(seq / 2, false);
+                waiting.remove(&(seq / 2));
+            }
+        }
+        order.set(5000, true);
+        order.set(9_999_999, false);
+        for probe in [0, 1, 2, 3, 100, 1023, 1024, 1025, 2500, 4999, 5000, 5001, 1 << 20] {
+            let expected = waiting.range(..probe).count() as i64;
+            assert_eq!(order.ahead_of(probe), expected, "ahead of {probe}");
+        }
     }
 
     #[test]

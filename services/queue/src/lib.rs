@@ -17,9 +17,9 @@ use shared_events::Service;
 use std::sync::Arc;
 use std::time::Duration;
 use ticket_runtime::auth::pass::PassSigner;
-use ticket_runtime::{Migrations, RunningService, Secret, ServiceRuntime, Settings};
+use ticket_runtime::{Clock, Migrations, RunningService, Secret, ServiceRuntime, Settings};
 
-use app::Queue;
+use app::{Queue, Tuning};
 use domain::QueuePolicy;
 
 pub const SERVICE: Service = Service::Queue;
@@ -39,6 +39,8 @@ pub struct QueueSettings {
 pub struct QueueSection {
     #[serde(flatten)]
     pub policy: QueuePolicy,
+    #[serde(flatten)]
+    pub tuning: Tuning,
     pub pass_signing_key: Secret,
 }
 
@@ -49,23 +51,28 @@ pub async fn start(settings: Settings<QueueSettings>) -> anyhow::Result<RunningS
         )?,
     );
     let policy = settings.service.queue.policy.clone();
+    let tuning = settings.service.queue.tuning.clone();
     let member_auth = settings.service.member_auth.clone();
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
     runtime.document(api::openapi());
     runtime.trust_members(&member_auth).await?;
     runtime.consume(Arc::new(events::QueueEvents));
-    let app = Queue {
-        db: runtime.db.clone(),
-        policy,
-        signer,
-    };
-    let interval = Duration::from_millis(app.policy.admission_interval_ms);
+    let app = Queue::start(runtime.db.clone(), policy, &tuning, signer, Clock::system()).await?;
+    let interval = Duration::from_millis(app.policy().admission_interval_ms);
     runtime.every("queue-admission", interval, app.clone(), |app| async move {
         app.admit_all().await
     });
-    let interval = Duration::from_millis(app.policy.sweep_interval_ms);
+    let interval = Duration::from_millis(app.policy().sweep_interval_ms);
     runtime.every("queue-sweep", interval, app.clone(), |app| async move {
         app.sweep().await
+    });
+    let interval = Duration::from_millis(tuning.index_refresh_ms);
+    runtime.every("queue-index", interval, app.clone(), |app| async move {
+        app.refresh_index().await
+    });
+    let interval = Duration::from_millis(tuning.seen_flush_ms);
+    runtime.every("queue-seen", interval, app.clone(), |app| async move {
+        app.record_seen().await
     });
     runtime.serve(move |cfg| api::routes(cfg, app.clone()))
 }

@@ -1,6 +1,7 @@
 //! The queue's part in the sagas: learn which concerts exist, and end a
 //! fan's pass once their payment completed (their place goes to the next
-//! fan in line).
+//! fan in line). The consumer commits these, so the line index learns of an
+//! ended pass on its next refresh, like another instance's change.
 
 use shared_events::{ConcertScheduled, Envelope, PaymentCompleted, QueuePassEnded, Reason};
 use ticket_runtime::ids::{ConcertId, UserId};
@@ -27,7 +28,7 @@ pub fn payment_completed(
         return Ok(());
     };
     if live.status != TokenStatus::Active
-        || !store::end_active(tx.conn(), live.token, concert, Ended::PaymentCompleted)?
+        || store::end_active(tx.conn(), live.token, concert, Ended::PaymentCompleted)?.is_none()
     {
         return Ok(());
     }

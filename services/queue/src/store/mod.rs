@@ -1,15 +1,17 @@
-//! Waiting-line storage, SQL only. Joining and admitting change the line's
-//! row, so they serialize per concert; position lookups read a handful of
-//! rows.
+//! Waiting-line storage, SQL only. Every write to a line's tokens holds the
+//! line's row and raises its `version` (joins, admissions, drop-outs, ended
+//! passes), so they serialize per concert and other instances can read what
+//! changed since the version they know; position lookups from the database
+//! (the rare path: most are answered from memory) read a handful of rows.
 
 mod schema;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use diesel::prelude::*;
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
-use ticket_runtime::{AnyConnection, DbResult};
+use ticket_runtime::{AnyConnection, DbError, DbResult};
 
-use crate::domain::{dropout_index, fans_ahead, Ended, QueueToken, TokenStatus};
+use crate::domain::{dropout_index, fans_ahead, Ended, LineChange, QueueToken, TokenStatus};
 use schema::{known_concerts, queue_dropouts, queue_lines, queue_tokens};
 
 /// A token's row; the line shows it as a [`QueueToken`].
@@ -25,6 +27,7 @@ struct TokenRow {
     pass_expires_at: Option<NaiveDateTime>,
     ended_reason: Option<Ended>,
     last_seen_at: NaiveDateTime,
+    version: i64,
 }
 
 impl From<TokenRow> for QueueToken {
@@ -39,17 +42,37 @@ impl From<TokenRow> for QueueToken {
             pass_expires_at: row.pass_expires_at.map(|at| at.and_utc()),
             ended_reason: row.ended_reason,
             last_seen_at: row.last_seen_at.and_utc(),
+            version: row.version,
         }
     }
 }
 
-/// A concert's line as admission needs it.
+/// A concert's line as joins and admission need it.
 #[derive(Debug, Clone, Queryable)]
 pub struct Line {
     pub active_count: i64,
     pub next_seq: i64,
     pub rate_clock: NaiveDateTime,
+    /// The line's change number: see the migration `line_versions`.
+    pub version: i64,
 }
+
+/// A new token's row.
+#[derive(Insertable)]
+#[diesel(table_name = queue_tokens)]
+struct NewToken {
+    token: QueueTokenId,
+    user_id: UserId,
+    concert_id: ConcertId,
+    seq: i64,
+    status: TokenStatus,
+    last_seen_at: NaiveDateTime,
+    created_at: NaiveDateTime,
+    version: i64,
+}
+
+/// Rows per INSERT: far below either backend's limit on bound parameters.
+const INSERT_CHUNK: usize = 500;
 
 /// A fan next in line.
 #[derive(Debug, Clone, Queryable)]
@@ -100,14 +123,32 @@ pub fn find_live(
     Ok(row.map(QueueToken::from))
 }
 
-/// Puts the fan at the end of the concert's line.
-pub fn join(
+/// The live tokens of these fans in the concert's line.
+pub fn find_live_of(
     conn: &mut AnyConnection,
-    token: QueueTokenId,
-    user_id: UserId,
+    concert_id: ConcertId,
+    users: &[UserId],
+) -> DbResult<Vec<QueueToken>> {
+    let mut found = Vec::new();
+    for chunk in users.chunks(INSERT_CHUNK) {
+        let rows = queue_tokens::table
+            .filter(queue_tokens::concert_id.eq(concert_id))
+            .filter(queue_tokens::user_id.eq_any(chunk))
+            .filter(queue_tokens::status.eq_any([TokenStatus::Waiting, TokenStatus::Active]))
+            .select(TokenRow::as_select())
+            .load(conn)?;
+        found.extend(rows.into_iter().map(QueueToken::from));
+    }
+    Ok(found)
+}
+
+/// The concert's line, created empty if it is new, and locked until the
+/// transaction ends (see [`lock_line`]).
+pub fn open_line(
+    conn: &mut AnyConnection,
     concert_id: ConcertId,
     now: DateTime<Utc>,
-) -> DbResult<()> {
+) -> DbResult<Line> {
     let line = (
         queue_lines::concert_id.eq(concert_id),
         queue_lines::next_seq.eq(1),
@@ -119,22 +160,56 @@ pub fn join(
         .values(line)
         .on_conflict_do_nothing()
         .execute(c))?;
+    lock_line(conn, concert_id)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
+}
+
+/// Puts `tokens` (new, WAITING, numbered from the line's `next_seq` on,
+/// stamped with the line's next version) at the end of their line.
+pub fn enqueue(
+    conn: &mut AnyConnection,
+    concert_id: ConcertId,
+    tokens: &[QueueToken],
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    let (Some(first), Some(last)) = (tokens.first(), tokens.last()) else {
+        return Ok(());
+    };
+    let rows: Vec<NewToken> = tokens
+        .iter()
+        .map(|t| NewToken {
+            token: t.token,
+            user_id: t.user_id,
+            concert_id,
+            seq: t.seq,
+            status: TokenStatus::Waiting,
+            last_seen_at: t.last_seen_at.naive_utc(),
+            created_at: now.naive_utc(),
+            version: t.version,
+        })
+        .collect();
+    match conn {
+        // diesel runs SQLite's multi-row insert in a transaction of its
+        // own, which cannot nest in ours; one prepared statement per row
+        // costs SQLite (in-process) little.
+        AnyConnection::Sqlite(c) => {
+            for row in &rows {
+                diesel::insert_into(queue_tokens::table)
+                    .values(row)
+                    .execute(c)?;
+            }
+        }
+        AnyConnection::Postgresql(c) => {
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                diesel::insert_into(queue_tokens::table)
+                    .values(chunk)
+                    .execute(c)?;
+            }
+        }
+    }
     diesel::update(queue_lines::table.find(concert_id))
-        .set(queue_lines::next_seq.eq(queue_lines::next_seq + 1))
-        .execute(conn)?;
-    let seq: i64 = queue_lines::table
-        .find(concert_id)
-        .select(queue_lines::next_seq - 1)
-        .first(conn)?;
-    diesel::insert_into(queue_tokens::table)
-        .values((
-            queue_tokens::token.eq(token),
-            queue_tokens::user_id.eq(user_id),
-            queue_tokens::concert_id.eq(concert_id),
-            queue_tokens::seq.eq(seq),
-            queue_tokens::status.eq(TokenStatus::Waiting),
-            queue_tokens::last_seen_at.eq(now.naive_utc()),
-            queue_tokens::created_at.eq(now.naive_utc()),
+        .set((
+            queue_lines::next_seq.eq(last.seq + 1),
+            queue_lines::version.eq(first.version),
         ))
         .execute(conn)?;
     Ok(())
@@ -142,10 +217,23 @@ pub fn join(
 
 /// Records that a waiting fan is still there.
 pub fn seen(conn: &mut AnyConnection, token: QueueTokenId, now: DateTime<Utc>) -> DbResult<()> {
-    diesel::update(queue_tokens::table.find(token))
-        .filter(queue_tokens::status.eq(TokenStatus::Waiting))
-        .set(queue_tokens::last_seen_at.eq(now.naive_utc()))
-        .execute(conn)?;
+    seen_all(conn, &[token], now)
+}
+
+/// Records that these fans, if still waiting, were there at `now`.
+pub fn seen_all(
+    conn: &mut AnyConnection,
+    tokens: &[QueueTokenId],
+    now: DateTime<Utc>,
+) -> DbResult<()> {
+    for chunk in tokens.chunks(INSERT_CHUNK) {
+        diesel::update(queue_tokens::table)
+            .filter(queue_tokens::token.eq_any(chunk))
+            .filter(queue_tokens::status.eq(TokenStatus::Waiting))
+            .filter(queue_tokens::last_seen_at.lt(now.naive_utc()))
+            .set(queue_tokens::last_seen_at.eq(now.naive_utc()))
+            .execute(conn)?;
+    }
     Ok(())
 }
 
@@ -188,6 +276,7 @@ pub fn lock_line(conn: &mut AnyConnection, concert_id: ConcertId) -> DbResult<Op
             queue_lines::active_count,
             queue_lines::next_seq,
             queue_lines::rate_clock,
+            queue_lines::version,
         ))
     )?)
 }
@@ -219,6 +308,7 @@ pub fn activate(
     pass: &str,
     pass_expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
+    version: i64,
 ) -> DbResult<bool> {
     let changed = diesel::update(queue_tokens::table.find(token))
         .filter(queue_tokens::status.eq(TokenStatus::Waiting))
@@ -227,6 +317,7 @@ pub fn activate(
             queue_tokens::pass.eq(pass),
             queue_tokens::pass_expires_at.eq(pass_expires_at.naive_utc()),
             queue_tokens::admitted_at.eq(now.naive_utc()),
+            queue_tokens::version.eq(version),
         ))
         .execute(conn)?;
     Ok(changed == 1)
@@ -239,12 +330,14 @@ pub fn advance_line(
     admitted: i64,
     head_seq: i64,
     rate_clock: DateTime<Utc>,
+    version: i64,
 ) -> DbResult<()> {
     diesel::update(queue_lines::table.find(concert_id))
         .set((
             queue_lines::active_count.eq(queue_lines::active_count + admitted),
             queue_lines::head_seq.eq(head_seq),
             queue_lines::rate_clock.eq(rate_clock.naive_utc()),
+            queue_lines::version.eq(version),
         ))
         .execute(conn)?;
     Ok(())
@@ -258,73 +351,130 @@ pub fn lines_with_waiting(conn: &mut AnyConnection) -> DbResult<Vec<ConcertId>> 
         .load(conn)?)
 }
 
-/// Takes waiting fans who stopped polling since `idle_since` out of the line.
+/// Takes waiting fans who stopped polling since `idle_since` out of the
+/// line, each line under its lock with its version raised; what changed,
+/// per line.
 pub fn drop_idle_waiters(
     conn: &mut AnyConnection,
     idle_since: DateTime<Utc>,
     reason: Ended,
     limit: i64,
-) -> DbResult<usize> {
-    let idle: Vec<(QueueTokenId, ConcertId, i64)> = queue_tokens::table
+) -> DbResult<Vec<LineChange>> {
+    let idle: Vec<QueueToken> = queue_tokens::table
         .filter(queue_tokens::status.eq(TokenStatus::Waiting))
         .filter(queue_tokens::last_seen_at.lt(idle_since.naive_utc()))
         .limit(limit)
-        .select((
-            queue_tokens::token,
-            queue_tokens::concert_id,
-            queue_tokens::seq,
-        ))
-        .load(conn)?;
-    let mut dropped = 0;
-    for (token, concert_id, seq) in idle {
-        let changed = diesel::update(queue_tokens::table.find(token))
-            .filter(queue_tokens::status.eq(TokenStatus::Waiting))
-            .set((
-                queue_tokens::status.eq(TokenStatus::Expired),
-                queue_tokens::ended_reason.eq(reason),
-            ))
-            .execute(conn)?;
-        if changed == 0 {
+        .select(TokenRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(QueueToken::from)
+        .collect();
+    let mut by_line: std::collections::BTreeMap<ConcertId, Vec<QueueToken>> = Default::default();
+    for token in idle {
+        by_line.entry(token.concert_id).or_default().push(token);
+    }
+    let mut changes = Vec::new();
+    // Lines in one order, each locked before its tokens: the order joins
+    // and admissions take them in too.
+    for (concert_id, tokens) in by_line {
+        let Some(line) = lock_line(conn, concert_id)? else {
+            continue;
+        };
+        let version = line.version + 1;
+        let mut dropped = Vec::new();
+        for mut token in tokens {
+            let changed = diesel::update(queue_tokens::table.find(token.token))
+                .filter(queue_tokens::status.eq(TokenStatus::Waiting))
+                .set((
+                    queue_tokens::status.eq(TokenStatus::Expired),
+                    queue_tokens::ended_reason.eq(reason),
+                    queue_tokens::version.eq(version),
+                ))
+                .execute(conn)?;
+            if changed == 0 {
+                continue;
+            }
+            count_dropout(conn, concert_id, token.seq)?;
+            token.status = TokenStatus::Expired;
+            token.ended_reason = Some(reason);
+            token.version = version;
+            dropped.push(token);
+        }
+        if dropped.is_empty() {
             continue;
         }
-        dropped += 1;
-        for node in dropout_index::nodes_to_update(seq) {
-            let row = (
-                queue_dropouts::concert_id.eq(concert_id),
-                queue_dropouts::node.eq(node),
-                queue_dropouts::dropped.eq(1),
-            );
-            ticket_runtime::on_backend!(conn, |c| diesel::insert_into(queue_dropouts::table)
-                .values(row)
-                .on_conflict((queue_dropouts::concert_id, queue_dropouts::node))
-                .do_update()
-                .set(queue_dropouts::dropped.eq(queue_dropouts::dropped + 1))
-                .execute(c))?;
-        }
+        set_line_version(conn, concert_id, version)?;
+        changes.push(LineChange {
+            concert_id,
+            from_version: line.version,
+            to_version: version,
+            tokens: dropped,
+        });
     }
-    Ok(dropped)
+    Ok(changes)
 }
 
-/// Ends an ACTIVE token and frees its place; false if it was not active.
+fn count_dropout(conn: &mut AnyConnection, concert_id: ConcertId, seq: i64) -> DbResult<()> {
+    for node in dropout_index::nodes_to_update(seq) {
+        let row = (
+            queue_dropouts::concert_id.eq(concert_id),
+            queue_dropouts::node.eq(node),
+            queue_dropouts::dropped.eq(1),
+        );
+        ticket_runtime::on_backend!(conn, |c| diesel::insert_into(queue_dropouts::table)
+            .values(row)
+            .on_conflict((queue_dropouts::concert_id, queue_dropouts::node))
+            .do_update()
+            .set(queue_dropouts::dropped.eq(queue_dropouts::dropped + 1))
+            .execute(c))?;
+    }
+    Ok(())
+}
+
+fn set_line_version(conn: &mut AnyConnection, concert_id: ConcertId, version: i64) -> DbResult<()> {
+    diesel::update(queue_lines::table.find(concert_id))
+        .set(queue_lines::version.eq(version))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Ends an ACTIVE token and frees its place, under the line's lock with
+/// its version raised; the token as it was left, or none if it was not
+/// active.
 pub fn end_active(
     conn: &mut AnyConnection,
     token: QueueTokenId,
     concert_id: ConcertId,
     reason: Ended,
-) -> DbResult<bool> {
+) -> DbResult<Option<LineChange>> {
+    let Some(line) = lock_line(conn, concert_id)? else {
+        return Ok(None);
+    };
+    let version = line.version + 1;
     let changed = diesel::update(queue_tokens::table.find(token))
         .filter(queue_tokens::status.eq(TokenStatus::Active))
         .set((
             queue_tokens::status.eq(TokenStatus::Expired),
             queue_tokens::ended_reason.eq(reason),
+            queue_tokens::version.eq(version),
         ))
         .execute(conn)?;
-    if changed == 1 {
-        diesel::update(queue_lines::table.find(concert_id))
-            .set(queue_lines::active_count.eq(queue_lines::active_count - 1))
-            .execute(conn)?;
+    if changed == 0 {
+        return Ok(None);
     }
-    Ok(changed == 1)
+    diesel::update(queue_lines::table.find(concert_id))
+        .set((
+            queue_lines::active_count.eq(queue_lines::active_count - 1),
+            queue_lines::version.eq(version),
+        ))
+        .execute(conn)?;
+    let ended = find(conn, token)?;
+    Ok(Some(LineChange {
+        concert_id,
+        from_version: line.version,
+        to_version: version,
+        tokens: ended.into_iter().collect(),
+    }))
 }
 
 /// Active tokens whose pass ran out.
@@ -339,4 +489,39 @@ pub fn lapsed_passes(
         .limit(limit)
         .select((queue_tokens::token, queue_tokens::concert_id))
         .load(conn)?)
+}
+
+/// Every line's change number.
+pub fn line_versions(conn: &mut AnyConnection) -> DbResult<Vec<(ConcertId, i64)>> {
+    Ok(queue_lines::table
+        .select((queue_lines::concert_id, queue_lines::version))
+        .load(conn)?)
+}
+
+/// The concert's tokens changed after change number `version`.
+pub fn changed_since(
+    conn: &mut AnyConnection,
+    concert_id: ConcertId,
+    version: i64,
+) -> DbResult<Vec<QueueToken>> {
+    Ok(queue_tokens::table
+        .filter(queue_tokens::concert_id.eq(concert_id))
+        .filter(queue_tokens::version.gt(version))
+        .select(TokenRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(QueueToken::from)
+        .collect())
+}
+
+/// The concert's tokens still in line (waiting or active).
+pub fn live_tokens(conn: &mut AnyConnection, concert_id: ConcertId) -> DbResult<Vec<QueueToken>> {
+    Ok(queue_tokens::table
+        .filter(queue_tokens::concert_id.eq(concert_id))
+        .filter(queue_tokens::status.eq_any([TokenStatus::Waiting, TokenStatus::Active]))
+        .select(TokenRow::as_select())
+        .load(conn)?
+        .into_iter()
+        .map(QueueToken::from)
+        .collect())
 }

@@ -5,6 +5,7 @@ diesel::table! {
         head_seq -> BigInt,
         active_count -> BigInt,
         rate_clock -> Timestamp,
+        version -> BigInt,
     }
 }
 
@@ -21,6 +22,7 @@ diesel::table! {
         last_seen_at -> Timestamp,
         created_at -> Timestamp,
         admitted_at -> Nullable<Timestamp>,
+        version -> BigInt,
     }
 }
 

@@ -262,22 +262,24 @@ async fn a_refund_handled_while_the_deadline_fails_the_payment_is_recorded() {
 /// `QueueTokenAdmitted`, and `active_count` counted twice, forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_admission_loops_at_once_admit_each_fan_once() {
+    use queue_service::domain::QueueToken;
     use queue_service::store;
     use ticket_runtime::ids::QueueTokenId;
     let (database, db) = service_db("admission", queue_service::SCHEMA).await;
     let concert = Uuid::now_v7();
     let fans = 5;
     db.transaction(move |tx| {
-        for _ in 0..fans {
-            store::join(
-                tx.conn(),
-                QueueTokenId::generate(),
-                Uuid::new_v4().into(),
-                concert.into(),
-                chrono::Utc::now(),
-            )?;
-        }
-        Ok::<_, DbError>(())
+        let now = chrono::Utc::now();
+        let line = store::open_line(tx.conn(), concert.into(), now)?;
+        let waiting: Vec<QueueToken> = (0..fans)
+            .map(|i| {
+                let user = Uuid::new_v4().into();
+                let seq = line.next_seq + i as i64;
+                let token = QueueTokenId::generate();
+                QueueToken::arriving(token, user, concert.into(), seq, line.version + 1, now)
+            })
+            .collect();
+        store::enqueue(tx.conn(), concert.into(), &waiting, now)
     })
     .await
     .unwrap();
@@ -298,6 +300,7 @@ async fn two_admission_loops_at_once_admit_each_fan_once() {
                 queue_service::app::admit(tx, concert.into(), &policy, &signer, chrono::Utc::now())
             })
             .await
+            .map(|change| change.map_or(0, |c| c.tokens.len()))
         })
     };
     let mut blocker = Blocker::lock(
