@@ -336,7 +336,21 @@ mod tests {
         }
         order.set(5000, true);
         order.set(9_999_999, false);
-        for probe in [0, 1, 2, 3, 100, 1023, 1024, 1025, 2500, 4999, 5000, 5001, 1 << 20] {
+        for probe in [
+            0,
+            1,
+            2,
+            3,
+            100,
+            1023,
+            1024,
+            1025,
+            2500,
+            4999,
+            5000,
+            5001,
+            1 << 20,
+        ] {
             let expected = waiting.range(..probe).count() as i64;
             assert_eq!(order.ahead_of(probe), expected, "ahead of {probe}");
         }

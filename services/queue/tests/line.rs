@@ -60,9 +60,15 @@ async fn line(postgres: bool, label: &str) -> (TestDatabase, Db, ConcertId) {
 }
 
 async fn instance(db: &Db, max_active: i64) -> Queue {
-    Queue::start(db.clone(), policy(max_active), &tuning(), signer(), Clock::system())
-        .await
-        .unwrap()
+    Queue::start(
+        db.clone(),
+        policy(max_active),
+        &tuning(),
+        signer(),
+        Clock::system(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn sql(db: &Db, statement: String) {
@@ -402,10 +408,7 @@ async fn a_second_instance_converges_within_the_bound(postgres: bool) {
     for fan in fans.iter().chain([&newcomer]) {
         let (a, b) = (poll(&first, fan).await, poll(&second, fan).await);
         assert_eq!((a.token.status, a.position), (b.token.status, b.position));
-        assert_eq!(
-            (b.token.status, b.position),
-            from_database(&db, &b).await
-        );
+        assert_eq!((b.token.status, b.position), from_database(&db, &b).await);
     }
 }
 

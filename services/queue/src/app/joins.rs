@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
 use ticket_runtime::{DbError, Tx};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{admit, Place, QueueError, Shared};
 use crate::domain::{LineChange, QueueToken};
@@ -56,11 +56,7 @@ pub(super) async fn commit_in_groups(
 
 async fn commit_group(shared: &Shared, group: Vec<Arrival>) {
     let fans: Vec<(UserId, ConcertId)> = group.iter().map(|a| (a.user, a.concert)).collect();
-    let (policy, signer, clock) = (
-        shared.policy.clone(),
-        shared.signer.clone(),
-        shared.clock,
-    );
+    let (policy, signer, clock) = (shared.policy.clone(), shared.signer.clone(), shared.clock);
     let committed = shared
         .db
         .transaction(move |tx| join_group(tx, &fans, &policy, &signer, clock.now()))
@@ -84,13 +80,10 @@ async fn commit_group(shared: &Shared, group: Vec<Arrival>) {
         let answer = match outcome {
             Outcome::Placed(created, token) => Ok((
                 created,
-                shared
-                    .index
-                    .place(token.token)
-                    .unwrap_or_else(|| Place {
-                        position: shared.index.ahead_of(token.concert_id, token.seq),
-                        token,
-                    }),
+                shared.index.place(token.token).unwrap_or_else(|| Place {
+                    position: shared.index.ahead_of(token.concert_id, token.seq),
+                    token,
+                }),
             )),
             Outcome::AlreadyThere(token, position) => Ok((false, Place { token, position })),
             Outcome::Refused(error) => Err(error),

@@ -16,10 +16,10 @@ use serde::Deserialize;
 use shared_events::{Envelope, QueueTokenAdmitted};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 use ticket_runtime::auth::pass::{PassClaims, PassSigner};
 use ticket_runtime::ids::{ConcertId, QueueTokenId, UserId};
 use ticket_runtime::{AnyConnection, Clock, Db, DbError, DbResult, Tx};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{AdmissionBudget, Ended, LineChange, QueuePolicy, QueueToken, TokenStatus};
 use crate::store;
@@ -129,7 +129,8 @@ impl Queue {
         concert: ConcertId,
     ) -> Result<(bool, Place), QueueError> {
         let (answer, answered) = oneshot::channel();
-        let stopped = || QueueError::Unexpected(DbError::Unavailable("the queue is stopping".into()));
+        let stopped =
+            || QueueError::Unexpected(DbError::Unavailable("the queue is stopping".into()));
         self.arrivals
             .send(Arrival {
                 user,
@@ -255,13 +256,8 @@ impl Queue {
     /// Writes, in one statement, that the waiting fans who polled since
     /// the last round are still there.
     pub async fn record_seen(&self) -> Result<(), DbError> {
-        let tokens = std::mem::take(
-            &mut *self
-                .shared
-                .seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let tokens =
+            std::mem::take(&mut *self.shared.seen.lock().unwrap_or_else(|p| p.into_inner()));
         if tokens.is_empty() {
             return Ok(());
         }
