@@ -47,6 +47,7 @@ retention_secs = 3600
 lease_ttl_ms = 15000
 
 [consumer]
+batch_size = 64
 max_attempts = 8
 backoff_initial_ms = 50
 backoff_max_ms = 5000
@@ -155,6 +156,10 @@ pub struct OutboxSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsumerSettings {
+    /// Most events applied in one local transaction: those that have
+    /// arrived when the consumer is ready for more, never waiting for more.
+    /// 1 applies each event in a transaction of its own.
+    pub batch_size: usize,
     /// Attempts at one event before it goes to the dead-letter topic.
     pub max_attempts: u32,
     pub backoff_initial_ms: u64,
