@@ -39,6 +39,7 @@ replication_factor = 1
 enable_idempotence = true
 fetch_wait_max_ms = 500
 message_timeout_ms = 10000
+linger_ms = 1
 
 [outbox]
 batch_size = 256
@@ -139,6 +140,11 @@ pub struct KafkaSettings {
     /// How long the producer tries to deliver one event before it reports
     /// the event as failed (the relay then publishes it again later).
     pub message_timeout_ms: u64,
+    /// How long the producer holds an event for others bound for the same
+    /// partition, to send them in one produce request (librdkafka's
+    /// `linger.ms`): each hop's latency grows by up to this, the broker's
+    /// work per event shrinks with the requests.
+    pub linger_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -430,6 +430,14 @@ impl EventConsumer {
 
         let mut rest = &events[..];
         while let Some(first) = rest.first() {
+            // One event needs no savepoint: the transaction is its own.
+            if rest.len() == 1 {
+                match self.apply_alone(first, None, stop).await {
+                    Alone::Settled(letter) => letters.extend(letter),
+                    Alone::Stopped => return false,
+                }
+                break;
+            }
             let batch = rest
                 .iter()
                 .map(|event| (event.envelope.clone(), event.span.clone()))
