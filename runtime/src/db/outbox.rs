@@ -80,9 +80,11 @@ pub(crate) fn enqueue_all(conn: &mut AnyConnection, rows: &[NewOutboxRow]) -> Qu
                 )
             })
             .collect();
-        crate::on_backend!(&mut *conn, |c| diesel::insert_into(outbox::table)
-            .values(&values)
-            .execute(c))?;
+        let insert = diesel::insert_into(outbox::table).values(&values);
+        match &mut *conn {
+            AnyConnection::Sqlite(c) => insert.execute(c)?,
+            AnyConnection::Postgresql(c) => insert.execute(c)?,
+        };
     }
     Ok(())
 }
