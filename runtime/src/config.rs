@@ -39,6 +39,7 @@ replication_factor = 1
 enable_idempotence = true
 fetch_wait_max_ms = 500
 message_timeout_ms = 10000
+linger_ms = 1
 
 [outbox]
 batch_size = 256
@@ -47,6 +48,7 @@ retention_secs = 3600
 lease_ttl_ms = 15000
 
 [consumer]
+batch_size = 64
 max_attempts = 8
 backoff_initial_ms = 50
 backoff_max_ms = 5000
@@ -142,6 +144,11 @@ pub struct KafkaSettings {
     /// How long the producer tries to deliver one event before it reports
     /// the event as failed (the relay then publishes it again later).
     pub message_timeout_ms: u64,
+    /// How long the producer holds an event for others bound for the same
+    /// partition, to send them in one produce request (librdkafka's
+    /// `linger.ms`): each hop's latency grows by up to this, the broker's
+    /// work per event shrinks with the requests.
+    pub linger_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +166,10 @@ pub struct OutboxSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConsumerSettings {
+    /// Most events applied in one local transaction: those that have
+    /// arrived when the consumer is ready for more, never waiting for more.
+    /// 1 applies each event in a transaction of its own.
+    pub batch_size: usize,
     /// Attempts at one event before it goes to the dead-letter topic.
     pub max_attempts: u32,
     pub backoff_initial_ms: u64,

@@ -53,10 +53,12 @@ const RUNTIME_MIGRATIONS: Migrations = Migrations {
 };
 
 /// A database transaction in progress. Events published through it are
-/// written to the outbox in the same transaction as the state they describe.
+/// written to the outbox in the same transaction as the state they describe:
+/// kept here until the transaction's work is done, then written together in
+/// one statement just before COMMIT.
 pub struct Tx<'c> {
     conn: &'c mut AnyConnection,
-    published: usize,
+    outbox: Vec<outbox::NewOutboxRow>,
 }
 
 impl Tx<'_> {
@@ -66,8 +68,7 @@ impl Tx<'_> {
 
     /// Stores `envelope` in the outbox; it leaves only if this transaction commits.
     pub fn publish(&mut self, envelope: &Envelope) -> DbResult<()> {
-        outbox::enqueue(self.conn, envelope)?;
-        self.published += 1;
+        self.outbox.push(outbox::NewOutboxRow::of(envelope));
         Ok(())
     }
 
@@ -79,6 +80,27 @@ impl Tx<'_> {
         event: impl Into<shared_events::Event>,
     ) -> DbResult<()> {
         self.publish(&Envelope::caused_by(cause, event))
+    }
+
+    /// Runs `f` inside a savepoint: if it fails, what it changed and
+    /// published is undone and the rest of the transaction stands. The
+    /// outer error is the savepoint's own: the transaction can then no
+    /// longer be trusted and must be rolled back as a whole.
+    pub(crate) fn savepoint<T, E, F>(&mut self, f: F) -> DbResult<Result<T, E>>
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    {
+        self.conn.batch_execute("SAVEPOINT step")?;
+        let published_before = self.outbox.len();
+        let outcome = f(self);
+        if outcome.is_ok() {
+            self.conn.batch_execute("RELEASE SAVEPOINT step")?;
+        } else {
+            self.outbox.truncate(published_before);
+            self.conn
+                .batch_execute("ROLLBACK TO SAVEPOINT step; RELEASE SAVEPOINT step")?;
+        }
+        Ok(outcome)
     }
 }
 
@@ -140,7 +162,12 @@ impl Db {
                 .min_idle(Some(1))
                 .connection_timeout(timeout);
             if backend == Backend::Sqlite {
-                builder = builder.connection_customizer(Box::new(SqlitePragmas));
+                // A file connection does not go stale between uses: no
+                // `SELECT 1` before each checkout (one statement saved per
+                // transaction, and per relay step).
+                builder = builder
+                    .connection_customizer(Box::new(SqlitePragmas))
+                    .test_on_check_out(false);
             }
             builder
                 .build(ConnectionManager::<AnyConnection>::new(target))
@@ -294,18 +321,22 @@ where
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
         let mut tx = Tx {
             conn: &mut *conn,
-            published: 0,
+            outbox: Vec::new(),
         };
-        f(&mut tx).map(|value| (value, tx.published))
+        f(&mut tx).map(|value| (value, tx.outbox))
     }));
     match outcome {
-        Ok(Ok(done)) => match conn.batch_execute("COMMIT") {
-            Ok(()) => Ok(done),
-            Err(e) => {
-                let _ = conn.batch_execute("ROLLBACK");
-                Err(TxFailure::Database(e))
+        Ok(Ok((value, published))) => {
+            let written =
+                outbox::enqueue_all(conn, &published).and_then(|()| conn.batch_execute("COMMIT"));
+            match written {
+                Ok(()) => Ok((value, published.len())),
+                Err(e) => {
+                    let _ = conn.batch_execute("ROLLBACK");
+                    Err(TxFailure::Database(e))
+                }
             }
-        },
+        }
         Ok(Err(e)) => {
             let _ = conn.batch_execute("ROLLBACK");
             Err(TxFailure::Body(e))

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use ticket_runtime::db::outbox::pending_count;
 use ticket_runtime::dev::testkit::{self, eventually, TestDatabase};
-use ticket_runtime::messaging::consumer::apply_once;
+use ticket_runtime::messaging::consumer::{apply_batch, apply_once, BatchOutcome, EventOutcome};
 use ticket_runtime::messaging::relay::OutboxRelay;
 use ticket_runtime::{
     Db, DbError, EventHandler, HandlerError, Migrations, NoServiceSettings, ServiceRuntime,
@@ -46,6 +46,8 @@ const SCHEMA: Migrations = Migrations {
 
 /// An amount the consumer can never apply: it fails every attempt.
 const POISON: i64 = 13;
+/// An amount the consumer refuses outright (dead-lettered at once).
+const REJECTED: i64 = 17;
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Recorder {
@@ -71,6 +73,9 @@ impl EventHandler for Recorder {
         };
         if charge.amount == POISON {
             return Err(anyhow::anyhow!("amount {POISON} is poison").into());
+        }
+        if charge.amount == REJECTED {
+            return Err(HandlerError::Rejected(format!("amount {REJECTED}")));
         }
         let position: i64 = effects::table
             .count()
@@ -979,4 +984,239 @@ async fn a_transaction_aborted_by_a_deadlock_runs_again_whole() {
         .await
         .unwrap();
     assert_eq!(amounts, vec![2, 2], "each transfer applied once");
+}
+
+/// Records each charge as an effect and publishes an echo of it (ten times
+/// the amount) before deciding: a rejected or failing charge has changed
+/// and published something that must be undone.
+struct Echo;
+
+impl EventHandler for Echo {
+    fn name(&self) -> &str {
+        "echo"
+    }
+
+    fn topics(&self) -> Vec<Topic> {
+        vec![Topic::BalanceEvents]
+    }
+
+    fn handles(&self, event_type: EventType) -> bool {
+        event_type == EventType::BalanceCharged
+    }
+
+    fn handle(&self, tx: &mut Tx<'_>, event: &Envelope) -> Result<(), HandlerError> {
+        let Event::BalanceCharged(charge) = &event.event else {
+            return Err(HandlerError::Rejected("not a charge".into()));
+        };
+        let position: i64 = effects::table
+            .count()
+            .get_result(tx.conn())
+            .map_err(DbError::from)?;
+        diesel::insert_into(effects::table)
+            .values((
+                effects::event_id.eq(event.event_id.to_string()),
+                effects::amount.eq(charge.amount),
+                effects::position.eq(position + 1),
+            ))
+            .execute(tx.conn())
+            .map_err(DbError::from)?;
+        tx.publish(&Envelope::new(BalanceCharged {
+            amount: charge.amount * 10,
+            ..charge.clone()
+        }))?;
+        match charge.amount {
+            REJECTED => Err(HandlerError::Rejected(format!("amount {REJECTED}"))),
+            POISON => Err(anyhow::anyhow!("amount {POISON} is poison").into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct OutboxPayload {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    payload: String,
+}
+
+/// The amounts of the events in `db`'s outbox, in commit-sequence order.
+async fn outbox_amounts(db: &Db) -> Vec<i64> {
+    let payloads = db
+        .run(|conn| {
+            diesel::sql_query("SELECT payload FROM outbox ORDER BY seq")
+                .load::<OutboxPayload>(conn)
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+    payloads
+        .iter()
+        .map(
+            |row| match shared_events::Envelope::decode(row.payload.as_bytes()) {
+                Ok(shared_events::Decoded::Known(envelope)) => match envelope.event {
+                    Event::BalanceCharged(charge) => charge.amount,
+                    other => panic!("not a charge: {other:?}"),
+                },
+                other => panic!("undecodable outbox row: {other:?}"),
+            },
+        )
+        .collect()
+}
+
+async fn deliver(db: &Db, events: &[Arc<Envelope>]) -> BatchOutcome {
+    let batch = events
+        .iter()
+        .map(|event| (event.clone(), tracing::Span::none()))
+        .collect();
+    apply_batch(db, Arc::new(Echo), batch)
+        .await
+        .expect("the batch transaction commits")
+}
+
+fn amounts_of(rows: &[(String, i64, i64, Option<String>)]) -> Vec<i64> {
+    rows.iter().map(|row| row.1).collect()
+}
+
+async fn batch_keeps_each_event_to_itself(postgres: bool) {
+    testkit::init_tracing();
+    let database = TestDatabase::on(postgres, "batch");
+    // A database without a relay: what the batches wrote stays in its outbox.
+    let db = Db::connect(&settings(&database, "").database, SCHEMA)
+        .await
+        .unwrap();
+    let rejected = || EventOutcome::Rejected(format!("amount {REJECTED}"));
+    let events: Vec<Arc<Envelope>> = [(1, "k"), (REJECTED, "j"), (2, "k"), (3, "i")]
+        .into_iter()
+        .map(|(amount, member)| Arc::new(charge(amount, member)))
+        .collect();
+
+    let first = deliver(&db, &events).await;
+    assert!(first.failed.is_none());
+    use EventOutcome::{Applied, Duplicate};
+    assert_eq!(first.outcomes, vec![Applied, rejected(), Applied, Applied]);
+    let rows = effects_in(&db).await;
+    assert_eq!(amounts_of(&rows), vec![1, 2, 3], "the rest, in batch order");
+    assert_eq!(
+        outbox_amounts(&db).await,
+        vec![10, 20, 30],
+        "the rejected event's echo was undone with it"
+    );
+
+    // The same batch again (a redelivery): nothing changes; the rejected
+    // event is rejected again, as nothing of it was kept.
+    let again = deliver(&db, &events).await;
+    assert_eq!(
+        again.outcomes,
+        vec![Duplicate, rejected(), Duplicate, Duplicate]
+    );
+    assert_eq!(effects_in(&db).await, rows);
+    assert_eq!(outbox_amounts(&db).await, vec![10, 20, 30]);
+
+    // An event twice in one batch is applied once.
+    let twice = Arc::new(charge(4, "h"));
+    let outcome = deliver(&db, &[twice.clone(), twice]).await;
+    assert_eq!(outcome.outcomes, vec![Applied, Duplicate]);
+
+    // An event that fails ends the batch: what came before it commits,
+    // neither it nor what comes after is applied.
+    let outcome = deliver(
+        &db,
+        &[
+            Arc::new(charge(5, "k")),
+            Arc::new(charge(POISON, "k")),
+            Arc::new(charge(6, "k")),
+        ],
+    )
+    .await;
+    assert_eq!(outcome.outcomes, vec![Applied]);
+    let failure = outcome.failed.expect("the poison event failed");
+    assert!(format!("{failure:#}").contains("poison"), "{failure:#}");
+    assert_eq!(amounts_of(&effects_in(&db).await), vec![1, 2, 3, 4, 5]);
+    assert_eq!(outbox_amounts(&db).await, vec![10, 20, 30, 40, 50]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_undoes_a_rejected_event_alone_and_a_redelivered_batch_changes_nothing_sqlite() {
+    batch_keeps_each_event_to_itself(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_undoes_a_rejected_event_alone_and_a_redelivered_batch_changes_nothing_postgres() {
+    batch_keeps_each_event_to_itself(true).await;
+}
+
+/// Events that are all there when the consumer starts arrive together:
+/// they are applied in fewer transactions than events, each key's in its
+/// order, and the one the handler rejects is dead-lettered alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_applied_in_batches_in_order_per_key_with_its_rejected_event_dead_lettered() {
+    testkit::init_tracing();
+    let (db_a, db_b) = (TestDatabase::sqlite("a"), TestDatabase::sqlite("b"));
+    let prefix = testkit::unique_prefix();
+    let a = ServiceRuntime::start(Service::MemberBalance, settings(&db_a, &prefix), SCHEMA)
+        .await
+        .expect("service A starts");
+    let mut b = ServiceRuntime::start(Service::Payment, settings(&db_b, &prefix), SCHEMA)
+        .await
+        .expect("service B starts");
+    let members = ["m0", "m1", "m2", "m3"];
+    let mut sent: Vec<(&str, i64)> = Vec::new();
+    for round in 0..6 {
+        for member in members {
+            let amount = if (round, member) == (3, "m2") {
+                REJECTED
+            } else {
+                1000 + 10 * round + sent.len() as i64
+            };
+            charge_in_a(&a.db, charge(amount, member)).await;
+            sent.push((member, amount));
+        }
+    }
+    eventually(WAIT, "A's outbox to drain", || async {
+        outbox_empty(&a.db).await.then_some(())
+    })
+    .await;
+
+    b.consume(Arc::new(Recorder {
+        name: "recorder".into(),
+    }));
+    let applied = sent.len() - 1;
+    let rows = eventually(WAIT, "the backlog applied", || async {
+        let rows = effects_in(&b.db).await;
+        (rows.len() == applied).then_some(rows)
+    })
+    .await;
+    let count = |outcome: &str| {
+        b.metrics
+            .events_consumed
+            .with_label_values(&["recorder", "BalanceCharged", outcome])
+            .get()
+    };
+    eventually(WAIT, "the rejected event's letter", || async {
+        (count("dead_lettered") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(count("applied"), applied as u64);
+    let amounts = amounts_of(&rows);
+    for member in members {
+        let expected: Vec<i64> = sent
+            .iter()
+            .filter(|(m, amount)| *m == member && *amount != REJECTED)
+            .map(|(_, amount)| *amount)
+            .collect();
+        let seen: Vec<i64> = amounts
+            .iter()
+            .copied()
+            .filter(|amount| expected.contains(amount))
+            .collect();
+        assert_eq!(seen, expected, "{member}'s events in their order");
+    }
+    let transactions = b
+        .metrics
+        .handler_duration
+        .with_label_values(&["recorder"])
+        .get_sample_count();
+    assert!(
+        transactions < applied as u64,
+        "{applied} events in {transactions} transactions"
+    );
 }

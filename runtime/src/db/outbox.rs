@@ -10,16 +10,32 @@ use super::connection::{AnyConnection, DbError, DbResult};
 use super::schema::{outbox, outbox_relay_lease};
 use crate::ops::telemetry;
 
-#[derive(Insertable)]
-#[diesel(table_name = outbox)]
-struct NewOutboxRow<'a> {
+/// An event published in a transaction that has not committed yet: kept
+/// in the transaction's memory and written with the others it published
+/// in one statement just before COMMIT ([`enqueue_all`]).
+pub(crate) struct NewOutboxRow {
     event_id: String,
-    topic: &'a str,
-    partition_key: &'a str,
-    event_type: &'a str,
+    topic: &'static str,
+    partition_key: String,
+    event_type: &'static str,
     payload: String,
+    /// The trace of the code that published it, read when it did.
     traceparent: Option<String>,
     created_at: NaiveDateTime,
+}
+
+impl NewOutboxRow {
+    pub(crate) fn of(envelope: &Envelope) -> NewOutboxRow {
+        NewOutboxRow {
+            event_id: envelope.event_id.to_string(),
+            topic: envelope.topic().name(),
+            partition_key: envelope.partition_key.clone(),
+            event_type: envelope.event_type().as_str(),
+            payload: envelope.to_json(),
+            traceparent: telemetry::current_traceparent(),
+            created_at: now(),
+        }
+    }
 }
 
 /// A row waiting to be published.
@@ -39,20 +55,38 @@ pub(crate) fn now() -> NaiveDateTime {
     Utc::now().naive_utc()
 }
 
-/// Writes `envelope` in the caller's transaction, with the current trace.
-pub(crate) fn enqueue(conn: &mut AnyConnection, envelope: &Envelope) -> QueryResult<()> {
-    diesel::insert_into(outbox::table)
-        .values(NewOutboxRow {
-            event_id: envelope.event_id.to_string(),
-            topic: envelope.topic().name(),
-            partition_key: &envelope.partition_key,
-            event_type: envelope.event_type().as_str(),
-            payload: envelope.to_json(),
-            traceparent: telemetry::current_traceparent(),
-            created_at: now(),
-        })
-        .execute(conn)
-        .map(|_| ())
+/// Rows per INSERT: well under both engines' limits on bound parameters
+/// (SQLite 32,766, PostgreSQL 65,535; seven a row).
+const ROWS_PER_INSERT: usize = 1000;
+
+/// Writes the rows in the caller's transaction, in their order (which is
+/// the order of their `seq`): one statement for up to [`ROWS_PER_INSERT`].
+pub(crate) fn enqueue_all(conn: &mut AnyConnection, rows: &[NewOutboxRow]) -> QueryResult<()> {
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        // Values spelled out, not derived: a derived `Option` field means
+        // DEFAULT when `None`, and diesel then inserts SQLite's rows one by
+        // one in a transaction of its own (refused inside ours).
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|row| {
+                (
+                    outbox::event_id.eq(&row.event_id),
+                    outbox::topic.eq(row.topic),
+                    outbox::partition_key.eq(&row.partition_key),
+                    outbox::event_type.eq(row.event_type),
+                    outbox::payload.eq(&row.payload),
+                    outbox::traceparent.eq(row.traceparent.as_deref()),
+                    outbox::created_at.eq(row.created_at),
+                )
+            })
+            .collect();
+        let insert = diesel::insert_into(outbox::table).values(&values);
+        match &mut *conn {
+            AnyConnection::Sqlite(c) => insert.execute(c)?,
+            AnyConnection::Postgresql(c) => insert.execute(c)?,
+        };
+    }
+    Ok(())
 }
 
 /// Rows not yet acknowledged by the broker: how many, and when the oldest

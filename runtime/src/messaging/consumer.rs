@@ -1,13 +1,23 @@
-//! Idempotent event consumption. For each message: decode, and in one local
-//! transaction check `(consumer, event_id)`, apply the handler's effects
-//! (which may publish events through the outbox) and record the pair; only
-//! after that commit is the offset stored, for librdkafka to commit on its
-//! interval (`consumer.commit_interval_ms`). A redelivered event therefore
-//! changes nothing. Messages that break the contract (see `PoisonKind`), that
-//! the handler rejects, or that keep failing go to `<topic>.dlq` with the
-//! reason.
+//! Idempotent event consumption, in batches. The messages that have
+//! arrived (up to `consumer.batch_size`, without waiting for more) are
+//! decoded and applied in arrival order — so in order per partition — in
+//! one local transaction: each event inside a savepoint that checks
+//! `(consumer, event_id)`, applies the handler's effects and records the
+//! pair; the events the handlers published are written to the outbox in
+//! one statement at the end; then one COMMIT. Only after that commit are
+//! the offsets stored, for librdkafka to commit on its interval
+//! (`consumer.commit_interval_ms`), and the handlers' `committed` called.
+//! A redelivered event therefore changes nothing.
+//!
+//! An event the handler rejects is undone alone (its savepoint) and goes to
+//! `<topic>.dlq` after the commit; the others' work stands. An event that
+//! fails otherwise ends the batch there: what came before it commits, it is
+//! retried alone with backoff (and dead-lettered when it keeps failing), and
+//! the events after it form the next batch. Messages that break the
+//! contract (see `PoisonKind`) go to `<topic>.dlq` with the reason.
 
 use chrono::Utc;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
@@ -107,6 +117,72 @@ impl crate::db::Transient for HandlerError {
 pub enum Outcome {
     Applied,
     Duplicate,
+}
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    Applied,
+    Duplicate,
+    /// The handler refused it ([`HandlerError::Rejected`]): what it did was
+    /// undone, and the other events' work stands.
+    Rejected(String),
+}
+
+/// What one batch transaction committed: an outcome for each event, in
+/// order, up to the first event that failed otherwise. That event (`failed`,
+/// with its error) was undone, and the events after it were not tried.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    pub outcomes: Vec<EventOutcome>,
+    pub failed: Option<HandlerError>,
+}
+
+/// Applies `events` in order in one transaction, each in a savepoint and
+/// unless `(consumer, event_id)` was already recorded (also by an earlier
+/// event of the same batch), inside its span. Stops at the first event that
+/// fails other than by rejection (see [`BatchOutcome`]). An error is the
+/// transaction's as a whole (the database is down, a savepoint could not
+/// be rolled back, a handler panicked): nothing of the batch committed.
+/// Public so that tests can deliver batches directly.
+pub async fn apply_batch(
+    db: &Db,
+    handler: Arc<dyn EventHandler>,
+    events: Vec<(Arc<Envelope>, tracing::Span)>,
+) -> Result<BatchOutcome, HandlerError> {
+    db.transaction(move |tx| {
+        let consumer = handler.name().to_string();
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (event, span) in &events {
+            let _entered = span.enter();
+            let applied = tx.savepoint(|tx| {
+                let event_id = event.event_id.to_string();
+                if processed::already_applied(tx.conn(), &consumer, &event_id)? {
+                    return Ok(EventOutcome::Duplicate);
+                }
+                handler.handle(tx, event)?;
+                processed::record_applied(tx.conn(), &consumer, &event_id)?;
+                Ok::<_, HandlerError>(EventOutcome::Applied)
+            })?;
+            match applied {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(HandlerError::Rejected(reason)) => {
+                    outcomes.push(EventOutcome::Rejected(reason))
+                }
+                Err(error) => {
+                    return Ok(BatchOutcome {
+                        outcomes,
+                        failed: Some(error),
+                    })
+                }
+            }
+        }
+        Ok(BatchOutcome {
+            outcomes,
+            failed: None,
+        })
+    })
+    .await
 }
 
 /// Runs `handler` inside one transaction unless `(consumer, event_id)` was
@@ -255,25 +331,44 @@ impl EventConsumer {
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topic_refs)?;
         tracing::info!(consumer = self.handler.name(), ?topics, "consuming");
-        loop {
-            let message = tokio::select! {
-                _ = stop.cancelled() => break,
-                message = consumer.recv() => message,
-            };
-            match message {
-                Ok(message) => {
-                    if !self.process(&message, &stop).await {
-                        break;
+        let most = self.settings.batch_size.max(1);
+        {
+            let mut messages = consumer.stream();
+            loop {
+                let first = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    message = messages.next() => message,
+                };
+                let mut batch = match first {
+                    Some(Ok(message)) => vec![message],
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
                     }
-                    // Only now, after the local commit (or the dead letter's
-                    // acknowledgement), may the position move past it.
-                    if let Err(error) = consumer.store_offset_from_message(&message) {
-                        tracing::warn!(%error, "offset store failed; the event may be redelivered");
+                    None => break,
+                };
+                // What has already arrived joins the batch; nothing waits
+                // for more.
+                while batch.len() < most {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(message))) => batch.push(message),
+                        Some(Some(Err(error))) => {
+                            tracing::warn!(%error, "consumer error");
+                            break;
+                        }
+                        Some(None) | None => break,
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "consumer error");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                if !self.process(&batch, &stop).await {
+                    break;
+                }
+                // Only now, after the local commit (and the dead letters'
+                // acknowledgements), may the positions move past them.
+                for message in &batch {
+                    if let Err(error) = consumer.store_offset_from_message(message) {
+                        tracing::warn!(%error, "offset store failed; the event may be redelivered");
+                    }
                 }
             }
         }
@@ -289,82 +384,204 @@ impl EventConsumer {
         Ok(())
     }
 
-    /// Handles one message to a defined end. Returns false if stopped midway
-    /// (the offset is then not committed and the message comes again).
-    async fn process(&self, message: &BorrowedMessage<'_>, stop: &CancellationToken) -> bool {
-        let consumer = self.handler.name().to_string();
-        let envelope = match self.admit(message) {
-            Ok(envelope) => Arc::new(envelope),
-            Err(poison) => {
-                let reason = poison.to_string();
-                return self
-                    .dead_letter(message, &reason, poison.event_type, 0, stop)
-                    .await;
+    /// Handles a batch of messages, each to a defined end: applied (or a
+    /// duplicate, or ignored) and committed, or dead-lettered. Returns false
+    /// if stopped midway (the offsets are then not stored and the messages
+    /// come again; what committed changes nothing the second time).
+    async fn process(&self, messages: &[BorrowedMessage<'_>], stop: &CancellationToken) -> bool {
+        let consumer = self.handler.name();
+        // Sent once the events before them are settled, in message order.
+        let mut letters: Vec<Letter> = Vec::new();
+        let mut events: Vec<Admitted> = Vec::with_capacity(messages.len());
+        for (index, message) in messages.iter().enumerate() {
+            let envelope = match self.admit(message) {
+                Ok(envelope) => envelope,
+                Err(poison) => {
+                    letters.push(Letter {
+                        index,
+                        reason: poison.to_string(),
+                        event_type: poison.event_type,
+                        attempts: 0,
+                    });
+                    continue;
+                }
+            };
+            let event_type = envelope.event_type();
+            if !self.handler.handles(event_type) {
+                self.count(consumer, event_type.as_str(), "ignored");
+                continue;
             }
-        };
-        let event_type = envelope.event_type();
-        if !self.handler.handles(event_type) {
-            self.count(&consumer, event_type.as_str(), "ignored");
-            return true;
+            let span = tracing::info_span!(
+                "event.consume",
+                consumer = %consumer,
+                event_type = %event_type,
+                event_id = %envelope.event_id,
+                correlation_id = %envelope.correlation_id,
+            );
+            if let Some(traceparent) = header(message, headers::TRACEPARENT) {
+                telemetry::continue_trace(&span, &traceparent);
+            }
+            events.push(Admitted {
+                index,
+                envelope: Arc::new(envelope),
+                span,
+            });
         }
 
-        let span = tracing::info_span!(
-            "event.consume",
-            consumer = %consumer,
-            event_type = %event_type,
-            event_id = %envelope.event_id,
-            correlation_id = %envelope.correlation_id,
-        );
-        if let Some(traceparent) = header(message, headers::TRACEPARENT) {
-            telemetry::continue_trace(&span, &traceparent);
+        let mut rest = &events[..];
+        while let Some(first) = rest.first() {
+            // One event needs no savepoint: the transaction is its own.
+            if rest.len() == 1 {
+                match self.apply_alone(first, None, stop).await {
+                    Alone::Settled(letter) => letters.extend(letter),
+                    Alone::Stopped => return false,
+                }
+                break;
+            }
+            let batch = rest
+                .iter()
+                .map(|event| (event.envelope.clone(), event.span.clone()))
+                .collect();
+            let started = Instant::now();
+            let result = apply_batch(&self.db, self.handler.clone(), batch).await;
+            self.metrics
+                .handler_duration
+                .with_label_values(&[consumer])
+                .observe(started.elapsed().as_secs_f64());
+            let (alone, failure) = match result {
+                Ok(BatchOutcome { outcomes, failed }) => {
+                    let settled = outcomes.len();
+                    for (event, outcome) in rest.iter().zip(outcomes) {
+                        if let Some(letter) = self.settled(event, outcome, 1) {
+                            letters.push(letter);
+                        }
+                    }
+                    rest = &rest[settled..];
+                    match (rest.first(), failed) {
+                        (Some(failing), Some(error)) => (failing, Some(error)),
+                        _ => continue,
+                    }
+                }
+                // The transaction failed as a whole (the database is down,
+                // a handler panicked): no event's fault yet. The first goes
+                // alone, so that a failure is pinned on the event it is.
+                Err(error) => {
+                    tracing::warn!(consumer, events = rest.len(), error = %format!("{error:#}"), "batch failed as a whole; applying its first event alone");
+                    (first, None)
+                }
+            };
+            match self.apply_alone(alone, failure, stop).await {
+                Alone::Settled(letter) => letters.extend(letter),
+                Alone::Stopped => return false,
+            }
+            rest = &rest[1..];
         }
+
+        letters.sort_by_key(|letter| letter.index);
+        for letter in letters {
+            let message = &messages[letter.index];
+            if !self
+                .dead_letter(
+                    message,
+                    &letter.reason,
+                    letter.event_type,
+                    letter.attempts,
+                    stop,
+                )
+                .await
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Counts a committed outcome and calls the handler's `committed` for an
+    /// applied event; a rejected one becomes a letter after `attempts`.
+    fn settled(&self, event: &Admitted, outcome: EventOutcome, attempts: u32) -> Option<Letter> {
+        let consumer = self.handler.name();
+        let event_type = event.envelope.event_type();
+        match outcome {
+            EventOutcome::Applied => {
+                self.handler.committed(&event.envelope);
+                self.count(consumer, event_type.as_str(), "applied");
+                None
+            }
+            EventOutcome::Duplicate => {
+                self.count(consumer, event_type.as_str(), "duplicate");
+                None
+            }
+            EventOutcome::Rejected(reason) => Some(Letter {
+                index: event.index,
+                reason: format!("rejected: {reason}"),
+                event_type: Some(event_type),
+                attempts,
+            }),
+        }
+    }
+
+    /// Applies one event in a transaction of its own until it commits, the
+    /// handler rejects it, or it has failed `consumer.max_attempts` times
+    /// (counting `failure`, its failure in the batch), with backoff between
+    /// attempts.
+    async fn apply_alone(
+        &self,
+        event: &Admitted,
+        mut failure: Option<HandlerError>,
+        stop: &CancellationToken,
+    ) -> Alone {
+        let consumer = self.handler.name();
+        let event_type = event.envelope.event_type();
         let mut attempt = 0u32;
         let mut backoff = Duration::from_millis(self.settings.backoff_initial_ms.max(1));
         loop {
+            if let Some(error) = failure.take() {
+                if let HandlerError::Rejected(reason) = error {
+                    return Alone::Settled(self.settled(
+                        event,
+                        EventOutcome::Rejected(reason),
+                        attempt + 1,
+                    ));
+                }
+                // A database that is down is not this event's fault: wait
+                // without spending the event's attempts.
+                let infrastructure = matches!(&error, HandlerError::Db(DbError::Unavailable(_)));
+                if !infrastructure {
+                    attempt += 1;
+                }
+                if attempt >= self.settings.max_attempts {
+                    return Alone::Settled(Some(Letter {
+                        index: event.index,
+                        reason: format!(
+                            "retries_exhausted: failed {attempt} times; last error: {error:#}"
+                        ),
+                        event_type: Some(event_type),
+                        attempts: attempt,
+                    }));
+                }
+                tracing::warn!(parent: &event.span, attempt, error = %format!("{error:#}"), "event handling failed; retrying");
+                if !crate::ops::jobs::pause(stop, backoff).await {
+                    return Alone::Stopped;
+                }
+                backoff = (backoff * 2).min(Duration::from_millis(self.settings.backoff_max_ms));
+            }
             let started = Instant::now();
-            let result = apply_once(&self.db, self.handler.clone(), envelope.clone())
-                .instrument(span.clone())
+            let result = apply_once(&self.db, self.handler.clone(), event.envelope.clone())
+                .instrument(event.span.clone())
                 .await;
             self.metrics
                 .handler_duration
-                .with_label_values(&[&consumer])
+                .with_label_values(&[consumer])
                 .observe(started.elapsed().as_secs_f64());
-            let error = match result {
+            match result {
                 Ok(Outcome::Applied) => {
-                    self.handler.committed(&envelope);
-                    self.count(&consumer, event_type.as_str(), "applied");
-                    return true;
+                    return Alone::Settled(self.settled(event, EventOutcome::Applied, 0))
                 }
                 Ok(Outcome::Duplicate) => {
-                    self.count(&consumer, event_type.as_str(), "duplicate");
-                    return true;
+                    return Alone::Settled(self.settled(event, EventOutcome::Duplicate, 0))
                 }
-                Err(HandlerError::Rejected(reason)) => {
-                    let reason = format!("rejected: {reason}");
-                    return self
-                        .dead_letter(message, &reason, Some(event_type), attempt + 1, stop)
-                        .await;
-                }
-                Err(error) => error,
-            };
-            // A database that is down is not this event's fault: wait without
-            // spending the event's attempts.
-            let infrastructure = matches!(&error, HandlerError::Db(DbError::Unavailable(_)));
-            if !infrastructure {
-                attempt += 1;
+                Err(error) => failure = Some(error),
             }
-            if attempt >= self.settings.max_attempts {
-                let reason =
-                    format!("retries_exhausted: failed {attempt} times; last error: {error:#}");
-                return self
-                    .dead_letter(message, &reason, Some(event_type), attempt, stop)
-                    .await;
-            }
-            tracing::warn!(parent: &span, attempt, error = %format!("{error:#}"), "event handling failed; retrying");
-            if !crate::ops::jobs::pause(stop, backoff).await {
-                return false;
-            }
-            backoff = (backoff * 2).min(Duration::from_millis(self.settings.backoff_max_ms));
         }
     }
 
@@ -527,6 +744,30 @@ impl EventConsumer {
             .with_label_values(&[consumer, event_type, outcome])
             .inc();
     }
+}
+
+/// A decoded event of a batch that this consumer handles.
+struct Admitted {
+    /// Its message's place in the batch.
+    index: usize,
+    envelope: Arc<Envelope>,
+    span: tracing::Span,
+}
+
+/// A message of a batch bound for the dead-letter topic.
+struct Letter {
+    index: usize,
+    reason: String,
+    event_type: Option<EventType>,
+    attempts: u32,
+}
+
+/// How an event applied alone ended.
+enum Alone {
+    /// Committed, or to be dead-lettered with this letter.
+    Settled(Option<Letter>),
+    /// Stopped before either.
+    Stopped,
 }
 
 fn header(message: &BorrowedMessage<'_>, name: &str) -> Option<String> {

@@ -172,7 +172,7 @@ fn new_producer(settings: &KafkaSettings, client_id: &str) -> Result<EventProduc
             "enable.idempotence",
             settings.enable_idempotence.to_string(),
         )
-        .set("linger.ms", "1")
+        .set("linger.ms", settings.linger_ms.to_string())
         // librdkafka's default, set so that tools can count on it: a key's
         // partition is CRC-32(key) mod the partition count, which is how
         // `ticketctl saga` finds one saga's events without reading them all.

@@ -11,9 +11,17 @@
 //! on the next drain, after the failed one). The idempotent producer alone
 //! does not keep that order: after a message of a partition fails (timed
 //! out, refused by the broker), a later one may still land.
-//! Writers must change their aggregate's row before publishing its event, so
-//! that concurrent transactions on one aggregate get sequence numbers in
-//! commit order.
+//! A transaction's events are written to the outbox at its end, after the
+//! aggregate rows it changed (and locked until its commit), so that
+//! concurrent transactions on one aggregate get sequence numbers in commit
+//! order.
+//!
+//! One drain costs two transactions when it finds fewer rows than a batch:
+//! taking the lease with reading the rows, and marking them sent with
+//! releasing the lease. Whatever the commits that woke it wrote goes to the
+//! producer at once (one event in flight per key), and librdkafka packs
+//! the events that reach it within `linger.ms` into one produce request
+//! per partition.
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
@@ -109,10 +117,14 @@ impl OutboxRelay {
     /// many events were acknowledged.
     pub async fn drain(&self, stop: &CancelToken) -> Result<usize, RelayError> {
         loop {
-            if self.acquire_lease().await? {
-                let outcome = self.drain_holding_lease().await;
-                self.release_lease().await?;
-                return outcome;
+            if let Some(first) = self.acquire_lease_and_claim().await? {
+                return match self.drain_holding_lease(first).await {
+                    Ok(total) => Ok(total),
+                    Err(error) => {
+                        self.release_lease().await?;
+                        Err(error)
+                    }
+                };
             }
             // Another instance is draining; it also publishes our rows, but
             // wait for it so nothing is left behind when it stops.
@@ -126,11 +138,14 @@ impl OutboxRelay {
         }
     }
 
-    async fn drain_holding_lease(&self) -> Result<usize, RelayError> {
+    /// Publishes `batch` and what is pending after it; on success the lease
+    /// has been released (with the last batch's mark, in one transaction),
+    /// on an error the caller releases it.
+    async fn drain_holding_lease(&self, mut batch: Vec<PendingEvent>) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
-            let batch = self.claim_batch().await?;
             if batch.is_empty() {
+                self.release_lease().await?;
                 return Ok(total);
             }
             let full = batch.len() as i64 == self.settings.batch_size;
@@ -141,9 +156,9 @@ impl OutboxRelay {
                 lost = self.keep_lease() => return Err(lost),
             };
             let sent = acknowledged_prefix(&batch, &acked);
-            self.mark_sent(sent.clone()).await?;
             total += sent.len();
             if sent.len() < batch.len() {
+                self.mark_sent(sent.clone()).await?;
                 return Err(RelayError::Broker(format!(
                     "{} of {} events not acknowledged, or held back behind an earlier event of their key",
                     batch.len() - sent.len(),
@@ -151,9 +166,12 @@ impl OutboxRelay {
                 )));
             }
             if !full {
+                self.mark_sent_and_release(sent).await?;
                 return Ok(total);
             }
+            self.mark_sent(sent).await?;
             self.renew_lease().await?;
+            batch = self.claim_batch().await?;
         }
     }
 
@@ -200,6 +218,27 @@ impl OutboxRelay {
         } else {
             Err(RelayError::LeaseLost)
         }
+    }
+
+    /// Takes the lease as [`OutboxRelay::acquire_lease`] does and, if it
+    /// was taken, reads the first batch, in one transaction: the rows
+    /// pending then, or `None` while another relay holds the lease.
+    async fn acquire_lease_and_claim(&self) -> Result<Option<Vec<PendingEvent>>, RelayError> {
+        let holder = self.holder.clone();
+        let ttl = self.lease_ttl();
+        let limit = self.settings.batch_size.max(1);
+        let claimed = self
+            .db
+            .transaction(move |tx| {
+                let conn = tx.conn();
+                let now = database_now(conn)?.naive_utc();
+                if !outbox::take_lease(conn, &holder, now, ttl)? {
+                    return Ok(None);
+                }
+                Ok::<_, DbError>(Some(outbox::oldest_pending(conn, limit)?))
+            })
+            .await?;
+        Ok(claimed)
     }
 
     async fn release_lease(&self) -> Result<(), RelayError> {
@@ -325,6 +364,23 @@ impl OutboxRelay {
         }
         self.db
             .run(move |conn| outbox::mark_sent(conn, &seqs).map_err(DbError::from))
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the last rows of a drain sent and releases the lease, in one
+    /// transaction.
+    async fn mark_sent_and_release(&self, seqs: Vec<i64>) -> Result<(), RelayError> {
+        let holder = self.holder.clone();
+        self.db
+            .transaction(move |tx| {
+                let conn = tx.conn();
+                if !seqs.is_empty() {
+                    outbox::mark_sent(conn, &seqs)?;
+                }
+                outbox::release_lease(conn, &holder)?;
+                Ok::<_, DbError>(())
+            })
             .await?;
         Ok(())
     }
