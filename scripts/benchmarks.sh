@@ -5,8 +5,8 @@
 #
 #   scripts/benchmarks.sh                 # all of it (about 25 minutes on two cores)
 #   FANS=300 scripts/benchmarks.sh        # a smaller load run
-#   ONLY="hop idle" scripts/benchmarks.sh # some parts (hop idle load http), the
-#                                         # others' last results are reused
+#   ONLY="hop idle" scripts/benchmarks.sh # some parts (hop idle load holds http),
+#                                         # the others' last results are reused
 #
 # Plain nisshi is measured beside the embedded broker when it is installed
 # (`cargo install nisshi --version 0.8.1 --locked --ignore-rust-version`, or
@@ -22,7 +22,11 @@ CONCURRENCY=${CONCURRENCY:-100}
 # measures with the defaults.
 ADMISSION_RATE=${ADMISSION_RATE:-1000}
 MAX_ACTIVE=${MAX_ACTIVE:-1000}
-ONLY=${ONLY:-"hop idle load http"}
+# The holds-only run: HOLD_FANS fans admitted first, then holds arriving at
+# HOLD_RATE a second (open loop), each fan a seat of its own.
+HOLD_RATE=${HOLD_RATE:-1000}
+HOLD_FANS=${HOLD_FANS:-10000}
+ONLY=${ONLY:-"hop idle load holds http"}
 POSTGRES=${POSTGRES:-postgres://postgres@127.0.0.1:5432}
 results=target/bench
 mkdir -p "$results"
@@ -197,6 +201,23 @@ if wants load; then
   done
 fi
 
+# Holds alone at a fixed arrival rate (open loop): what the hold target
+# states. Every fan is admitted first (the queue lets them all in at once),
+# then asks for a seat of their own when due and gives it back once decided.
+if wants holds; then
+  for backend in sqlite postgres; do
+    extra=(APP__QUEUE__ADMISSION_RATE_PER_SEC=100000 APP__QUEUE__MAX_ACTIVE="$((HOLD_FANS + 10))")
+    say "holds, $backend: $HOLD_FANS fans, $HOLD_RATE holds a second"
+    start_cluster "holds-$backend" "$broker" "$backend" "${extra[@]}"
+    database=()
+    [ "$backend" = postgres ] && database=(--database "$POSTGRES")
+    "$ticketctl" load --data-dir "$data" "${database[@]}" --holds-only --fans "$HOLD_FANS" \
+      --rate "$HOLD_RATE" --floor-samples 0 --json "$results/holds-$backend.json" \
+      >"$results/holds-$backend.txt" 2>&1 || true
+    stop_cluster
+  done
+fi
+
 # HTTP read paths (and the queue's join) with wrk, against a cluster at rest.
 wrk_run() { # label wrk-args...
   local label=$1
@@ -215,6 +236,9 @@ if wants http; then
     place=$(curl -sf -X POST http://127.0.0.1:8082/v1/queue/tokens -H "Authorization: Bearer $token" \
       -H 'Content-Type: application/json' -d "{\"concert_id\":\"$concert\"}" |
       python3 -c "import json,sys; print(json.load(sys.stdin)['token'])")
+    # Each service's cheapest answer, the HTTP ceiling its paths are held to.
+    wrk_run "health-concert-$backend" -t2 -c64 -d15s http://127.0.0.1:8081/health/live
+    wrk_run "health-queue-$backend" -t2 -c64 -d15s http://127.0.0.1:8082/health/live
     wrk_run "seat-map-$backend" -t2 -c64 -d15s "http://127.0.0.1:8081/v1/schedules/$schedule/seats"
     wrk_run "position-$backend" -t2 -c64 -d15s -H "Authorization: Bearer $token" \
       "http://127.0.0.1:8082/v1/queue/tokens/$place"

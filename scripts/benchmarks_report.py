@@ -78,7 +78,7 @@ w(
 )
 w("```sh\nscripts/benchmarks.sh            # everything, about 25 minutes\n"
   "FANS=300 scripts/benchmarks.sh   # a smaller ticket opening\n"
-  "ONLY=\"hop idle\" scripts/benchmarks.sh  # some parts: hop idle load http\n```\n")
+  "ONLY=\"hop idle\" scripts/benchmarks.sh  # some parts: hop idle load holds http\n```\n")
 
 # ---------------------------------------------------------------- targets
 runs = {
@@ -116,19 +116,51 @@ def violations(run):
     return str(len(run["audit"].get("violations", [])))
 
 
+holds = {b: load(f"holds-{b}.json") for b in ("sqlite", "postgres")}
+health = {b: {k: wrk(f"wrk-health-{k}-{b}.txt") for k in ("concert", "queue")} for b in ("sqlite", "postgres")}
+
+
+def of_ceiling(measure, ceiling):
+    """The path's rate as a share of its service's /health/live in the same run."""
+    if not measure or not ceiling or not measure["rate"] or not ceiling["rate"]:
+        return ""
+    return f" ({measure['rate'] / ceiling['rate']:.0%} of `/health/live`, {ceiling['rate']:,.0f}/s)"
+
+
+def hold_cell(run):
+    if not run:
+        return "–"
+    h = run["steps"]["hold"]
+    rate = (run.get("options") or {}).get("rate")
+    offered = f"{rate:,.0f}/s offered, " if rate else ""
+    return f"p99 {f(h['p99_ms'])} ms, p50 {f(h['p50_ms'])} ms ({offered}{h['count']:,} holds at {f(h['per_sec'])}/s)"
+
+
 w("## Targets\n")
-w("| target | SQLite | PostgreSQL |\n|---|---|---|")
-w(f"| queue token issue ≥ 10,000/s, p99 < 10 ms | {cell_rate_p99(http['sqlite']['join'])} | {cell_rate_p99(http['postgres']['join'])} |")
-w(f"| position polls ≥ 20,000/s, p99 < 10 ms | {cell_rate_p99(http['sqlite']['position'])} | {cell_rate_p99(http['postgres']['position'])} |")
-w(f"| seat-map reads ≥ 20,000/s, p99 < 10 ms | {cell_rate_p99(http['sqlite']['seat-map'])} | {cell_rate_p99(http['postgres']['seat-map'])} |")
 w(
-    f"| seat hold p99 < 50 ms at 1,000 holds/s | {f(step(runs['sqlite'], 'hold', 'p99_ms'))} ms at "
-    f"{f(step(runs['sqlite'], 'hold', 'per_sec'))}/s | {f(step(runs['postgres'], 'hold', 'p99_ms'))} ms at "
-    f"{f(step(runs['postgres'], 'hold', 'per_sec'))}/s |"
+    "The goals stay those of the first column; the performance issue (22) is "
+    "done at the bars of the second, on SQLite unless it says otherwise. A "
+    "rate is requests (or sagas) a second over the measured run.\n"
 )
-w(f"| payment saga ≥ 1,000 completed/s, p50 ≤ 1.5× floor | {saga_cell(runs['sqlite'])} | {saga_cell(runs['postgres'])} |")
-w(f"| zero audit violations | {violations(runs['sqlite'])} | {violations(runs['postgres'])} |")
-w(f"| idle cluster < 5% of a core | {f(idle['total_cpu_percent']) + '%' if idle else '–'} | (SQLite only) |")
+w("| goal | issue 22's bar | SQLite | PostgreSQL |\n|---|---|---|---|")
+w(f"| queue token issue ≥ 10,000/s, p99 < 10 ms | ≥ 5,000/s, p99 < 50 ms | {cell_rate_p99(http['sqlite']['join'])} | {cell_rate_p99(http['postgres']['join'])} |")
+w(
+    f"| position polls ≥ 20,000/s, p99 < 10 ms | the goal, and ≥ half of `/health/live` | "
+    f"{cell_rate_p99(http['sqlite']['position'])}{of_ceiling(http['sqlite']['position'], health['sqlite']['queue'])} | "
+    f"{cell_rate_p99(http['postgres']['position'])}{of_ceiling(http['postgres']['position'], health['postgres']['queue'])} |"
+)
+w(
+    f"| seat-map reads ≥ 20,000/s, p99 < 10 ms | the goal, and ≥ half of `/health/live` | "
+    f"{cell_rate_p99(http['sqlite']['seat-map'])}{of_ceiling(http['sqlite']['seat-map'], health['sqlite']['concert'])} | "
+    f"{cell_rate_p99(http['postgres']['seat-map'])}{of_ceiling(http['postgres']['seat-map'], health['postgres']['concert'])} |"
+)
+w(f"| seat hold p99 < 50 ms at 1,000 holds/s (open loop) | measured as stated | {hold_cell(holds['sqlite'])} | {hold_cell(holds['postgres'])} |")
+w(
+    f"| payment saga ≥ 1,000 completed/s, p50 ≤ 1.5× floor | ≥ 300/s SQLite, ≥ 100/s PostgreSQL | "
+    f"{saga_cell(runs['sqlite'])} | {saga_cell(runs['postgres'])} |"
+)
+w(f"| zero audit violations | the same | {violations(runs['sqlite'])} | {violations(runs['postgres'])} |")
+w(f"| idle cluster < 5% of a core | the same | {f(idle['total_cpu_percent']) + '%' if idle else '–'} | (SQLite only) |")
 w("")
 w(Path(__file__).with_name("benchmarks_bounds.md").read_text())
 
@@ -180,6 +212,28 @@ for label in ("ticket-broker-sqlite", "ticket-broker-postgres", "nisshi-sqlite")
             continue
         errs = ", ".join(f"{k} {v}" for k, v in s.get("errors", {}).items()) or "–"
         w(f"| {name} | {s['count']} | {f(s['per_sec'])} | {f(s['p50_ms'])} | {f(s['p95_ms'])} | {f(s['p99_ms'])} | {f(s['max_ms'])} | {errs} |")
+    outcomes = ", ".join(f"{k} {v}" for k, v in run.get("outcomes", {}).items())
+    w(f"\nOutcomes: {outcomes}; {f(run.get('elapsed_secs'))} s; audit violations: {violations(run)}.\n")
+
+# ---------------------------------------------------------------- holds
+w("## Holds alone at a fixed arrival rate: `ticketctl load --holds-only --rate`\n")
+w(
+    "What the hold target states: holds arriving at a fixed rate whatever the "
+    "cluster does (open loop), each timed from the moment its fan was due "
+    "(POST → HELD), so a slow answer cannot slow the arrivals nor hide among "
+    "them. Every fan is admitted first (not part of the run), holds a seat no "
+    "other fan wants, and gives it back once it is decided. The audit runs "
+    "after.\n"
+)
+for backend, run in holds.items():
+    if not run:
+        continue
+    opts = run.get("options", {})
+    w(f"### {backend}: {opts.get('fans'):,} fans, {opts.get('rate') or 0:,.0f} holds a second offered\n")
+    w("| step | count | per s | p50 ms | p95 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|---:|---|")
+    s_ = run["steps"]["hold"]
+    errs = ", ".join(f"{k} {v}" for k, v in s_.get("errors", {}).items()) or "–"
+    w(f"| hold | {s_['count']} | {f(s_['per_sec'])} | {f(s_['p50_ms'])} | {f(s_['p95_ms'])} | {f(s_['p99_ms'])} | {f(s_['max_ms'])} | {errs} |")
     outcomes = ", ".join(f"{k} {v}" for k, v in run.get("outcomes", {}).items())
     w(f"\nOutcomes: {outcomes}; {f(run.get('elapsed_secs'))} s; audit violations: {violations(run)}.\n")
 
@@ -269,10 +323,16 @@ w(
     "(`scripts/wrk/join.lua`, tokens from `ticketctl login --fans`).\n"
 )
 w("| path | backend | requests/s | p50 | p99 | non-2xx |\n|---|---|---:|---:|---:|---:|")
-paths = {"seat-map": "GET /v1/schedules/{id}/seats", "position": "GET /v1/queue/tokens/{id}", "join": "POST /v1/queue/tokens"}
+paths = {
+    "health-concert": "GET /health/live (concert)",
+    "seat-map": "GET /v1/schedules/{id}/seats",
+    "health-queue": "GET /health/live (queue)",
+    "position": "GET /v1/queue/tokens/{id}",
+    "join": "POST /v1/queue/tokens",
+}
 for key, path in paths.items():
     for backend in ("sqlite", "postgres"):
-        m = http[backend][key]
+        m = wrk(f"wrk-{key}-{backend}.txt")
         if not m:
             continue
         w(f"| `{path}` | {backend} | {f(m['rate'], 0)} | {f(m['p50'], 2)} ms | {f(m['p99'], 2)} ms | {m['errors']} |")
@@ -280,11 +340,22 @@ w("")
 
 w("## Peers\n")
 w(
-    "Published figures of comparable systems, application alone on 2 vCPU "
-    "(from the issue that set our targets): queue-token requests about 656/s "
-    "at p95 10.9 ms; seat reservations about 787/s at p95 272 ms. Ours are in "
-    "the tables above; theirs did not share the machine with the broker, the "
-    "databases and the load tool.\n"
+    "Published figures of comparable systems. The monolith of the same course "
+    "(a 2-vCPU server, its database on another machine, Redis for the line) "
+    "beside ours from this run, where one 2-core machine also runs the broker, "
+    "the databases and the load tools; and the figures of the issue that set "
+    "the first targets (application alone on 2 vCPU).\n"
+)
+w("| | the course's monolith | ours, SQLite | ours, PostgreSQL |\n|---|---:|---:|---:|")
+w(f"| queue entries | 1,370/s (Redis) | {f(http['sqlite']['join'] and http['sqlite']['join']['rate'], 0)}/s | {f(http['postgres']['join'] and http['postgres']['join']['rate'], 0)}/s |")
+w(f"| seat reads | 2,700/s | {f(http['sqlite']['seat-map'] and http['sqlite']['seat-map']['rate'], 0)}/s | {f(http['postgres']['seat-map'] and http['postgres']['seat-map']['rate'], 0)}/s |")
+w(f"| reservations (holds) | 1,800/s | {f(step(holds['sqlite'], 'hold', 'per_sec'))}/s | {f(step(holds['postgres'], 'hold', 'per_sec'))}/s |")
+w(f"| payments (whole sagas for ours) | 900/s | {f(step(runs['sqlite'], 'saga', 'per_sec'))}/s | {f(step(runs['postgres'], 'saga', 'per_sec'))}/s |")
+w("")
+w(
+    "Other published figures (application alone on 2 vCPU): queue-token "
+    "requests about 656/s at p95 10.9 ms; seat reservations about 787/s at "
+    "p95 272 ms.\n"
 )
 w(Path(__file__).with_name("benchmarks_notes.md").read_text())
 print("\n".join(out))

@@ -186,6 +186,7 @@ async fn under_fire(
         duration: Some(options.duration),
         rate: Some(options.rate),
         concurrency: None,
+        holds_only: false,
         abandon: 0.1,
         short: 0.1,
         hot_share: 0.5,

@@ -402,9 +402,15 @@ impl Fan<'_> {
         }
     }
 
-    /// Asks for `seat_no` and waits for the decision: the reservation.
-    async fn hold(&self, pass: &str, schedule: &str, seat_no: i64) -> Option<(Value, Instant)> {
-        let started = Instant::now();
+    /// Asks for `seat_no` and waits for the decision: the reservation,
+    /// timed from `started` (when the fan asked, or was due to).
+    async fn hold(
+        &self,
+        pass: &str,
+        schedule: &str,
+        seat_no: i64,
+        started: Instant,
+    ) -> Option<(Value, Instant)> {
         let request = self
             .plan
             .http
@@ -531,7 +537,8 @@ pub async fn journey(plan: &Plan, recorder: &Recorder, n: u64) -> Outcome {
         let Some(seat_no) = pick(&free, fan.n, 20 + attempt) else {
             continue;
         };
-        let Some((reservation, started)) = fan.hold(&pass, schedule, seat_no).await else {
+        let Some((reservation, started)) = fan.hold(&pass, schedule, seat_no, Instant::now()).await
+        else {
             return Outcome::Error;
         };
         if reservation["status"] == "HELD" {
@@ -596,5 +603,90 @@ pub async fn journey(plan: &Plan, recorder: &Recorder, n: u64) -> Outcome {
             );
         }
         Outcome::PaymentFailed
+    }
+}
+
+/// A fan of a holds-only run, in line with a pass, not yet holding.
+pub struct AdmittedFan {
+    n: u64,
+    user: Uuid,
+    token: String,
+    pass: String,
+}
+
+/// The seat fan `n` of a holds-only run wants: the `n`th of the catalog,
+/// so no two fans want the same one; and its concert.
+fn own_seat(plan: &Plan, n: u64) -> Option<(&ConcertSeats, &str, i64)> {
+    let mut schedule = usize::try_from(n / SEATS_PER_SCHEDULE).ok()?;
+    let seat_no = i64::try_from(n % SEATS_PER_SCHEDULE).ok()? + 1;
+    for concert in &plan.concerts {
+        match concert.schedules.get(schedule) {
+            Some(id) => return Some((concert, id, seat_no)),
+            None => schedule -= concert.schedules.len(),
+        }
+    }
+    None
+}
+
+/// Lets fan `n` of a holds-only run into the line of their seat's concert
+/// and waits for their pass.
+pub async fn admitted_fan(plan: &Plan, recorder: &Recorder, n: u64) -> Option<AdmittedFan> {
+    let user = Uuid::new_v4();
+    let fan = Fan {
+        plan,
+        recorder,
+        n,
+        user,
+        token: plan.issuer.token(user, TimeDelta::hours(2)),
+    };
+    let (concert, _, _) = own_seat(plan, n)?;
+    let pass = fan.admitted(&concert.concert_id).await?;
+    Some(AdmittedFan {
+        n,
+        user,
+        token: fan.token,
+        pass,
+    })
+}
+
+/// Holds the fan's own seat, timed from `due`, then gives it back so the
+/// run leaves the catalog as it found it.
+pub async fn hold_and_release(
+    plan: &Plan,
+    recorder: &Recorder,
+    admitted: AdmittedFan,
+    due: Instant,
+) -> Outcome {
+    let fan = Fan {
+        plan,
+        recorder,
+        n: admitted.n,
+        user: admitted.user,
+        token: admitted.token,
+    };
+    let Some((_, schedule, seat_no)) = own_seat(plan, fan.n) else {
+        return Outcome::Error;
+    };
+    let Some((reservation, _)) = fan.hold(&admitted.pass, schedule, seat_no, due).await else {
+        return Outcome::Error;
+    };
+    if reservation["status"] != "HELD" {
+        let reason = reservation["reason"].as_str().unwrap_or("rejected");
+        recorder.refused(Step::Hold, reason);
+        return Outcome::NoSeat;
+    }
+    let path = format!(
+        "/v1/reservations/{}",
+        reservation["id"].as_str().unwrap_or_default()
+    );
+    match fan
+        .call(fan.plan.http.delete(fan.url(Service::Reservation, &path)))
+        .await
+    {
+        Answer::Ok(..) => Outcome::Held,
+        Answer::Failed(code) => {
+            recorder.error(Step::Hold, &format!("release_{code}"));
+            Outcome::Error
+        }
     }
 }

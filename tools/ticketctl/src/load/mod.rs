@@ -53,6 +53,15 @@ pub struct LoadOptions {
     /// Closed loop: this many fans at a time (the default, with 50).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Holds alone: every fan is let into the line and admitted first (not
+    /// timed), then each asks for a seat of their own (no two fans want the
+    /// same seat) and lets it go once it is decided. With `--rate`, fans
+    /// come at that rate whatever the cluster does, and a hold is timed from
+    /// the moment its fan was due: a slow answer cannot slow the arrivals
+    /// nor hide in them. The queue must let every fan in at once
+    /// (`max_active` at least `--fans`).
+    #[arg(long)]
+    pub holds_only: bool,
     /// The share of fans who hold a seat and never pay.
     #[arg(long, default_value_t = 0.1, value_parser = share)]
     pub abandon: f64,
@@ -193,8 +202,13 @@ async fn measured_run(
             }
         });
     }
-    let started = Instant::now();
-    drive(&options, &plan, &recorder, &stop).await;
+    let mut started = Instant::now();
+    if options.holds_only {
+        // The run is the holds; the admissions before them are set-up.
+        started = drive_holds(&options, &plan, &recorder, &stop).await?;
+    } else {
+        drive(&options, &plan, &recorder, &stop).await;
+    }
     let elapsed = started.elapsed();
     recorder.finish();
 
@@ -208,6 +222,7 @@ async fn measured_run(
         "short": options.short,
         "hot_share": options.hot_share,
         "hot_seats": options.hot_seats,
+        "holds_only": options.holds_only,
     });
     if let Some(floor) = &floor {
         summary["floor"] = floor.summary();
@@ -322,6 +337,98 @@ pub async fn drive(
         }
     }
     while fans.join_next().await.is_some() {}
+}
+
+/// The holds-only run: admits every fan (64 at a time, reported apart),
+/// then lets them ask for their seats at the rate or the concurrency
+/// asked. Returns when the holds began.
+async fn drive_holds(
+    options: &LoadOptions,
+    plan: &Arc<Plan>,
+    recorder: &Arc<Recorder>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Instant> {
+    const ADMITTING_AT_ONCE: usize = 64;
+    let admitting = Instant::now();
+    let setup = Arc::new(Recorder::new(options.fans)?);
+    let mut admissions = JoinSet::new();
+    let mut admitted = Vec::new();
+    let mut next = 0u64;
+    while next < options.fans || !admissions.is_empty() {
+        while admissions.len() < ADMITTING_AT_ONCE && next < options.fans {
+            let (plan, setup, n) = (plan.clone(), setup.clone(), next);
+            admissions.spawn(async move { fan::admitted_fan(&plan, &setup, n).await });
+            next += 1;
+        }
+        tokio::select! {
+            Some(joined) = admissions.join_next() => {
+                if let Ok(Some(fan)) = joined {
+                    admitted.push(fan);
+                }
+            }
+            _ = stop.cancelled() => return Ok(Instant::now()),
+        }
+    }
+    setup.finish();
+    eprint!(
+        "admitted first ({:.1} s), not part of the run:\n{}",
+        admitting.elapsed().as_secs_f64(),
+        report::table(&setup.summary(admitting.elapsed()))
+    );
+    anyhow::ensure!(
+        !admitted.is_empty(),
+        "no fan was admitted: is the queue's max_active at least --fans?"
+    );
+    let holds_began = Instant::now();
+    let mut holds = JoinSet::new();
+    let start_one = |holds: &mut JoinSet<()>, fan: fan::AdmittedFan, due: Instant| {
+        let (plan, recorder, stop) = (plan.clone(), recorder.clone(), stop.clone());
+        holds.spawn(async move {
+            let outcome = tokio::select! {
+                outcome = fan::hold_and_release(&plan, &recorder, fan, due) => outcome,
+                _ = stop.cancelled() => Outcome::Stopped,
+            };
+            recorder.outcome(outcome);
+        });
+    };
+    let mut waiting = admitted.into_iter();
+    match options.rate {
+        Some(rate) => {
+            let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+            let first_due = holds_began;
+            let mut due_count = 0u32;
+            'arrivals: loop {
+                let due = first_due + period * due_count;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {
+                        let Some(fan) = waiting.next() else { break 'arrivals };
+                        start_one(&mut holds, fan, due);
+                        due_count += 1;
+                    }
+                    Some(_) = holds.join_next() => {}
+                    _ = stop.cancelled() => break 'arrivals,
+                }
+            }
+        }
+        None => {
+            let at_once = concurrency(options);
+            loop {
+                while holds.len() < at_once && !stop.is_cancelled() {
+                    let Some(fan) = waiting.next() else { break };
+                    start_one(&mut holds, fan, Instant::now());
+                }
+                if holds.is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    _ = holds.join_next() => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+    while holds.join_next().await.is_some() {}
+    Ok(holds_began)
 }
 
 /// The URL of `path` at `service`.

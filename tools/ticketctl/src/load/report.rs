@@ -59,6 +59,8 @@ pub enum Outcome {
     Completed,
     /// Held a seat and walked away; the hold expires.
     Abandoned,
+    /// Held a seat and gave it back (a holds-only run).
+    Held,
     /// Every seat they tried was taken.
     NoSeat,
     /// Their payment failed for a reason a top-up does not cure.
@@ -74,6 +76,7 @@ impl Outcome {
         match self {
             Outcome::Completed => "completed",
             Outcome::Abandoned => "abandoned",
+            Outcome::Held => "held",
             Outcome::NoSeat => "no_seat",
             Outcome::PaymentFailed => "payment_failed",
             Outcome::Error => "error",
