@@ -1,8 +1,10 @@
-//! Catalog rules: what a valid concert is, how seats are priced, and how
-//! long a seat stays held; and the catalog as the service shows it.
+//! Catalog rules: what a valid concert is, how seats are priced, how
+//! long a seat stays held, how stale a seat map kept in memory may be; and
+//! the catalog as the service shows it.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
+use std::time::{Duration, Instant};
 use ticket_runtime::ids::{ConcertId, PaymentId, ReservationId, ScheduleId};
 
 pub const SEATS_PER_SCHEDULE: u32 = 50;
@@ -39,6 +41,33 @@ impl HoldPolicy {
 
     pub fn release_grace(&self) -> TimeDelta {
         TimeDelta::seconds(self.release_grace_secs)
+    }
+}
+
+/// How long a seat map kept in memory may answer for the database. An
+/// instance forgets its copy of a schedule when one of its own seat changes
+/// commits, so it answers its own writes at once; it does not hear of the
+/// changes of other instances on the same database, so a copy answers only
+/// while it is younger than the bound, and an older one is read again.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct SeatMapFreshness {
+    /// How stale a seat map may be, counted from the moment its read of
+    /// the database began; 0 reads the database for every request.
+    pub seat_map_max_staleness_ms: u64,
+}
+
+impl SeatMapFreshness {
+    pub fn max_staleness(&self) -> Duration {
+        Duration::from_millis(self.seat_map_max_staleness_ms)
+    }
+
+    /// Whether a seat map whose read of the database began at `read_at`
+    /// may answer a request at `now`. It holds every change committed
+    /// before `read_at` and misses at most those of the last
+    /// `now - read_at`. A read still under way counts from its start too:
+    /// a request that waits for it gets no older a state than the bound.
+    pub fn serves(&self, read_at: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(read_at) < self.max_staleness()
     }
 }
 
@@ -273,6 +302,36 @@ mod tests {
         assert_eq!(concert.seat_plan[9].grade, "VIP");
         assert_eq!(concert.seat_plan[10].price, 100_000);
         assert_eq!(concert.seat_plan[49].grade, "STANDARD");
+    }
+
+    fn freshness(ms: u64) -> SeatMapFreshness {
+        SeatMapFreshness {
+            seat_map_max_staleness_ms: ms,
+        }
+    }
+
+    #[test]
+    fn a_seat_map_answers_until_its_read_is_as_old_as_the_bound() {
+        let read_at = Instant::now();
+        let rule = freshness(250);
+        assert!(rule.serves(read_at, read_at));
+        assert!(rule.serves(read_at, read_at + Duration::from_millis(249)));
+        assert!(!rule.serves(read_at, read_at + Duration::from_millis(250)));
+        assert!(!rule.serves(read_at, read_at + Duration::from_secs(60)));
+    }
+
+    /// A request that began before the read it joins (its clock reading
+    /// taken first) is answered by it: the read is newer than the request.
+    #[test]
+    fn a_read_begun_after_now_answers() {
+        let now = Instant::now();
+        assert!(freshness(250).serves(now + Duration::from_millis(5), now));
+    }
+
+    #[test]
+    fn no_bound_reads_the_database_every_time() {
+        let now = Instant::now();
+        assert!(!freshness(0).serves(now, now));
     }
 
     #[test]

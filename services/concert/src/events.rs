@@ -38,4 +38,8 @@ impl ServiceHandler for ConcertEvents {
         }
         Ok(())
     }
+
+    fn committed(&self, event: &Envelope) {
+        self.saga.committed(event);
+    }
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use ticket_runtime::{Migrations, RunningService, ServiceRuntime, Settings};
 
 use app::saga::SeatSaga;
-use app::Catalog;
-use domain::HoldPolicy;
+use app::{Catalog, SeatMaps};
+use domain::{HoldPolicy, SeatMapFreshness};
 
 pub const SERVICE: Service = Service::Concert;
 pub const DEFAULTS: &str = include_str!("../defaults.toml");
@@ -37,22 +37,27 @@ pub struct ConcertSection {
     pub demo_data: bool,
     #[serde(flatten)]
     pub holds: HoldPolicy,
+    #[serde(flatten)]
+    pub seat_maps: SeatMapFreshness,
 }
 
 pub async fn start(settings: Settings<ConcertSettings>) -> anyhow::Result<RunningService> {
     let holds = settings.service.concert.holds.clone();
     let demo_data = settings.service.concert.demo_data;
+    let seat_maps = SeatMaps::new(settings.service.concert.seat_maps, api::seat_map_json);
     let mut runtime = ServiceRuntime::start(SERVICE, settings, SCHEMA).await?;
     runtime.document(api::openapi());
     runtime.consume(std::sync::Arc::new(events::ConcertEvents {
         saga: SeatSaga {
             holds: holds.clone(),
+            seat_maps: seat_maps.clone(),
         },
     }));
     let app = Catalog {
         db: runtime.db.clone(),
         holds,
         clock: ticket_runtime::Clock::system(),
+        seat_maps,
     };
     if demo_data {
         app.seed_demo().await?;

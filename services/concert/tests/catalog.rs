@@ -8,10 +8,13 @@
 use serde_json::{json, Value};
 use shared_events::{Event, Topic};
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use ticket_runtime::dev::testkit::{self, EventTap, TestDatabase, TestService};
 
+use concert_service::app::SeatMaps;
+use concert_service::domain::SeatMapFreshness;
 use ticket_runtime::dev::testkit::ADMIN_KEY;
+use ticket_runtime::ids::ScheduleId;
 
 struct Service {
     app: TestService,
@@ -402,12 +405,9 @@ async fn a_hold_from_before_expiries_were_stored_is_released_too() {
     }
     let catalog = concert_service::app::Catalog {
         db,
-        holds: concert_service::domain::HoldPolicy {
-            hold_ttl_secs: 300,
-            release_grace_secs: 60,
-            sweep_interval_ms: 1000,
-        },
+        holds: hold_policy(),
         clock: ticket_runtime::Clock::system(),
+        seat_maps: seat_maps(Duration::ZERO),
     };
     catalog.release_lapsed_holds().await.unwrap();
     let (_, seats) = service
@@ -476,21 +476,47 @@ async fn catalog_on(
     let db = database.connect(concert_service::SCHEMA).await;
     let catalog = concert_service::app::Catalog {
         db,
-        holds: concert_service::domain::HoldPolicy {
-            hold_ttl_secs: 300,
-            release_grace_secs: 60,
-            sweep_interval_ms: 1000,
-        },
+        holds: hold_policy(),
         clock: ticket_runtime::Clock::off_by(ahead),
+        seat_maps: seat_maps(Duration::ZERO),
     };
     (database, catalog)
 }
 
-/// A concert with `schedules` schedules of 50 seats; their ids.
-async fn concert_with(
+fn hold_policy() -> concert_service::domain::HoldPolicy {
+    concert_service::domain::HoldPolicy {
+        hold_ttl_secs: 300,
+        release_grace_secs: 60,
+        sweep_interval_ms: 1000,
+    }
+}
+
+/// Seat maps in memory as the service keeps them, answering for `bound`.
+fn seat_maps(bound: Duration) -> SeatMaps {
+    SeatMaps::new(freshness(bound), concert_service::api::seat_map_json)
+}
+
+fn freshness(bound: Duration) -> SeatMapFreshness {
+    SeatMapFreshness {
+        seat_map_max_staleness_ms: bound.as_millis().try_into().unwrap(),
+    }
+}
+
+/// The seats of `schedule` as stored (not as any instance remembers them).
+async fn stored_seats(
     catalog: &concert_service::app::Catalog,
-    schedules: i64,
-) -> Vec<ticket_runtime::ids::ScheduleId> {
+    schedule: ScheduleId,
+) -> Vec<concert_service::domain::Seat> {
+    catalog
+        .db
+        .run(move |conn| concert_service::store::seats_of(conn, schedule))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A concert with `schedules` schedules of 50 seats; their ids.
+async fn concert_with(catalog: &concert_service::app::Catalog, schedules: i64) -> Vec<ScheduleId> {
     let first: chrono::DateTime<chrono::Utc> = "2027-01-10T19:00:00Z".parse().unwrap();
     let plan = concert_service::domain::ConcertPlan {
         title: "Backstop Live".into(),
@@ -510,7 +536,7 @@ async fn concert_with(
 /// `expires_at`.
 async fn hold(
     catalog: &concert_service::app::Catalog,
-    schedule: ticket_runtime::ids::ScheduleId,
+    schedule: ScheduleId,
     seats: std::ops::RangeInclusive<i32>,
     reservation: Option<uuid::Uuid>,
     expires_at: chrono::DateTime<chrono::Utc>,
@@ -539,10 +565,10 @@ async fn hold(
 /// How many seats of `schedule` are in `status`.
 async fn seats_in(
     catalog: &concert_service::app::Catalog,
-    schedule: ticket_runtime::ids::ScheduleId,
+    schedule: ScheduleId,
     status: concert_service::domain::SeatStatus,
 ) -> usize {
-    let seats = catalog.seats(schedule).await.unwrap();
+    let seats = stored_seats(catalog, schedule).await;
     seats.iter().filter(|s| s.status == status).count()
 }
 
@@ -652,7 +678,7 @@ async fn an_instance_clock_off_does_not_move_the_backstop(postgres: bool) {
         )
         .await;
         catalog.release_lapsed_holds().await.unwrap();
-        let seats = catalog.seats(schedule).await.unwrap();
+        let seats = stored_seats(&catalog, schedule).await;
         assert_eq!(
             (seats[0].status, seats[1].status),
             (SeatStatus::Held, SeatStatus::Available),
@@ -670,4 +696,346 @@ async fn an_instance_clock_off_does_not_move_the_backstop_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_clock_off_does_not_move_the_backstop_postgres() {
     an_instance_clock_off_does_not_move_the_backstop(true).await;
+}
+
+/// One instance of the concert service without its HTTP and Kafka: its
+/// catalog, and its consumer's handler, which a test feeds events to as
+/// the consumer does.
+struct Instance {
+    catalog: concert_service::app::Catalog,
+    events: std::sync::Arc<concert_service::events::ConcertEvents>,
+}
+
+/// An instance on `database` (a pool of its own) whose seat maps answer
+/// for `bound`.
+async fn instance(database: &TestDatabase, bound: Duration) -> Instance {
+    let seat_maps = seat_maps(bound);
+    let catalog = concert_service::app::Catalog {
+        db: database.connect(concert_service::SCHEMA).await,
+        holds: hold_policy(),
+        clock: ticket_runtime::Clock::system(),
+        seat_maps: seat_maps.clone(),
+    };
+    let events = concert_service::events::ConcertEvents {
+        saga: concert_service::app::saga::SeatSaga {
+            holds: hold_policy(),
+            seat_maps,
+        },
+    };
+    Instance {
+        catalog,
+        events: std::sync::Arc::new(events),
+    }
+}
+
+impl Instance {
+    /// Applies `event` as the consumer does: in one transaction, then
+    /// tells the handler it committed.
+    async fn apply(&self, event: impl Into<Event>) {
+        use ticket_runtime::messaging::consumer::{apply_once, Outcome};
+        use ticket_runtime::EventHandler;
+        let envelope = std::sync::Arc::new(shared_events::Envelope::new(event));
+        let outcome = apply_once(&self.catalog.db, self.events.clone(), envelope.clone())
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Applied);
+        self.events.committed(&envelope);
+    }
+
+    /// The status of seat `seat_no` in the seat map this instance answers.
+    async fn seat_status(&self, schedule: ScheduleId, seat_no: usize) -> String {
+        let body = self.catalog.seat_map(schedule).await.unwrap();
+        let seats: Value = serde_json::from_slice(&body).unwrap();
+        seats[seat_no - 1]["status"].as_str().unwrap().to_string()
+    }
+}
+
+/// A new concert of one schedule: its concert and schedule ids.
+async fn one_schedule(
+    catalog: &concert_service::app::Catalog,
+) -> (ticket_runtime::ids::ConcertId, ScheduleId) {
+    let plan = concert_service::domain::ConcertPlan {
+        title: "Seat Map Live".into(),
+        venue: "Hall C".into(),
+        schedules: vec!["2027-02-01T19:00:00Z".parse().unwrap()],
+        seat_price: 50_000,
+        grades: vec![],
+    };
+    let concert = concert_service::domain::NewConcert::try_from(plan).unwrap();
+    let (created, schedules) = catalog.create(concert).await.unwrap();
+    (created.id, schedules[0].id)
+}
+
+/// Two instances on one database. A's seat maps answer for an hour, so
+/// that only forgetting its copy when its own change commits can show the
+/// change; B's for a second, so that B shows A's changes once its copy is
+/// that old, and (when the machine keeps up) not before.
+async fn each_instance_answers_its_own_writes_at_once_and_the_others_within_the_bound(
+    postgres: bool,
+) {
+    use shared_events::{ReservationConfirmed, ReservationRequested};
+    testkit::init_tracing();
+    let database = TestDatabase::on(postgres, "seat_maps");
+    let a = instance(&database, Duration::from_secs(3600)).await;
+    let bound = Duration::from_secs(1);
+    let b = instance(&database, bound).await;
+    let (concert, schedule) = one_schedule(&a.catalog).await;
+    assert_eq!(
+        b.seat_status(schedule, 7).await,
+        "AVAILABLE",
+        "a schedule another instance created shows at once: unknown ones are never kept"
+    );
+
+    // A hold through A.
+    assert_eq!(a.seat_status(schedule, 7).await, "AVAILABLE");
+    let b_read = Instant::now();
+    assert_eq!(b.seat_status(schedule, 7).await, "AVAILABLE");
+    let b_copy_by = Instant::now();
+    let reservation = uuid::Uuid::now_v7();
+    a.apply(ReservationRequested {
+        reservation_id: reservation,
+        user_id: uuid::Uuid::now_v7(),
+        concert_id: concert.get(),
+        schedule_id: schedule.get(),
+        seat_no: 7,
+    })
+    .await;
+    assert_eq!(a.seat_status(schedule, 7).await, "HELD", "A: at once");
+    let asked = Instant::now();
+    let seen = b.seat_status(schedule, 7).await;
+    // B's copy began its read after `b_read`: while younger than the bound
+    // it answers, and it was read before the hold.
+    if asked.duration_since(b_read) < bound {
+        assert_eq!(seen, "AVAILABLE", "B answers from its copy");
+    }
+    tokio::time::sleep_until((b_copy_by + bound).into()).await;
+    assert_eq!(
+        b.seat_status(schedule, 7).await,
+        "HELD",
+        "B: once its copy is as old as the bound"
+    );
+
+    // The sale through A.
+    let b_copy_by = Instant::now();
+    a.apply(ReservationConfirmed {
+        reservation_id: reservation,
+        payment_id: uuid::Uuid::now_v7(),
+        schedule_id: schedule.get(),
+        seat_no: 7,
+    })
+    .await;
+    assert_eq!(a.seat_status(schedule, 7).await, "SOLD", "A: at once");
+    tokio::time::sleep_until((b_copy_by + bound).into()).await;
+    assert_eq!(
+        b.seat_status(schedule, 7).await,
+        "SOLD",
+        "B: within the bound"
+    );
+
+    // A lapsed hold released by A's backstop (held here behind both
+    // instances' backs, as a hold from before expiries were stored).
+    hold(
+        &a.catalog,
+        schedule,
+        9..=9,
+        Some(uuid::Uuid::now_v7()),
+        chrono::Utc::now() - chrono::TimeDelta::hours(1),
+    )
+    .await;
+    a.catalog.seat_maps.changed(schedule);
+    assert_eq!(a.seat_status(schedule, 9).await, "HELD");
+    a.catalog.release_lapsed_holds().await.unwrap();
+    assert_eq!(a.seat_status(schedule, 9).await, "AVAILABLE", "A: at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instance_answers_its_own_writes_at_once_and_the_others_within_the_bound_sqlite() {
+    each_instance_answers_its_own_writes_at_once_and_the_others_within_the_bound(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instance_answers_its_own_writes_at_once_and_the_others_within_the_bound_postgres() {
+    each_instance_answers_its_own_writes_at_once_and_the_others_within_the_bound(true).await;
+}
+
+/// How many seat maps [`counted_seat_map_json`] wrote: one per read of the
+/// database.
+static SEAT_MAPS_WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn counted_seat_map_json(seats: Vec<concert_service::domain::Seat>) -> serde_json::Result<Vec<u8>> {
+    SEAT_MAPS_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    concert_service::api::seat_map_json(seats)
+}
+
+/// Requests for a seat map that is not in memory wait for one read of it
+/// together, instead of each reading the database; so do those after a
+/// change and after the copy grew too old. An unknown schedule is 404
+/// for every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_a_seat_map_read_it_once() {
+    use std::sync::atomic::Ordering;
+    testkit::init_tracing();
+    let database = TestDatabase::sqlite("seat_map_once");
+    let bound = Duration::from_millis(500);
+    let catalog = concert_service::app::Catalog {
+        db: database.connect(concert_service::SCHEMA).await,
+        holds: hold_policy(),
+        clock: ticket_runtime::Clock::system(),
+        seat_maps: SeatMaps::new(freshness(bound), counted_seat_map_json),
+    };
+    let (_, schedule) = one_schedule(&catalog).await;
+    let together = || {
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let catalog = catalog.clone();
+            requests.spawn(async move { catalog.seat_map(schedule).await.unwrap() });
+        }
+        requests.join_all()
+    };
+
+    let bodies = together().await;
+    assert_eq!(SEAT_MAPS_WRITTEN.load(Ordering::SeqCst), 1, "one read");
+    let first = bodies[0].clone();
+    assert!(bodies.iter().all(|b| *b == first));
+    let seats: Value = serde_json::from_slice(&first).unwrap();
+    assert_eq!(seats.as_array().unwrap().len(), 50);
+
+    catalog.seat_maps.changed(schedule);
+    together().await;
+    assert_eq!(
+        SEAT_MAPS_WRITTEN.load(Ordering::SeqCst),
+        2,
+        "after a change"
+    );
+
+    tokio::time::sleep(bound).await;
+    together().await;
+    assert_eq!(SEAT_MAPS_WRITTEN.load(Ordering::SeqCst), 3, "once too old");
+
+    let unknown = ScheduleId::generate();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let catalog = catalog.clone();
+        requests.spawn(async move { catalog.seat_map(unknown).await });
+    }
+    for answer in requests.join_all().await {
+        assert!(matches!(
+            answer,
+            Err(concert_service::app::ConcertError::ScheduleNotFound(id)) if id == unknown
+        ));
+    }
+}
+
+/// The service's own saga steps, taken off the broker: each shows on its
+/// very next seat-map read over HTTP, although its seat maps answer for an
+/// hour — only forgetting the copy when the step commits can show it.
+async fn the_services_own_seat_changes_show_on_its_next_read(postgres: bool) {
+    use shared_events::{
+        EventType, Reason, ReservationCancelled, ReservationConfirmed, ReservationRequested,
+    };
+    use ticket_runtime::{DbError, Migrations, NoServiceSettings, ServiceRuntime};
+    let mut isolated = testkit::isolated::<concert_service::ConcertSettings>(
+        postgres,
+        "concert",
+        concert_service::DEFAULTS,
+    );
+    let concert = &mut isolated.settings.service.concert;
+    concert.demo_data = false;
+    concert.seat_maps.seat_map_max_staleness_ms = 3_600_000;
+    let prefix = isolated.prefix.clone();
+    let service = Service {
+        app: isolated.start(concert_service::start).await,
+    };
+    let (status, created) = service.create(Some(ADMIN_KEY), &concert_body()).await;
+    assert_eq!(status, 201, "{created}");
+    let concert: uuid::Uuid = created["id"].as_str().unwrap().parse().unwrap();
+    let schedule: uuid::Uuid = created["schedules"][0]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let seats = format!("/v1/schedules/{schedule}/seats");
+    let seat_7 = || async { service.get(&seats).await.1[6]["status"].clone() };
+    assert_eq!(seat_7().await, "AVAILABLE");
+
+    // The reservation service, as far as this one can tell: its events,
+    // published through an outbox of its own.
+    let reservations_db = TestDatabase::on(postgres, "reservation");
+    let reservations = ServiceRuntime::start(
+        shared_events::Service::Reservation,
+        testkit::settings::<NoServiceSettings>("", &reservations_db.url, &prefix),
+        Migrations::NONE,
+    )
+    .await
+    .unwrap();
+    let tap = EventTap::new(&prefix, Topic::ConcertEvents);
+    let reservation = uuid::Uuid::now_v7();
+    let step = |event: Event, answer: EventType| {
+        let db = reservations.db.clone();
+        let tap = &tap;
+        async move {
+            let envelope = shared_events::Envelope::new(event);
+            db.transaction(move |tx| tx.publish(&envelope))
+                .await
+                .map_err(|e: DbError| e)
+                .unwrap();
+            tap.next_matching(Duration::from_secs(30), |e| {
+                e.event_type() == answer && e.event.reservation_id() == Some(reservation)
+            })
+            .await;
+        }
+    };
+
+    step(
+        ReservationRequested {
+            reservation_id: reservation,
+            user_id: uuid::Uuid::now_v7(),
+            concert_id: concert,
+            schedule_id: schedule,
+            seat_no: 7,
+        }
+        .into(),
+        EventType::SeatHeld,
+    )
+    .await;
+    assert_eq!(seat_7().await, "HELD", "the hold, at once");
+
+    let payment = uuid::Uuid::now_v7();
+    step(
+        ReservationConfirmed {
+            reservation_id: reservation,
+            payment_id: payment,
+            schedule_id: schedule,
+            seat_no: 7,
+        }
+        .into(),
+        EventType::SeatSold,
+    )
+    .await;
+    assert_eq!(seat_7().await, "SOLD", "the sale, at once");
+
+    step(
+        ReservationCancelled {
+            reservation_id: reservation,
+            schedule_id: schedule,
+            seat_no: 7,
+            reason: Reason::PaymentFailed,
+            payment_id: Some(payment),
+        }
+        .into(),
+        EventType::SeatReleased,
+    )
+    .await;
+    assert_eq!(seat_7().await, "AVAILABLE", "the release, at once");
+    service.app.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_own_seat_changes_show_on_its_next_read_sqlite() {
+    the_services_own_seat_changes_show_on_its_next_read(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_own_seat_changes_show_on_its_next_read_postgres() {
+    the_services_own_seat_changes_show_on_its_next_read(true).await;
 }

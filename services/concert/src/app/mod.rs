@@ -1,10 +1,14 @@
 //! The application layer: each use case in one local transaction, and the
 //! decision of which events it publishes. HTTP calls come through
 //! [`Catalog`]; events through [`saga`]; the lapsed-hold job is
-//! [`Catalog::release_lapsed_holds`].
+//! [`Catalog::release_lapsed_holds`]. Seat maps are answered from memory
+//! ([`seat_maps`]); every use case or saga step that changes seats tells
+//! [`SeatMaps::changed`] once it committed.
 
 pub mod saga;
+pub mod seat_maps;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use shared_events::{ConcertScheduled, Envelope, SeatReleased};
 use ticket_runtime::db::database_now;
@@ -12,10 +16,11 @@ use ticket_runtime::ids::{ConcertId, ScheduleId};
 use ticket_runtime::{Clock, Db, DbError, DbResult, Tx};
 
 use crate::domain::{
-    demo_catalog, Concert, HoldPolicy, InvalidConcert, NewConcert, Schedule, Seat, TakenSeat,
+    demo_catalog, Concert, HoldPolicy, InvalidConcert, NewConcert, Schedule, TakenSeat,
     SEATS_PER_SCHEDULE,
 };
 use crate::store;
+pub use seat_maps::{RenderSeatMap, SeatMaps};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConcertError {
@@ -25,6 +30,8 @@ pub enum ConcertError {
     ScheduleNotFound(ScheduleId),
     #[error(transparent)]
     Invalid(#[from] InvalidConcert),
+    #[error("the seat map could not be written")]
+    SeatMap(#[source] serde_json::Error),
     #[error(transparent)]
     Unexpected(#[from] DbError),
 }
@@ -41,6 +48,8 @@ pub struct Catalog {
     pub holds: HoldPolicy,
     /// This instance's clock: when it added a concert.
     pub clock: Clock,
+    /// The seat maps answered from memory, shared with [`saga::SeatSaga`].
+    pub seat_maps: SeatMaps,
 }
 
 impl Catalog {
@@ -70,17 +79,17 @@ impl Catalog {
             .await
     }
 
-    pub async fn seats(&self, schedule: ScheduleId) -> Result<Vec<Seat>, ConcertError> {
-        self.db
-            .run(move |conn| {
-                store::seats_of(conn, schedule)?.ok_or(ConcertError::ScheduleNotFound(schedule))
-            })
-            .await
+    /// A schedule's seats as the response body, from memory: at most
+    /// `seat_map_max_staleness_ms` old, and never older than this
+    /// instance's last committed change of them.
+    pub async fn seat_map(&self, schedule: ScheduleId) -> Result<Bytes, ConcertError> {
+        self.seat_maps.get(&self.db, schedule).await
     }
 
     /// Adds a concert to the catalog; the other services learn of each
     /// schedule through `ConcertScheduled`, published in the same
-    /// transaction.
+    /// transaction. Its schedules are new to the seat maps too: an
+    /// unknown schedule is never kept, so they show at once.
     pub async fn create(
         &self,
         concert: NewConcert,
@@ -130,12 +139,12 @@ impl Catalog {
             .transaction(move |tx| {
                 let now = database_now(tx.conn())?;
                 let cutoff = now - grace;
-                let mut released = 0;
+                let mut released = Vec::new();
                 for hold in store::lapsed_holds(tx.conn(), cutoff, 200)? {
                     if !store::release_lapsed(tx.conn(), &hold, cutoff, now)? {
                         continue;
                     }
-                    released += 1;
+                    released.push(hold.schedule_id);
                     // A HELD seat always names its reservation; one that
                     // does not is released all the same, with nobody to tell.
                     let Some(reservation) = hold.reservation_id else {
@@ -150,8 +159,11 @@ impl Catalog {
                 Ok::<_, DbError>(released)
             })
             .await?;
-        if released > 0 {
-            tracing::info!(released, "lapsed seat holds released");
+        if !released.is_empty() {
+            tracing::info!(released = released.len(), "lapsed seat holds released");
+        }
+        for schedule in released {
+            self.seat_maps.changed(schedule);
         }
         Ok(())
     }

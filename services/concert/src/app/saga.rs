@@ -1,6 +1,7 @@
 //! The seat side of the sagas: hold, release and sell seats for
 //! reservations. Each runs in the consumer's transaction and answers
-//! through the outbox.
+//! through the outbox; once it committed, the schedule's seat map in
+//! memory is forgotten ([`SeatSaga::committed`]).
 
 use chrono::Utc;
 use shared_events::{
@@ -11,18 +12,30 @@ use ticket_runtime::db::database_now;
 use ticket_runtime::ids::{ReservationId, ScheduleId};
 use ticket_runtime::{HandlerError, Tx};
 
+use super::SeatMaps;
 use crate::domain::HoldPolicy;
 use crate::store::{self, HoldOutcome};
 
 /// The seat side of the sagas as the consumer runs it, with the policy
 /// seats are held by: `events` hands each event to its step and knows no
 /// rule.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SeatSaga {
     pub holds: HoldPolicy,
+    /// The seat maps this instance answers, shared with the catalog.
+    pub seat_maps: SeatMaps,
 }
 
 impl SeatSaga {
+    /// After the transaction that applied `event` committed: the seats of
+    /// its schedule may have changed, so this instance reads them again on
+    /// the next request (a refused hold costs one needless read).
+    pub fn committed(&self, event: &Envelope) {
+        if let Some(schedule) = seats_changed_by(&event.event) {
+            self.seat_maps.changed(schedule);
+        }
+    }
+
     /// Holds the seat for the reservation until the policy's expiry, which
     /// travels with the hold, or says why not. The expiry is on the
     /// database's clock, the one the backstop judges it by.
@@ -122,6 +135,18 @@ impl SeatSaga {
         tx.reply(event, reply)?;
         Ok(())
     }
+}
+
+/// The schedule whose seats a step may change for `event`.
+fn seats_changed_by(event: &Event) -> Option<ScheduleId> {
+    let schedule = match event {
+        Event::ReservationRequested(e) => e.schedule_id,
+        Event::ReservationExpired(e) => e.schedule_id,
+        Event::ReservationCancelled(e) => e.schedule_id,
+        Event::ReservationConfirmed(e) => e.schedule_id,
+        _ => return None,
+    };
+    Some(schedule.into())
 }
 
 /// Seat numbers in events are 1 to 50; one out of `i32` matches no seat.

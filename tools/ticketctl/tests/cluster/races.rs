@@ -350,6 +350,12 @@ async fn two_concert_instances_starting_together_seed_the_demo_catalog_once() {
             sweep_interval_ms: 1000,
         },
         clock: ticket_runtime::Clock::system(),
+        seat_maps: concert_service::app::SeatMaps::new(
+            concert_service::domain::SeatMapFreshness {
+                seat_map_max_staleness_ms: 0,
+            },
+            concert_service::api::seat_map_json,
+        ),
     };
     let mut blocker = Blocker::lock(&database.url, "LOCK TABLE concerts IN SHARE MODE");
     let first = {

@@ -442,9 +442,7 @@ async fn every_saga_event_delivered_twice(cluster: &mut Cluster) {
         cluster.reservations().await.len(),
         cluster.payments().await,
     );
-    let seats_before = cluster
-        .get_json(cluster.url(Service::Concert, &format!("/v1/schedules/{schedule}/seats")))
-        .await;
+    let seats_before = cluster.seat_map(&schedule).await;
     let duplicates_before = cluster.consumed("duplicate").await;
     let applied_before = cluster.consumed("applied").await;
 
@@ -466,9 +464,7 @@ async fn every_saga_event_delivered_twice(cluster: &mut Cluster) {
         cluster.payments().await,
     );
     assert_eq!(after, before);
-    let seats_after = cluster
-        .get_json(cluster.url(Service::Concert, &format!("/v1/schedules/{schedule}/seats")))
-        .await;
+    let seats_after = cluster.seat_map(&schedule).await;
     assert_eq!(seats_after, seats_before);
     assert_eq!(cluster.platform.records().len(), 1);
 }

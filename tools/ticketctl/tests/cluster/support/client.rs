@@ -7,7 +7,7 @@ use shared_events::Service;
 use ticket_runtime::dev::testkit::eventually;
 use uuid::Uuid;
 
-use super::{Cluster, WAIT};
+use super::{Cluster, SEAT_MAP_MAX_STALENESS, WAIT};
 
 /// One HTTP call, as data, so that a table of cases keeps one line a case.
 #[derive(Debug, Clone)]
@@ -384,10 +384,20 @@ impl Cluster {
         .await
     }
 
+    /// The seat map of `schedule`, with every seat change the caller knows
+    /// of. One instance shows its own changes at once, another's once its
+    /// copy is as old as the staleness bound: with several instances the
+    /// read waits that long first.
+    pub async fn seat_map(&self, schedule: &str) -> Value {
+        if self.instances > 1 {
+            tokio::time::sleep(SEAT_MAP_MAX_STALENESS).await;
+        }
+        self.get_json(self.url(Service::Concert, &format!("/v1/schedules/{schedule}/seats")))
+            .await
+    }
+
     pub async fn seat_status(&self, schedule: &str, seat_no: i64) -> String {
-        let seats = self
-            .get_json(self.url(Service::Concert, &format!("/v1/schedules/{schedule}/seats")))
-            .await;
+        let seats = self.seat_map(schedule).await;
         seats[(seat_no - 1) as usize]["status"]
             .as_str()
             .unwrap()

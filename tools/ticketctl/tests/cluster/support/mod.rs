@@ -21,6 +21,10 @@ use ticket_runtime::{Db, DbError, RunningService, Settings};
 use uuid::Uuid;
 
 pub const WAIT: Duration = Duration::from_secs(45);
+/// How stale a concert instance's seat map may be, in every cluster: how
+/// long another instance's seat change may take to show at one that did
+/// not make it.
+pub const SEAT_MAP_MAX_STALENESS: Duration = Duration::from_millis(250);
 const DECISION_WINDOW_MS: u64 = 8_000;
 
 /// What a scenario may change from the defaults.
@@ -173,6 +177,8 @@ impl Cluster {
                 s.service.concert.holds.hold_ttl_secs = self.knobs.hold_ttl_secs;
                 s.service.concert.holds.release_grace_secs = self.knobs.release_grace_secs;
                 s.service.concert.holds.sweep_interval_ms = 100;
+                s.service.concert.seat_maps.seat_map_max_staleness_ms =
+                    SEAT_MAP_MAX_STALENESS.as_millis().try_into().unwrap();
                 concert_service::start(s).await
             }
             Service::Queue => {
