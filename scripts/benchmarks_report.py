@@ -1,7 +1,8 @@
 """Writes docs/benchmarks.md from the results scripts/benchmarks.sh leaves in
 target/bench. Every table's figures come from those files; the prose
-(here, benchmarks_bounds.md, and benchmarks_notes.md for earlier runs the
-script does not repeat) says what they mean and what bounds a missed target,
+(here, benchmarks_bounds.md, benchmarks_changes.md for each change's own
+before and after, and benchmarks_notes.md for earlier runs the script does
+not repeat) says what they mean and what bounds a missed target,
 and must be read again when the figures move."""
 
 import json
@@ -163,6 +164,7 @@ w(f"| zero audit violations | the same | {violations(runs['sqlite'])} | {violati
 w(f"| idle cluster < 5% of a core | the same | {f(idle['total_cpu_percent']) + '%' if idle else '–'} | (SQLite only) |")
 w("")
 w(Path(__file__).with_name("benchmarks_bounds.md").read_text())
+w(Path(__file__).with_name("benchmarks_changes.md").read_text())
 
 # ---------------------------------------------------------------- floor
 w("## The floor\n")

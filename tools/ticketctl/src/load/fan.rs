@@ -173,7 +173,19 @@ enum Repeat {
 /// How long a patient fan waits before asking again.
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 
-impl Fan<'_> {
+impl<'a> Fan<'a> {
+    /// A new fan, signed in with a member token of the run's issuer.
+    fn new(plan: &'a Plan, recorder: &'a Recorder, n: u64) -> Fan<'a> {
+        let user = Uuid::new_v4();
+        Fan {
+            plan,
+            recorder,
+            n,
+            user,
+            token: plan.issuer.token(user, TimeDelta::hours(2)),
+        }
+    }
+
     async fn call(&self, request: reqwest::RequestBuilder) -> Answer {
         self.call_patiently(request, Repeat::IfSafe).await
     }
@@ -498,14 +510,8 @@ impl Fan<'_> {
 
 /// One fan's way from the line to a paid seat (or not).
 pub async fn journey(plan: &Plan, recorder: &Recorder, n: u64) -> Outcome {
-    let user = Uuid::new_v4();
-    let fan = Fan {
-        plan,
-        recorder,
-        n,
-        user,
-        token: plan.issuer.token(user, TimeDelta::hours(2)),
-    };
+    let fan = Fan::new(plan, recorder, n);
+    let user = fan.user;
     let Some(concert) = plan.concerts.get(n as usize % plan.concerts.len().max(1)) else {
         return Outcome::Error;
     };
@@ -631,19 +637,12 @@ fn own_seat(plan: &Plan, n: u64) -> Option<(&ConcertSeats, &str, i64)> {
 /// Lets fan `n` of a holds-only run into the line of their seat's concert
 /// and waits for their pass.
 pub async fn admitted_fan(plan: &Plan, recorder: &Recorder, n: u64) -> Option<AdmittedFan> {
-    let user = Uuid::new_v4();
-    let fan = Fan {
-        plan,
-        recorder,
-        n,
-        user,
-        token: plan.issuer.token(user, TimeDelta::hours(2)),
-    };
+    let fan = Fan::new(plan, recorder, n);
     let (concert, _, _) = own_seat(plan, n)?;
     let pass = fan.admitted(&concert.concert_id).await?;
     Some(AdmittedFan {
         n,
-        user,
+        user: fan.user,
         token: fan.token,
         pass,
     })
