@@ -972,7 +972,14 @@ async fn a_transaction_aborted_by_a_deadlock_runs_again_whole() {
     let (a, b) = tokio::join!(transfer("x", "y"), transfer("y", "x"));
     a.expect("first transfer commits");
     b.expect("second transfer commits");
-    assert_eq!(attempts.load(Ordering::SeqCst), 3, "one of them ran twice");
+    // One of them ran again; both, when PostgreSQL's deadlock checks of the
+    // two sessions ran at the same moment and each aborted its own (their
+    // waits began together at the barrier, so their timers fire together).
+    let attempts = attempts.load(Ordering::SeqCst);
+    assert!(
+        (3..=4).contains(&attempts),
+        "{attempts} attempts: the aborted transaction ran again, whole"
+    );
     let amounts: Vec<i64> = store
         .run(|conn| {
             charges::table
