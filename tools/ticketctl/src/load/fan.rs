@@ -672,7 +672,7 @@ pub async fn hold_and_release(
     if reservation["status"] != "HELD" {
         let reason = reservation["reason"].as_str().unwrap_or("rejected");
         recorder.refused(Step::Hold, reason);
-        return Outcome::NoSeat;
+        return Outcome::HoldRefused;
     }
     let path = format!(
         "/v1/reservations/{}",

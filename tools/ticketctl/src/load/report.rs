@@ -61,6 +61,9 @@ pub enum Outcome {
     Abandoned,
     /// Held a seat and gave it back (a holds-only run).
     Held,
+    /// Their hold was refused (a holds-only run: the seat is theirs alone,
+    /// so the reason is the cluster's, say `HOLD_TIMED_OUT`).
+    HoldRefused,
     /// Every seat they tried was taken.
     NoSeat,
     /// Their payment failed for a reason a top-up does not cure.
@@ -77,6 +80,7 @@ impl Outcome {
             Outcome::Completed => "completed",
             Outcome::Abandoned => "abandoned",
             Outcome::Held => "held",
+            Outcome::HoldRefused => "hold_refused",
             Outcome::NoSeat => "no_seat",
             Outcome::PaymentFailed => "payment_failed",
             Outcome::Error => "error",
@@ -284,6 +288,10 @@ pub fn table(summary: &Value) -> String {
     };
     for step in Step::ALL {
         let s = &summary["steps"][step.name()];
+        // A step the run never took (a holds-only run takes one).
+        if s["count"].as_u64() == Some(0) && s["errors"] == json!({}) && s["refused"] == json!({}) {
+            continue;
+        }
         let number = |key: &str| s[key].as_f64().unwrap_or(0.0);
         let errors = codes(&s["errors"]);
         let refused = codes(&s["refused"]);
