@@ -17,9 +17,14 @@ const SERVICES: [(&str, u16); 5] = [
 
 /// Free ports: base+1..=base+5 for the services, base+10 for the data
 /// platform, base+11 for the broker.
+/// Twelve free ports in a row for a cluster's services, broker and data
+/// platform, all below Linux's ephemeral range (32768 and up): a port there
+/// can be taken by any outgoing connection of the tests running alongside
+/// between this check and the service's bind (CI once saw payment, the last
+/// service, fail to start that way).
 pub(crate) fn free_ports() -> (u16, u16) {
     for _ in 0..50 {
-        let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 30_000) as u16;
+        let base = 20_000 + (uuid::Uuid::new_v4().as_u128() % 12_000) as u16;
         let all_free = (0..=11)
             .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());
         if all_free {
@@ -68,6 +73,9 @@ fn start(data_dir: &std::path::Path, base: u16, broker: u16, extra: &[&str]) -> 
     });
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // Shown only when the test fails: the services' own output,
+            // which says why one of them stopped.
+            println!("{line}");
             if sender.send(line).is_err() {
                 break;
             }
