@@ -113,7 +113,7 @@ impl ResponseError for ApiError {
     }
 }
 
-pub(super) fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
+pub fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web::Error {
     let api = match &error {
         JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
             ApiError::new(
@@ -146,15 +146,15 @@ pub(super) fn json_error(error: JsonPayloadError, _: &HttpRequest) -> actix_web:
     api.into()
 }
 
-pub(super) fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+pub fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_path", error.to_string()).into()
 }
 
-pub(super) fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request("invalid_query", error.to_string()).into()
 }
 
-pub(super) async fn not_found() -> Result<HttpResponse, ApiError> {
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found("route_not_found", "no such endpoint"))
 }
 

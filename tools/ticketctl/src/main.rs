@@ -17,6 +17,8 @@
 //!   admin listings (see docs/operations.md).
 //! - `ticketctl load` makes a ticket opening against a running cluster
 //!   and audits it afterwards (see docs/benchmarks.md).
+//! - `ticketctl console` serves the saga console: the same views in a
+//!   browser, behind the admin key (see docs/operations.md).
 //! - `ticketctl chaos` makes one against a cluster of its own while
 //!   killing and pausing its processes, then checks that nothing was lost
 //!   or doubled, and replays every topic (see docs/reliability.md).
@@ -26,6 +28,7 @@
 //! `TICKETCTL_DATA_DIR`, `APP__KAFKA__TOPIC_PREFIX`, `<SERVICE>_URL`).
 
 mod chaos;
+mod console;
 mod inspect;
 mod load;
 mod secrets;
@@ -82,6 +85,7 @@ enum Command {
     Audit(inspect::audit::AuditOptions),
     Load(load::LoadOptions),
     Chaos(chaos::ChaosOptions),
+    Console(console::ConsoleOptions),
 }
 
 #[derive(Args)]
@@ -162,6 +166,7 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1)
             }
         }
+        Command::Console(options) => runtime.block_on(console::run(options)),
         Command::Chaos(options) => {
             if runtime.block_on(chaos::run(options))? {
                 Ok(())

@@ -84,7 +84,7 @@ fn pass_keys(data_dir: &Path) -> anyhow::Result<(String, String)> {
     Ok((private, public))
 }
 
-fn random_hex(bytes: usize) -> anyhow::Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buffer = vec![0u8; bytes];
     getrandom::fill(&mut buffer).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
@@ -124,7 +124,8 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 /// keeps what exists) and give each consumer its share in DIR/<consumer>/:
 /// every service its database URL, the pass public key and the member
 /// JWKS; concert the admin key; queue the pass signing key; postgres the
-/// passwords of the five login roles; grafana its admin password. DIR
+/// passwords of the five login roles; grafana its admin password; the
+/// console the admin key. DIR
 /// itself is a data folder as `up` makes one, so `ticketctl login
 /// --data-dir DIR` signs member tokens.
 #[derive(Debug, Clone, clap::Args)]
@@ -187,6 +188,9 @@ pub fn run(options: SecretsOptions) -> anyhow::Result<()> {
         hand_over(&dir.join(service.as_str()), &files, options.service_uid)?;
     }
     hand_over(&shares, &postgres_share, options.postgres_uid)?;
+    // The saga console signs its operators in with the admin key.
+    let console = vec![("admin-key".to_string(), secrets.admin_key.clone())];
+    hand_over(&dir.join("console"), &console, options.service_uid)?;
     let grafana = vec![(
         "admin-password".to_string(),
         kept_random(&dir.join("grafana-admin-password"))?,

@@ -7,7 +7,10 @@
 //! letter that was replayed before: it looks for the header on the origin
 //! topic from the time the letter was written (that is the cost of
 //! `list` and `replay`: the origin topics from the first letter's time).
-//! Consumers are idempotent, so a letter replayed twice is applied once.
+//! A letter replayed before is refused, so it is sent back once; should a
+//! copy still arrive twice (two operators at the same moment), consumers
+//! are idempotent and apply it once. A replay that fails again becomes a
+//! new letter with an id of its own.
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -69,6 +72,36 @@ pub struct ReplayOptions {
     /// Replay every selected letter.
     #[arg(long, conflicts_with = "letters")]
     pub all: bool,
+    /// Only say what would be replayed; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// What a replay did, or would do, with one letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    WouldReplay,
+    Replayed,
+    /// Replayed before: never sent twice.
+    Refused,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::WouldReplay => "would_replay",
+            Outcome::Replayed => "replayed",
+            Outcome::Refused => "refused",
+        }
+    }
+}
+
+/// One letter's replay.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub id: String,
+    pub outcome: Outcome,
+    pub detail: String,
 }
 
 /// One dead letter and what its headers say about it.
@@ -109,6 +142,7 @@ impl Letter {
             "event_id": self.header(headers::EVENT_ID),
             "key": self.record.key,
             "replayed_at": self.replayed_at,
+            "payload": String::from_utf8_lossy(&self.record.payload),
         })
     }
 }
@@ -130,7 +164,17 @@ pub fn run(command: DlqCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        DlqCommand::Replay(options) => replay(options),
+        DlqCommand::Replay(options) => {
+            let wanted = (!options.all).then_some(options.letters.as_slice());
+            let replays = replay(&options.select, wanted, options.dry_run)?;
+            for replay in &replays {
+                println!("{}: {}", replay.outcome.as_str(), replay.detail);
+            }
+            if replays.is_empty() {
+                println!("no dead letters selected");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -217,19 +261,27 @@ fn mark_replays(reader: &Reader, letters: &mut [Letter]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn replay(options: ReplayOptions) -> anyhow::Result<()> {
-    let reader = Reader::connect(&options.select.kafka)?;
-    let mut chosen = letters(&reader, &options.select)?;
-    if !options.all {
-        for wanted in &options.letters {
-            if !chosen.iter().any(|l| l.id() == *wanted) {
-                anyhow::bail!("no dead letter {wanted} (see `ticketctl dlq list`)");
+/// Sends the selected letters (all of them when `wanted` is `None`) back
+/// to their origin topics, refusing those replayed before; with `dry_run`,
+/// sends nothing and says what it would do. An unknown id fails the whole
+/// call before anything is sent.
+pub fn replay(
+    select: &Selection,
+    wanted: Option<&[String]>,
+    dry_run: bool,
+) -> anyhow::Result<Vec<Replay>> {
+    let reader = Reader::connect(&select.kafka)?;
+    let mut chosen = letters(&reader, select)?;
+    if let Some(wanted) = wanted {
+        for id in wanted {
+            if !chosen.iter().any(|l| l.id() == *id) {
+                return Err(UnknownLetter(id.clone()).into());
             }
         }
-        chosen.retain(|l| options.letters.contains(&l.id()));
+        chosen.retain(|l| wanted.contains(&l.id()));
     }
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &options.select.kafka.brokers)
+        .set("bootstrap.servers", &select.kafka.brokers)
         .set("client.id", "ticketctl-replay")
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -241,14 +293,30 @@ fn replay(options: ReplayOptions) -> anyhow::Result<()> {
     let sends = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut replays = Vec::new();
     for letter in &chosen {
-        if let Some(at) = &letter.replayed_at {
-            println!(
-                "{} was replayed before (at {at}); consumers skip what they already applied",
-                letter.id()
-            );
-        }
         let id = letter.id();
+        if let Some(at) = &letter.replayed_at {
+            replays.push(Replay {
+                detail: format!("{id} was replayed at {at}; a letter goes back once"),
+                id,
+                outcome: Outcome::Refused,
+            });
+            continue;
+        }
+        if dry_run {
+            replays.push(Replay {
+                detail: format!(
+                    "{id} would go back to {} ({}, key {})",
+                    letter.origin_topic,
+                    letter.header(headers::EVENT_TYPE),
+                    letter.record.key.as_deref().unwrap_or("-")
+                ),
+                id,
+                outcome: Outcome::WouldReplay,
+            });
+            continue;
+        }
         let now = Utc::now().to_rfc3339();
         let mut message_headers = OwnedHeaders::new();
         for (key, value) in &letter.record.headers {
@@ -277,13 +345,26 @@ fn replay(options: ReplayOptions) -> anyhow::Result<()> {
             .map_err(|(error, _)| error)
             .map(|delivery| (delivery.partition, delivery.offset))
             .with_context(|| format!("replaying {id}"))?;
-        println!(
-            "replayed {id} to {}/{partition}@{offset}",
-            letter.origin_topic
-        );
+        replays.push(Replay {
+            detail: format!(
+                "replayed {id} to {}/{partition}@{offset}",
+                letter.origin_topic
+            ),
+            id,
+            outcome: Outcome::Replayed,
+        });
     }
-    if chosen.is_empty() {
-        println!("no dead letters selected");
-    }
-    Ok(())
+    Ok(replays)
 }
+
+/// A letter id that names no dead letter.
+#[derive(Debug)]
+pub struct UnknownLetter(pub String);
+
+impl std::fmt::Display for UnknownLetter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no dead letter {} (see `ticketctl dlq list`)", self.0)
+    }
+}
+
+impl std::error::Error for UnknownLetter {}

@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::Args;
+use serde::Serialize;
 use serde_json::{json, Value};
 use shared_events::{Envelope, Event, EventType, Reason, SagaOutcome, Seat, Service, Step, Topic};
 use std::time::Instant;
@@ -72,50 +73,208 @@ pub struct Verdict {
     pub detail: String,
 }
 
-pub fn run(options: SagaOptions) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let reader = Reader::connect(&options.kafka)?;
+/// One saga as read from the topics: its events in causal order and the
+/// verdict on them.
+pub struct Saga {
+    pub reservation: Uuid,
+    pub records: Vec<Record>,
+    pub verdict: Verdict,
+    /// How many messages were read to find it.
+    pub read: usize,
+}
+
+impl Saga {
+    fn seat(&self) -> Option<Seat> {
+        self.records
+            .iter()
+            .filter_map(Record::envelope)
+            .find_map(|e| e.event.seat())
+    }
+}
+
+/// The saga of `id`, a reservation id or a payment id (`None` when no
+/// saga event names it).
+pub fn find(
+    reader: &Reader,
+    id: Uuid,
+    slack: TimeDelta,
+    stuck_after: TimeDelta,
+) -> anyhow::Result<Option<Saga>> {
     let mut read = 0usize;
-    let since = |id: Uuid| created_at(id).map(|at| at - options.slack);
-    let mut records = key_events(
-        &reader,
-        &options.id.to_string(),
-        since(options.id),
-        &mut read,
-    )?;
-    let mut reservation = options.id;
+    let since = |id: Uuid| created_at(id).map(|at| at - slack);
+    let mut records = key_events(reader, &id.to_string(), since(id), &mut read)?;
+    let mut reservation = id;
     if records.is_empty() {
-        if let Some(found) =
-            reservation_of_payment(&reader, options.id, since(options.id), &mut read)?
-        {
+        if let Some(found) = reservation_of_payment(reader, id, since(id), &mut read)? {
             reservation = found;
-            records = key_events(&reader, &found.to_string(), since(found), &mut read)?;
+            records = key_events(reader, &found.to_string(), since(found), &mut read)?;
         }
     }
     if records.is_empty() {
-        anyhow::bail!(
-            "no saga events for {} (read {read} messages; is it a reservation or payment id, and are --brokers and --topic-prefix right?)",
-            options.id
-        );
+        return Ok(None);
     }
     let records = in_causal_order(records);
     let envelopes: Vec<&Envelope> = records.iter().filter_map(Record::envelope).collect();
-    let verdict = judge(&envelopes, Utc::now(), options.stuck_after);
-    let seat = envelopes.iter().find_map(|e| e.event.seat());
-    let elapsed = started.elapsed();
-    if options.json {
-        println!(
-            "{}",
-            to_json(reservation, seat, &records, &verdict, read, elapsed)
+    let verdict = judge(&envelopes, Utc::now(), stuck_after);
+    Ok(Some(Saga {
+        reservation,
+        records,
+        verdict,
+        read,
+    }))
+}
+
+pub fn run(options: SagaOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let reader = Reader::connect(&options.kafka)?;
+    let Some(saga) = find(&reader, options.id, options.slack, options.stuck_after)? else {
+        anyhow::bail!(
+            "no saga events for {} (is it a reservation or payment id, and are --brokers and --topic-prefix right?)",
+            options.id
         );
+    };
+    if options.json {
+        println!("{}", to_json(&saga, started.elapsed()));
     } else {
-        print_timeline(reservation, seat, &records, &verdict);
+        print_timeline(&saga);
         println!(
-            "(read {read} messages in {:.2} s: one partition of each topic, from the reservation's time)",
-            elapsed.as_secs_f64()
+            "(read {} messages in {:.2} s: one partition of each topic, from the reservation's time)",
+            saga.read,
+            started.elapsed().as_secs_f64()
         );
     }
     Ok(())
+}
+
+/// A saga in brief, as a list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub reservation_id: Uuid,
+    pub verdict: &'static str,
+    pub waiting_for: Option<&'static str>,
+    pub detail: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub last_at: Option<DateTime<Utc>>,
+    /// Since its last event, for a saga not yet ended.
+    pub age_ms: Option<i64>,
+}
+
+/// Every saga with an event on the saga topics since `since`, judged at
+/// `now`; a saga whose first events are older is judged on what was read.
+/// Reads every partition of the five topics from `since`: the console's
+/// cost for "stuck" and "a fan's sagas".
+pub fn recent(
+    reader: &Reader,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+    stuck_after: TimeDelta,
+) -> anyhow::Result<Vec<(Summary, Vec<Record>)>> {
+    let mut ranges = Vec::new();
+    for topic in super::event_topics() {
+        if reader.partitions(&topic)? > 0 {
+            ranges.extend(reader.ranges(&topic, None, Some(since), false)?);
+        }
+    }
+    let mut sagas: std::collections::HashMap<Uuid, Vec<Record>> = Default::default();
+    reader.read(&ranges, |record| {
+        if let Some(reservation) = record.envelope().and_then(|e| e.event.reservation_id()) {
+            sagas.entry(reservation).or_default().push(record);
+        }
+        true
+    })?;
+    Ok(sagas
+        .into_iter()
+        .map(|(reservation, records)| {
+            let records = in_causal_order(records);
+            let envelopes: Vec<&Envelope> = records.iter().filter_map(Record::envelope).collect();
+            let verdict = judge(&envelopes, now, stuck_after);
+            let started_at = envelopes.iter().map(|e| e.occurred_at).min();
+            let last_at = envelopes.iter().map(|e| e.occurred_at).max();
+            let open = matches!(verdict.state, State::InFlight | State::Stuck);
+            let summary = Summary {
+                reservation_id: reservation,
+                verdict: verdict.state.as_str(),
+                waiting_for: verdict.waiting_for.map(Service::as_str),
+                detail: verdict.detail,
+                started_at,
+                last_at,
+                age_ms: last_at
+                    .filter(|_| open)
+                    .map(|at| (now - at).num_milliseconds()),
+            };
+            (summary, records)
+        })
+        .collect())
+}
+
+/// The sagas in flight whose last event is older than `older_than`,
+/// stalest first.
+pub fn stalled(
+    reader: &Reader,
+    since: DateTime<Utc>,
+    older_than: TimeDelta,
+    stuck_after: TimeDelta,
+) -> anyhow::Result<Vec<Summary>> {
+    let mut stalled: Vec<Summary> = recent(reader, since, Utc::now(), stuck_after)?
+        .into_iter()
+        .map(|(summary, _)| summary)
+        .filter(|s| {
+            s.age_ms
+                .is_some_and(|age| age > older_than.num_milliseconds())
+        })
+        .collect();
+    stalled.sort_by_key(|s| std::cmp::Reverse(s.age_ms));
+    Ok(stalled)
+}
+
+/// The sagas of one fan since `since`, newest first: those whose events
+/// name the fan as `user_id`.
+pub fn of_fan(
+    reader: &Reader,
+    fan: Uuid,
+    since: DateTime<Utc>,
+    stuck_after: TimeDelta,
+) -> anyhow::Result<Vec<Summary>> {
+    let fan = Value::String(fan.to_string());
+    let mut found: Vec<Summary> = recent(reader, since, Utc::now(), stuck_after)?
+        .into_iter()
+        .filter(|(_, records)| {
+            records
+                .iter()
+                .filter_map(Record::envelope)
+                .any(|e| payload_of(e).get("user_id") == Some(&fan))
+        })
+        .map(|(summary, _)| summary)
+        .collect();
+    found.sort_by_key(|s| std::cmp::Reverse(s.started_at));
+    Ok(found)
+}
+
+/// The steps the contract still expects on the way to completion after
+/// the saga's owed step: each answer's first (successful) event, then the
+/// steps that one calls for, and so on. A hold that waits for its fan
+/// expects the fan's payment request first.
+pub fn still_to_come(verdict: &Verdict) -> Vec<(Service, EventType)> {
+    let mut next = match verdict.state {
+        State::InFlight | State::Stuck => verdict
+            .expected
+            .first()
+            .map(|&first| (first.producer(), first)),
+        State::Completed | State::Compensated => None,
+    };
+    let mut path = Vec::new();
+    while let Some((by, event)) = next {
+        if path.iter().any(|(_, e)| *e == event) {
+            break;
+        }
+        path.push((by, event));
+        next = event
+            .steps()
+            .iter()
+            .find(|step| step.after.is_none())
+            .and_then(|step| step.answers.first().map(|&answer| (step.by, answer)));
+    }
+    path
 }
 
 /// When a UUIDv7 was made.
@@ -267,7 +426,8 @@ pub fn judge(events: &[&Envelope], now: DateTime<Utc>, stuck_after: TimeDelta) -
             state: State::InFlight,
             branches,
             waiting_for: None,
-            expected: &[],
+            // The fan's payment request is what takes the next step.
+            expected: &[T::PaymentRequested],
             detail: format!(
                 "held until {}, waiting for the fan to pay",
                 time(Some(until))
@@ -330,8 +490,14 @@ fn branch_text(branches: &[(SagaOutcome, Option<Reason>)]) -> String {
         .join(" → ")
 }
 
-fn print_timeline(reservation: Uuid, seat: Option<Seat>, records: &[Record], verdict: &Verdict) {
-    match seat {
+fn print_timeline(saga: &Saga) {
+    let Saga {
+        reservation,
+        records,
+        verdict,
+        ..
+    } = saga;
+    match saga.seat() {
         Some(seat) => println!(
             "saga of reservation {reservation} (seat {} of schedule {})",
             seat.seat_no, seat.schedule_id
@@ -366,6 +532,14 @@ fn print_timeline(reservation: Uuid, seat: Option<Seat>, records: &[Record], ver
         line.push_str(&format!(" — {}", branch_text(&verdict.branches)));
     }
     println!("{line}; {}", verdict.detail);
+    let to_come = still_to_come(verdict);
+    if !to_come.is_empty() {
+        let path: Vec<String> = to_come
+            .iter()
+            .map(|(by, event)| format!("{by} {event}"))
+            .collect();
+        println!("still to come: {}", path.join(" → "));
+    }
 }
 
 fn payload_of(envelope: &Envelope) -> Value {
@@ -375,14 +549,15 @@ fn payload_of(envelope: &Envelope) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn to_json(
-    reservation: Uuid,
-    seat: Option<Seat>,
-    records: &[Record],
-    verdict: &Verdict,
-    read: usize,
-    elapsed: std::time::Duration,
-) -> Value {
+/// The saga as one JSON object (for `--json` and the console).
+pub fn to_json(saga: &Saga, elapsed: std::time::Duration) -> Value {
+    let Saga {
+        reservation,
+        records,
+        verdict,
+        read,
+    } = saga;
+    let seat = saga.seat();
     let mut previous: Option<DateTime<Utc>> = None;
     let steps: Vec<Value> = records
         .iter()
@@ -415,6 +590,10 @@ fn to_json(
         })).collect::<Vec<_>>(),
         "waiting_for": verdict.waiting_for.map(Service::as_str),
         "expected": verdict.expected.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
+        "still_to_come": still_to_come(verdict).iter().map(|(by, event)| json!({
+            "by": by.as_str(),
+            "event_type": event.as_str(),
+        })).collect::<Vec<_>>(),
         "detail": verdict.detail,
         "steps": steps,
         "messages_read": read,
@@ -488,6 +667,17 @@ mod tests {
         let verdict = judged(&held(now), now);
         assert_eq!(verdict.state, State::InFlight);
         assert_eq!(verdict.waiting_for, None);
+        // The contract's way to completion, from the fan's payment on.
+        assert_eq!(
+            still_to_come(&verdict),
+            [
+                (Service::Payment, EventType::PaymentRequested),
+                (Service::MemberBalance, EventType::BalanceDebited),
+                (Service::Reservation, EventType::ReservationConfirmed),
+                (Service::Concert, EventType::SeatSold),
+                (Service::Payment, EventType::PaymentCompleted),
+            ]
+        );
     }
 
     #[test]
@@ -501,6 +691,11 @@ mod tests {
         let verdict = judged(&saga, now + TimeDelta::seconds(121));
         assert_eq!(verdict.state, State::Stuck);
         assert_eq!(verdict.waiting_for, Some(Service::MemberBalance));
+        assert_eq!(
+            still_to_come(&verdict).first(),
+            Some(&(Service::MemberBalance, EventType::BalanceDebited)),
+            "the owed step comes first"
+        );
     }
 
     #[test]
@@ -608,6 +803,7 @@ mod tests {
         let verdict = judged(&saga, now);
         assert_eq!(verdict.state, State::Completed, "{verdict:?}");
         assert!(verdict.branches.is_empty());
+        assert!(still_to_come(&verdict).is_empty(), "nothing after the end");
     }
 
     /// A sale refused after the seat was released: the confirmation is

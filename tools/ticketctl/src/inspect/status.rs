@@ -11,7 +11,8 @@ use clap::Args;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use shared_events::Service;
 use std::time::Duration;
 use ticket_runtime::messaging::kafka::headers;
@@ -39,13 +40,40 @@ pub struct StatusOptions {
     pub json: bool,
 }
 
-/// Returns whether everything is well (the process exits 1 otherwise).
-pub fn run(options: StatusOptions) -> anyhow::Result<bool> {
-    let reader = Reader::connect(&options.kafka)?;
+/// One service's health as `status` reports it.
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    pub service: &'static str,
+    /// `ready`, `not_ready`, `down` (no answer) or what the service said.
+    pub ready: String,
+    pub version: String,
+    pub lag: i64,
+    pub lag_by_partition: Vec<PartitionLag>,
+    pub outbox_pending: Option<i64>,
+    pub outbox_oldest_age_secs: Option<f64>,
+    pub dead_letters: usize,
+    pub problems: Vec<String>,
+}
+
+/// What is wrong enough to report.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_lag: i64,
+    pub max_outbox_age: TimeDelta,
+}
+
+/// Every service's status, read through `reader` and the services' health
+/// endpoints (what `status` prints and the console shows).
+pub fn collect(
+    reader: &Reader,
+    kafka: &KafkaOptions,
+    urls: &ServiceUrls,
+    limits: Limits,
+) -> anyhow::Result<Vec<ServiceStatus>> {
     let letters = super::dlq::letters(
-        &reader,
+        reader,
         &super::dlq::Selection {
-            kafka: options.kafka.clone(),
+            kafka: kafka.clone(),
             topic: None,
             consumer: None,
         },
@@ -56,16 +84,11 @@ pub fn run(options: StatusOptions) -> anyhow::Result<bool> {
     let calls = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut healthy = true;
-    if !options.json {
-        println!(
-            "{:<15} {:<10} {:<8} {:>7} {:>14} {:>6}  problems",
-            "SERVICE", "READY", "VERSION", "LAG", "OUTBOX", "DLQ"
-        );
-    }
+    let mut statuses = Vec::new();
     for service in Service::ALL {
-        let ready = calls.block_on(readiness(&http, options.urls.url(service)));
-        let lag = lag(&reader, &options.kafka, service)?;
+        let ready = calls.block_on(readiness(&http, urls.url(service)));
+        let lag_by_partition = lag_by_partition(reader, kafka, service)?;
+        let lag = lag_by_partition.iter().map(|p| p.lag).sum();
         let dead_letters = letters
             .iter()
             .filter(|l| l.record.header(headers::DLQ_CONSUMER) == Some(service.as_str()))
@@ -84,57 +107,71 @@ pub fn run(options: StatusOptions) -> anyhow::Result<bool> {
                 ready.as_ref().map_or(Value::Null, |b| b["checks"].clone())
             ));
         }
-        if lag > options.max_lag {
-            problems.push(format!("lag {lag} > {}", options.max_lag));
+        if lag > limits.max_lag {
+            problems.push(format!("lag {lag} > {}", limits.max_lag));
         }
         let body = ready.as_ref().ok();
-        let pending = body.and_then(|b| b["outbox"]["pending"].as_i64());
-        let oldest = body.and_then(|b| b["outbox"]["oldest_age_secs"].as_f64());
-        if oldest.is_some_and(|age| age > options.max_outbox_age.as_seconds_f64()) {
+        let outbox_pending = body.and_then(|b| b["outbox"]["pending"].as_i64());
+        let outbox_oldest_age_secs = body.and_then(|b| b["outbox"]["oldest_age_secs"].as_f64());
+        if outbox_oldest_age_secs.is_some_and(|age| age > limits.max_outbox_age.as_seconds_f64()) {
             problems.push(format!(
                 "outbox stuck: oldest event {:.0} s old",
-                oldest.unwrap_or_default()
+                outbox_oldest_age_secs.unwrap_or_default()
             ));
         }
-        if !problems.is_empty() {
-            healthy = false;
-        }
-        let version = body
-            .and_then(|b| b["version"].as_str())
-            .unwrap_or("-")
-            .to_string();
+        statuses.push(ServiceStatus {
+            service: service.as_str(),
+            ready: state,
+            version: body
+                .and_then(|b| b["version"].as_str())
+                .unwrap_or("-")
+                .to_string(),
+            lag,
+            lag_by_partition,
+            outbox_pending,
+            outbox_oldest_age_secs,
+            dead_letters,
+            problems,
+        });
+    }
+    Ok(statuses)
+}
+
+/// Returns whether everything is well (the process exits 1 otherwise).
+pub fn run(options: StatusOptions) -> anyhow::Result<bool> {
+    let reader = Reader::connect(&options.kafka)?;
+    let limits = Limits {
+        max_lag: options.max_lag,
+        max_outbox_age: options.max_outbox_age,
+    };
+    let statuses = collect(&reader, &options.kafka, &options.urls, limits)?;
+    if !options.json {
+        println!(
+            "{:<15} {:<10} {:<8} {:>7} {:>14} {:>6}  problems",
+            "SERVICE", "READY", "VERSION", "LAG", "OUTBOX", "DLQ"
+        );
+    }
+    for status in &statuses {
         if options.json {
-            println!(
-                "{}",
-                json!({
-                    "service": service.as_str(),
-                    "ready": state,
-                    "version": version,
-                    "lag": lag,
-                    "outbox_pending": pending,
-                    "outbox_oldest_age_secs": oldest,
-                    "dead_letters": dead_letters,
-                    "problems": problems,
-                })
-            );
+            println!("{}", serde_json::to_string(status)?);
         } else {
-            let outbox = match (pending, oldest) {
+            let outbox = match (status.outbox_pending, status.outbox_oldest_age_secs) {
                 (Some(pending), Some(age)) => format!("{pending} ({age:.0}s)"),
                 _ => "-".to_string(),
             };
             println!(
                 "{:<15} {:<10} {:<8} {:>7} {:>14} {:>6}  {}",
-                service.as_str(),
-                state,
-                version,
-                lag,
+                status.service,
+                status.ready,
+                status.version,
+                status.lag,
                 outbox,
-                dead_letters,
-                problems.join("; ")
+                status.dead_letters,
+                status.problems.join("; ")
             );
         }
     }
-    Ok(healthy)
+    Ok(statuses.iter().all(|s| s.problems.is_empty()))
 }
 
 /// The service's readiness body (also when it answers 503).
@@ -147,10 +184,35 @@ pub(crate) async fn readiness(http: &reqwest::Client, url: &str) -> anyhow::Resu
         .with_context(|| format!("{url} did not answer JSON"))
 }
 
+/// Where one group stands in one partition.
+#[derive(Debug, Serialize)]
+pub struct PartitionLag {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    /// The group's committed offset (`None`: it never committed).
+    pub committed: Option<i64>,
+    /// The offset after the partition's last event.
+    pub end: i64,
+    pub lag: i64,
+}
+
 /// Events on the service's topics its consumer group has not committed
 /// past: the partitions' ends minus the group's committed offsets (the
 /// whole partition where it never committed).
 pub(super) fn lag(reader: &Reader, kafka: &KafkaOptions, service: Service) -> anyhow::Result<i64> {
+    Ok(lag_by_partition(reader, kafka, service)?
+        .iter()
+        .map(|p| p.lag)
+        .sum())
+}
+
+/// [`lag`], per partition of each consumed topic.
+pub fn lag_by_partition(
+    reader: &Reader,
+    kafka: &KafkaOptions,
+    service: Service,
+) -> anyhow::Result<Vec<PartitionLag>> {
     let group = format!("{}{}", kafka.topic_prefix, service.as_str());
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
@@ -168,18 +230,25 @@ pub(super) fn lag(reader: &Reader, kafka: &KafkaOptions, service: Service) -> an
     let committed = consumer
         .committed_offsets(partitions, Duration::from_secs(10))
         .with_context(|| format!("reading the committed offsets of group {group}"))?;
-    let mut lag = 0;
+    let mut lags = Vec::new();
     for element in committed.elements() {
         let topic = element
             .topic()
             .strip_prefix(kafka.topic_prefix.as_str())
             .unwrap_or(element.topic());
         let (low, high) = reader.watermarks(topic, element.partition())?;
-        let done = match element.offset() {
-            Offset::Offset(offset) => offset,
-            _ => low,
+        let committed = match element.offset() {
+            Offset::Offset(offset) => Some(offset),
+            _ => None,
         };
-        lag += (high - done).max(0);
+        lags.push(PartitionLag {
+            group: group.clone(),
+            topic: topic.to_string(),
+            partition: element.partition(),
+            committed,
+            end: high,
+            lag: (high - committed.unwrap_or(low)).max(0),
+        });
     }
-    Ok(lag)
+    Ok(lags)
 }

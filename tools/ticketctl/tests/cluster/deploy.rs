@@ -235,6 +235,31 @@ fn every_service_starts_from_its_own_share_of_the_secrets() {
         "{published}"
     );
 
+    // The console: behind the gateway on 8088, with the admin key and
+    // nothing else of the deployment's secrets.
+    let console = &services["console"];
+    assert_eq!(
+        console["command"],
+        json!(["console", "--host", "0.0.0.0", "--port", "8088"])
+    );
+    assert_eq!(
+        console["volumes"],
+        json!(["console-secrets:/run/secrets/ticketing:ro"])
+    );
+    assert_eq!(
+        console["environment"]["TICKETCTL_DATA_DIR"],
+        "/run/secrets/ticketing"
+    );
+    assert!(init.contains("console-secrets:/secrets/console"), "{init}");
+    let shared: Vec<String> = std::fs::read_dir(secrets.join("console"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(shared, ["admin-key"], "the console's share");
+    assert!(share_has(&secrets, "console", "admin-key"));
+    assert!(gateway.contains("listen 8088; set $up console:8088;"));
+    assert!(published.contains("127.0.0.1:8088:8088"), "{published}");
+
     // What every service holds, and what only some do.
     let private = |service: &str, file: &str| share_has(&secrets, service, file);
     for service in Service::ALL {

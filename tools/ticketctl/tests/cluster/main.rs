@@ -8,6 +8,7 @@
 )]
 
 mod chaos;
+mod console;
 mod deploy;
 mod inspect;
 mod load;

@@ -276,6 +276,27 @@ impl Cluster {
     /// binary, the cluster's broker and services, a data folder with its
     /// admin key and identity provider); its exit code and stdout.
     pub async fn ticketctl(&self, args: &[&str]) -> (i32, String) {
+        let mut command = self.ticketctl_command(args);
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let code = output.status.code().unwrap_or(-1);
+        assert!(
+            code == 0 || code == 1,
+            "ticketctl {args:?} failed ({code}): {stderr}"
+        );
+        if code != 0 {
+            // Exit 1 is an answer (a violation) or an error: either way the
+            // test's output should say which.
+            println!("ticketctl {args:?} exited {code}; its standard error:\n{stderr}");
+        }
+        (code, String::from_utf8(output.stdout).unwrap())
+    }
+
+    /// `ticketctl ARGS` set up to act on this cluster, not yet started.
+    pub fn ticketctl_command(&self, args: &[&str]) -> std::process::Command {
         let tools = testkit::temp_dir("ticketctl");
         std::fs::write(tools.join("admin-key"), ADMIN_KEY).unwrap();
         std::fs::write(
@@ -293,22 +314,7 @@ impl Cluster {
             let variable = format!("{}_URL", service.as_str().replace('-', "_").to_uppercase());
             command.env(variable, self.base_url(service));
         }
-        let output = tokio::task::spawn_blocking(move || command.output())
-            .await
-            .unwrap()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let code = output.status.code().unwrap_or(-1);
-        assert!(
-            code == 0 || code == 1,
-            "ticketctl {args:?} failed ({code}): {stderr}"
-        );
-        if code != 0 {
-            // Exit 1 is an answer (a violation) or an error: either way the
-            // test's output should say which.
-            println!("ticketctl {args:?} exited {code}; its standard error:\n{stderr}");
-        }
-        (code, String::from_utf8(output.stdout).unwrap())
+        command
     }
 
     pub fn base_url(&self, service: Service) -> String {
