@@ -340,6 +340,7 @@ for key, path in paths.items():
         w(f"| `{path}` | {backend} | {f(m['rate'], 0)} | {f(m['p50'], 2)} ms | {f(m['p99'], 2)} ms | {m['errors']} |")
 w("")
 
+w(Path(__file__).with_name("benchmarks_console.md").read_text())
 w("## Peers\n")
 w(
     "Published figures of comparable systems. The monolith of the same course "

@@ -207,6 +207,10 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         "  member tokens: ticketctl login <user-id> --data-dir {}",
         data_dir.display()
     );
+    println!(
+        "  saga console:  ticketctl console --data-dir {} (then http://127.0.0.1:8088)",
+        data_dir.display()
+    );
     println!("press Ctrl-C to stop");
 
     let mut stopping = StopSignals::new()?;

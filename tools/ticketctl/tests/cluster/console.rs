@@ -6,13 +6,10 @@
 //! redriven payment was applied once.
 
 use crate::support::{Cluster, Knobs, ADMIN_KEY, WAIT};
-use diesel::connection::SimpleConnection;
 use serde_json::Value;
-use shared_events::Service;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use ticket_runtime::dev::testkit::{self, eventually};
-use ticket_runtime::DbError;
 
 /// The dead letters, as `ticketctl dlq list --json` gives them.
 async fn letters(cluster: &Cluster) -> Vec<Value> {
@@ -69,14 +66,7 @@ async fn an_operator_follows_sagas_and_redrives_a_dead_letter_in_a_browser() {
     assert_eq!(failed["status"], "FAILED", "{failed}");
 
     // A valid payment request dead-lettered while debits were closed.
-    let closed = "CREATE TRIGGER maintenance BEFORE INSERT ON payment_debits \
-        BEGIN SELECT RAISE(ABORT, 'debits closed for maintenance'); END;";
-    let run = |sql: &'static str| {
-        cluster
-            .db(Service::MemberBalance)
-            .run(move |conn| conn.batch_execute(sql).map_err(DbError::from))
-    };
-    run(closed).await.unwrap();
+    cluster.close_debits().await;
     let (fan, _, hold) = cluster.funded_hold(500_000, 3).await;
     let price = hold["price"].as_i64().unwrap();
     let valid_reservation = hold["id"].as_str().unwrap().to_string();
@@ -89,7 +79,7 @@ async fn an_operator_follows_sagas_and_redrives_a_dead_letter_in_a_browser() {
             .find(|l| l["event_type"] == "PaymentRequested")
     })
     .await;
-    run("DROP TRIGGER maintenance;").await.unwrap();
+    cluster.reopen_debits().await;
 
     // Bytes that are no event at all.
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()

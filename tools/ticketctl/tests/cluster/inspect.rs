@@ -407,14 +407,7 @@ async fn a_dead_letter_is_listed_and_replayed_once() {
     let cluster = Cluster::sqlite(Knobs::default()).await;
     let (fan, _, hold) = cluster.funded_hold(500_000, 9).await;
     let price = hold["price"].as_i64().unwrap();
-    let maintenance = "CREATE TRIGGER maintenance BEFORE INSERT ON payment_debits \
-        BEGIN SELECT RAISE(ABORT, 'debits closed for maintenance'); END;";
-    let run = |sql: &'static str| {
-        cluster
-            .db(Service::MemberBalance)
-            .run(move |conn| conn.batch_execute(sql).map_err(DbError::from))
-    };
-    run(maintenance).await.unwrap();
+    cluster.close_debits().await;
     let (_, payment) = cluster.pay(&fan, hold["id"].as_str().unwrap(), None).await;
     let payment_id = payment["id"].as_str().unwrap().to_string();
 
@@ -458,7 +451,7 @@ async fn a_dead_letter_is_listed_and_replayed_once() {
     );
 
     // The cause is gone; the letter goes back and is applied once.
-    run("DROP TRIGGER maintenance;").await.unwrap();
+    cluster.reopen_debits().await;
     let id = letter["id"].as_str().unwrap();
     let (_, replayed) = ticketctl(&cluster, &["dlq", "replay", "--letter", id]).await;
     assert!(replayed.contains("replayed"), "{replayed}");

@@ -295,6 +295,33 @@ impl Cluster {
         (code, String::from_utf8(output.stdout).unwrap())
     }
 
+    /// Makes member-balance fail every debit (a trigger on its SQLite
+    /// table, as a maintenance window would), so that a valid payment
+    /// request is dead-lettered once its attempts are spent.
+    pub async fn close_debits(&self) {
+        self.member_balance_sql(
+            "CREATE TRIGGER maintenance BEFORE INSERT ON payment_debits \
+             BEGIN SELECT RAISE(ABORT, 'debits closed for maintenance'); END;",
+        )
+        .await;
+    }
+
+    /// Ends [`close_debits`](Cluster::close_debits).
+    pub async fn reopen_debits(&self) {
+        self.member_balance_sql("DROP TRIGGER maintenance;").await;
+    }
+
+    async fn member_balance_sql(&self, sql: &'static str) {
+        use diesel::connection::SimpleConnection;
+        self.db(Service::MemberBalance)
+            .run(move |conn| {
+                conn.batch_execute(sql)
+                    .map_err(ticket_runtime::DbError::from)
+            })
+            .await
+            .unwrap();
+    }
+
     /// `ticketctl ARGS` set up to act on this cluster, not yet started.
     pub fn ticketctl_command(&self, args: &[&str]) -> std::process::Command {
         let tools = testkit::temp_dir("ticketctl");
