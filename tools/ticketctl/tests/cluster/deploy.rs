@@ -258,6 +258,19 @@ fn every_service_starts_from_its_own_share_of_the_secrets() {
     assert_eq!(shared, ["admin-key"], "the console's share");
     assert!(share_has(&secrets, "console", "admin-key"));
     assert!(gateway.contains("listen 8088; set $up console:8088;"));
+    let block = &gateway[gateway.find("listen 8088;").unwrap()..];
+    let block = &block[..block.find("\n    }").unwrap()];
+    for header in [
+        // The console compares a form's Origin with this Host: its port too.
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Forwarded-For",
+        "proxy_buffering off;",
+    ] {
+        assert!(
+            block.contains(header),
+            "the console's gateway block: {header}"
+        );
+    }
     assert!(published.contains("127.0.0.1:8088:8088"), "{published}");
 
     // What every service holds, and what only some do.
