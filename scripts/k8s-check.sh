@@ -31,4 +31,4 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   echo "$want" > "$stamp"
 fi
 
-KUBECTL="$kubectl" "$venv/bin/python" -m unittest deploy/k8s/test_manifests.py "$@"
+PYTHONDONTWRITEBYTECODE=1 KUBECTL="$kubectl" "$venv/bin/python" -m unittest deploy/k8s/test_manifests.py "$@"
