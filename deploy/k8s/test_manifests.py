@@ -665,9 +665,6 @@ class KafkaAndDatabases(unittest.TestCase):
 
 
 class NetworkPolicies(unittest.TestCase):
-    INGRESS_CONTROLLER = ("ingress-nginx", "ingress-nginx")
-    PROMETHEUS = ("monitoring", "prometheus")
-
     def peer(self, peer):
         namespace = peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
         pods = peer.get("podSelector", {}).get("matchLabels", {})
