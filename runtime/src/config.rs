@@ -136,6 +136,13 @@ pub struct KafkaSettings {
     pub topic_prefix: String,
     pub partitions: i32,
     pub replication_factor: i32,
+    /// `min.insync.replicas` of the topics this service creates: with the
+    /// producer's `acks=all`, how many replicas must have an event before
+    /// the broker acknowledges it. Unset, the broker's own default applies
+    /// (1 on a single broker); a replicated cluster sets it so that losing
+    /// one broker loses no acknowledged event.
+    #[serde(default)]
+    pub min_insync_replicas: Option<i32>,
     pub enable_idempotence: bool,
     /// How long a consumer's fetch may wait at the broker for data: the
     /// latency of each hop when the broker answers fetches only at the end
@@ -517,6 +524,31 @@ mod tests {
         assert_eq!(settings.http.host, "0.0.0.0");
         assert!(!settings.kafka.enable_idempotence);
         assert_eq!(settings.outbox.batch_size, 256, "common default kept");
+    }
+
+    #[test]
+    fn min_insync_replicas_is_unset_unless_configured() {
+        let default: Settings<Extra> = Layers::new(SERVICE).unwrap().build().unwrap();
+        assert_eq!(default.kafka.min_insync_replicas, None);
+        let replicated: Settings<Extra> = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[
+                ("APP__KAFKA__REPLICATION_FACTOR", "3"),
+                ("APP__KAFKA__MIN_INSYNC_REPLICAS", "2"),
+            ]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(replicated.kafka.replication_factor, 3);
+        assert_eq!(replicated.kafka.min_insync_replicas, Some(2));
+        let wrong = Layers::new(SERVICE)
+            .unwrap()
+            .env(env(&[("APP__KAFKA__MIN_INSYNC_REPLICAS", "two")]))
+            .unwrap()
+            .build::<Extra>()
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("APP__KAFKA__MIN_INSYNC_REPLICAS"), "{wrong}");
     }
 
     #[test]

@@ -127,14 +127,19 @@ impl Kafka {
     pub async fn create_topics(&self, names: &[String]) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> =
             base_config(&self.settings, &self.client_id).create()?;
+        let min_insync_replicas = self.settings.min_insync_replicas.map(|n| n.to_string());
         let new_topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|name| {
-                NewTopic::new(
+                let topic = NewTopic::new(
                     name,
                     self.settings.partitions,
                     TopicReplication::Fixed(self.settings.replication_factor),
-                )
+                );
+                match &min_insync_replicas {
+                    Some(count) => topic.set("min.insync.replicas", count),
+                    None => topic,
+                }
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
