@@ -7,6 +7,7 @@
 #
 #   <service>-keys      admin-key, pass-public-key, member-jwks.json,
 #                       and the queue's pass-signing-key
+#   console-keys        admin-key (the saga console signs operators in with it)
 #   <service>-db-app    --single-node only: `uri`, the service's database
 #                       URL (in production CloudNativePG makes this Secret)
 #   postgres            --single-node only: the superuser's and the five
@@ -63,6 +64,7 @@ for service in concert queue reservation member-balance payment; do
     secret "$service-db-app" --from-file=uri="$share/database-url"
   fi
 done
+secret console-keys --from-file=admin-key="$dir/console/admin-key"
 if $single_node; then
   # postgres-password and ticketing_<service>.password, one key each.
   secret postgres --from-file="$dir/postgres"

@@ -502,6 +502,7 @@ class Secrets(unittest.TestCase):
             '  for f in database-url pass-public-key member-jwks.json admin-key; do echo "$s-$f" > "$d/$s/$f"; done\n'
             "done\n"
             'echo q > "$d/queue/pass-signing-key"\n'
+            'mkdir -p "$d/console" && echo console-admin-key > "$d/console/admin-key"\n'
             'mkdir -p "$d/postgres"\n'
             'echo p > "$d/postgres/postgres-password"\n'
             "for r in concert queue reservation member_balance payment; do echo p > \"$d/postgres/ticketing_$r.password\"; done\n"
@@ -524,6 +525,27 @@ class Secrets(unittest.TestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         docs = [d for d in yaml.safe_load_all(applied.read_text()) if d]
         return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+
+    def test_the_console_runs_alone_with_the_admin_key_and_the_services_urls(self):
+        for overlay in OVERLAYS:
+            deployment = one(overlay, "Deployment", "console")
+            self.assertEqual(deployment["spec"]["replicas"], 1, "its sessions are in its memory")
+            spec = deployment["spec"]["template"]["spec"]
+            [main] = spec["containers"]
+            self.assertEqual(main["args"], ["console", "--host", "0.0.0.0", "--port", "8088"])
+            self.assertEqual(main["ports"][0]["containerPort"], 8088)
+            for probe in ("livenessProbe", "readinessProbe"):
+                self.assertEqual(main[probe]["httpGet"]["path"], "/sign-in", probe)
+            env = {v["name"]: v.get("value") for v in main["env"]}
+            self.assertEqual(env["TICKETCTL_DATA_DIR"], "/run/secrets/ticketing")
+            for service, port in SERVICES.items():
+                variable = service.replace("-", "_").upper() + "_URL"
+                self.assertEqual(env[variable], f"http://{service}:{port}")
+            secrets = {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+            self.assertEqual(secrets, {"console-keys"}, "the admin key, nothing else")
+            one(overlay, "Service", "console")
+        made = self.run_secrets_script([])
+        self.assertEqual(set(made["console-keys"]["data"]), {"admin-key"})
 
     def test_the_secrets_script_reads_the_files_ticketctl_secrets_writes(self):
         source = (REPO / "tools/ticketctl/src/secrets.rs").read_text()
@@ -711,8 +733,22 @@ class NetworkPolicies(unittest.TestCase):
                 expected = {
                     (("ingress-nginx", (("app.kubernetes.io/name", "ingress-nginx"),)), "http", "TCP"),
                     (("monitoring", (("app.kubernetes.io/name", "prometheus"),)), "http", "TCP"),
+                    ((None, (("app.kubernetes.io/name", "console"),)), "http", "TCP"),
                 }
                 self.assertEqual(self.rules(policy, "ingress"), expected, f"{overlay}/{service}")
+
+    def test_the_console_is_reached_by_nobody_and_reaches_kafka_the_services_and_dns(self):
+        for overlay in OVERLAYS:
+            policy = one(overlay, "NetworkPolicy", "console")
+            self.assertEqual(policy["spec"]["podSelector"]["matchLabels"], {"app.kubernetes.io/name": "console"})
+            self.assertEqual(sorted(policy["spec"]["policyTypes"]), ["Egress", "Ingress"])
+            self.assertEqual(self.rules(policy, "ingress"), set(), f"{overlay}: port-forward only")
+            expected = {
+                ((None, (("ticketing/kafka-broker", "true"),)), 9092, "TCP"),
+                (("kube-system", (("k8s-app", "kube-dns"),)), 53, "UDP"),
+                (("kube-system", (("k8s-app", "kube-dns"),)), 53, "TCP"),
+            } | {((None, (("app.kubernetes.io/name", s),)), port, "TCP") for s, port in SERVICES.items()}
+            self.assertEqual(self.rules(policy, "egress"), expected, overlay)
 
     def test_the_peers_are_what_they_say_and_a_database_label_is_its_services_alone(self):
         for overlay in OVERLAYS:
@@ -736,7 +772,7 @@ class NetworkPolicies(unittest.TestCase):
         peers = {self.peer(p) for p in listener["networkPolicyPeers"]}
         self.assertEqual(peers, {(None, (("ticketing/kafka-client", "true"),)), ("keda", (("app", "keda-operator"),))})
         clients = self.matching_pods("production", [("ticketing/kafka-client", "true")])
-        self.assertEqual(clients, {f"Deployment/{s}" for s in SERVICES})
+        self.assertEqual(clients, {f"Deployment/{s}" for s in SERVICES} | {"Deployment/console"})
 
     def test_the_data_platform_and_the_collector_are_reached_by_whom_they_serve(self):
         for overlay in OVERLAYS:
