@@ -47,14 +47,19 @@ impl AdminKey {
     /// Compares in time independent of where the keys differ, so the
     /// answer's timing does not reveal a prefix of the key.
     pub fn admits(&self, given: &[u8]) -> bool {
-        let expected = self.0.expose().as_bytes();
-        given.len() == expected.len()
-            && given
-                .iter()
-                .zip(expected)
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
+        same_secret(given, self.0.expose().as_bytes())
     }
+}
+
+/// Whether two secrets are equal, in time independent of where they
+/// differ (only their lengths show).
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 /// A scope whose routes answer only callers with the admin key
@@ -175,6 +180,13 @@ impl<T, K> Page<T, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
 
     fn key(configured: &str) -> anyhow::Result<AdminKey> {
         AdminKey::from_settings(&AdminSettings {

@@ -75,6 +75,13 @@ struct Shared {
     outcomes: BTreeMap<&'static str, u64>,
 }
 
+/// How one attempt to follow the topics ended.
+enum Followed {
+    /// Not every event and dead-letter topic exists yet.
+    NotYet,
+    Ended,
+}
+
 pub struct Live {
     shared: Mutex<Shared>,
     sender: broadcast::Sender<Arc<Item>>,
@@ -103,25 +110,31 @@ impl Live {
             loop {
                 // Follows until the broker fails; then starts again from
                 // the last few seconds (a message seen twice is harmless
-                // here, one missed would not be).
-                if let Err(error) = follower.follow(&kafka, Utc::now() - back) {
-                    eprintln!("console: following the topics failed, retrying: {error:#}");
+                // here, one missed would not be). Until every topic exists
+                // (a cluster still starting) it waits, window unchanged.
+                match follower.follow(&kafka, Utc::now() - back) {
+                    Ok(Followed::NotYet) => {}
+                    Ok(Followed::Ended) => back = TimeDelta::seconds(10),
+                    Err(error) => {
+                        eprintln!("console: following the topics failed, retrying: {error:#}");
+                        back = TimeDelta::seconds(10);
+                    }
                 }
-                back = TimeDelta::seconds(10);
                 std::thread::sleep(Duration::from_secs(2));
             }
         });
         live
     }
 
-    fn follow(&self, kafka: &KafkaOptions, since: DateTime<Utc>) -> anyhow::Result<()> {
+    fn follow(&self, kafka: &KafkaOptions, since: DateTime<Utc>) -> anyhow::Result<Followed> {
         let reader = Reader::connect(kafka)?;
         let mut ranges = Vec::new();
         for topic in event_topics() {
             for name in [dead_letter_topic(&topic), topic] {
-                if reader.partitions(&name)? > 0 {
-                    ranges.extend(reader.ranges(&name, None, Some(since), true)?);
+                if reader.partitions(&name)? == 0 {
+                    return Ok(Followed::NotYet);
                 }
+                ranges.extend(reader.ranges(&name, None, Some(since), true)?);
             }
         }
         // Outcomes are counted as they happen, not for the history read
@@ -135,7 +148,8 @@ impl Live {
                 .map(|(outcome, _)| outcome.as_str());
             self.publish(Item::of(&record), outcome);
             true
-        })
+        })?;
+        Ok(Followed::Ended)
     }
 
     fn publish(&self, item: Item, outcome: Option<&'static str>) {

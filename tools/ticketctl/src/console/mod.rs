@@ -25,12 +25,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use ticket_runtime::config::{AdminSettings, Secret};
-use ticket_runtime::http::admin::AdminKey;
+use ticket_runtime::http::admin::{same_secret, AdminKey};
 use ticket_runtime::http::error::{json_error, not_found, path_error, query_error};
 use ticket_runtime::http::ApiError;
 
 use crate::inspect::{parse_span, ClusterOptions};
-use session::{same_token, Sessions, SignIn, COOKIE, CSRF_HEADER};
+use session::{Sessions, SignIn, COOKIE, CSRF_HEADER};
 
 /// Serve the saga console: live events, a saga's timeline and verdict,
 /// stalled sagas, dead letters (with redrive) and health, behind the
@@ -194,7 +194,7 @@ async fn guard<B: MessageBody + 'static>(
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        if !same_token(given, &csrf) || !same_origin(request.request()) {
+        if !same_secret(given.as_bytes(), csrf.as_bytes()) || !same_origin(request.request()) {
             return refuse(
                 request,
                 ApiError::new(

@@ -132,15 +132,6 @@ impl Sessions {
     }
 }
 
-/// Equal tokens, compared in time independent of where they differ.
-pub fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |diff, (x, y)| diff | (x ^ y))
-            == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,12 +208,5 @@ mod tests {
             SignIn::Limited(_)
         ));
         assert_eq!(sessions.failed_total(), (PER_CLIENT + IN_ALL) as u64);
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(same_token("abc", "abc"));
-        assert!(!same_token("abc", "abd"));
-        assert!(!same_token("abc", "abcd"));
     }
 }
